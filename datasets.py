@@ -1,0 +1,332 @@
+"""Datasets of the study as 3x32x32 float tensors in [0, 1] with int labels.
+
+Real data is read from `<data-root>/<dataset>-<split>.npz` (uint8 `images` N,H,W,C and
+int64 `labels`; see ../shared/data/README.md). When a file is missing and downloads are
+allowed, torchvision fetches the dataset once and the same file is written, so later runs
+read arrays directly. Data that cannot be had raises DatasetUnavailableError; nothing
+ever falls back to fake data. `synthetic` exists only when asked for by name.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("svhn", "mnist", "cifar10", "digits", "synthetic")
+REAL_DATASETS = ("svhn", "mnist", "cifar10", "digits")
+DIGIT_DATASETS = ("svhn", "mnist", "digits")
+
+CLASS_NAMES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"),
+    **{name: tuple(str(i) for i in range(10)) for name in ("svhn", "mnist", "digits")},
+    "synthetic": tuple(f"pattern{i}" for i in range(10)),
+}
+
+# Per-channel mean/std of each train split as this module delivers it (after MNIST
+# padding to 32x32 and 3 channels, digits upscaling). tests/test_datasets.py recomputes
+# them from the data. SVHN's are the published statistics of its train split; SVHN cannot
+# be checked on machines without the data.
+NORM_STATS = {
+    "cifar10": ((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)),
+    "mnist": ((0.1000, 0.1000, 0.1000), (0.2752, 0.2752, 0.2752)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "digits": ((0.3052, 0.3052, 0.3052), (0.3236, 0.3236, 0.3236)),
+    "synthetic": ((0.4986, 0.5055, 0.5009), (0.2049, 0.2028, 0.2073)),
+}
+
+# Train-time augmentation, chosen per dataset: random crop with zero padding for all;
+# flips and colour jitter only where they preserve the label (never on digits).
+AUGMENT = {
+    "cifar10": {"pad": 4, "flip": True, "jitter": 0.1},
+    "svhn": {"pad": 4, "flip": False, "jitter": 0.0},
+    "mnist": {"pad": 2, "flip": False, "jitter": 0.0},
+    "digits": {"pad": 2, "flip": False, "jitter": 0.0},
+    "synthetic": {"pad": 2, "flip": False, "jitter": 0.0},
+}
+
+# sha256 of the files in ../shared/data, so the report can name what was used.
+KNOWN_FILES = {
+    "1e3b9016ce61eb9a66c0549f11f18ca54d133a6e33883f237aeeec15683b4378": "CIFAR-10 (JPEG q75 copy)",
+    "70e4ac07061418e21d1d1b862caaf926b5ee04c948a8753583ea90475436c42f": "CIFAR-10 (JPEG q75 copy)",
+    "18bec0c3df52ba9179dbdd3f6fc2463fb18bbf1441c2984acde287dcb40162d0": "MNIST (pixel-exact)",
+    "e9689ea30ab7f74fe116e3e2be85aac5b985f5b4a38e697fae60d53479b02e4f": "MNIST (pixel-exact)",
+}
+
+DIGITS_TEST_SIZE = 497  # of scikit-learn's 1,797 digits; the rest (1,300) is train
+SYNTHETIC_SIZES = {"train": 3000, "test": 1000}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The requested dataset is not on disk and could not be downloaded."""
+
+
+@dataclass
+class Splits:
+    """Train / validation / test datasets plus everything a run should record about them."""
+    train: "ArrayDataset"
+    val: "ArrayDataset"
+    test: "ArrayDataset"
+    info: dict = field(default_factory=dict)
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """uint8 images (N, C, 32, 32) in memory, delivered as float batches in [0, 1].
+
+    Indexed with a list of indices it returns a whole batch (images, labels), which is
+    how the loaders below use it: augmentation then runs once per batch, not per image.
+    """
+
+    def __init__(self, images, labels, name, augment=None):
+        self.images = images
+        self.labels = labels
+        self.name = name
+        self.augment = augment  # a dict from AUGMENT, or None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        single = isinstance(index, int)
+        idx = torch.as_tensor([index] if single else index, dtype=torch.long)
+        x = self.images[idx].float().div_(255.0).expand(-1, 3, -1, -1)
+        if self.augment is not None:
+            x = augment_batch(x, **self.augment)
+        y = self.labels[idx]
+        return (x[0], int(y[0])) if single else (x.contiguous(), y)
+
+
+def augment_batch(x, pad=4, flip=False, jitter=0.0, generator=None):
+    """Random crop with zero padding, optional horizontal flip and colour jitter, per image."""
+    n, c, h, w = x.shape
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                   rows, cols]
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if jitter:
+        def factor():
+            return 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * jitter
+        x = x * factor()  # brightness
+        gray = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = gray + (x - gray) * factor()  # contrast
+        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = lum + (x - lum) * factor()  # saturation
+        x = x.clamp_(0.0, 1.0)
+    return x
+
+
+def batch_loader(dataset, batch_size, shuffle=False, drop_last=False, workers=0,
+                 generator=None, sampler=None):
+    """A DataLoader that fetches whole batches from an ArrayDataset."""
+    if sampler is None:
+        sampler = (torch.utils.data.RandomSampler(dataset, generator=generator) if shuffle
+                   else torch.utils.data.SequentialSampler(dataset))
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=drop_last)
+    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None,
+                                       num_workers=workers, generator=generator,
+                                       persistent_workers=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _how_to_provide(name, path):
+    return (f"Put `{os.path.basename(path)}` (a numpy .npz with uint8 `images` N,H,W,C and "
+            f"int64 `labels` N; see ../shared/data/README.md) in the data root, "
+            f"or run once with downloads allowed (no --no-download) on a machine with internet.")
+
+
+def _download(name, split, data_root):
+    """Fetch through torchvision; returns (images NHWC uint8, labels int64)."""
+    import torchvision
+
+    raw = os.path.join(data_root, "torchvision")
+    if name == "mnist":
+        ds = torchvision.datasets.MNIST(raw, train=(split == "train"), download=True)
+        return ds.data.numpy()[..., None], ds.targets.numpy().astype(np.int64)
+    if name == "cifar10":
+        ds = torchvision.datasets.CIFAR10(raw, train=(split == "train"), download=True)
+        return ds.data, np.asarray(ds.targets, dtype=np.int64)
+    if name == "svhn":
+        ds = torchvision.datasets.SVHN(raw, split=split, download=True)
+        # torchvision already maps SVHN's digit "0" (stored as 10) to label 0.
+        return ds.data.transpose(0, 2, 3, 1), ds.labels.astype(np.int64)
+    raise ValueError(name)
+
+
+def load_arrays(name, split, data_root="data", download=True):
+    """Raw arrays of one split: (uint8 images N,H,W,C, int64 labels N, provenance dict)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "digits":
+        return _digits_arrays(split)
+    if name == "synthetic":
+        return _synthetic_arrays(split)
+
+    path = os.path.join(data_root, f"{name}-{split}.npz")
+    if not os.path.exists(path):
+        if not download:
+            raise DatasetUnavailableError(
+                f"{name} ({split}) is not available: tried {os.path.abspath(path)} and "
+                f"downloads are off (--no-download). {_how_to_provide(name, path)}")
+        try:
+            images, labels = _download(name, split, data_root)
+        except Exception as exc:  # no network, torchvision error, disk full, ...
+            raise DatasetUnavailableError(
+                f"{name} ({split}) is not available: tried {os.path.abspath(path)}, then a "
+                f"torchvision download into {os.path.abspath(os.path.join(data_root, 'torchvision'))}"
+                f" which failed ({type(exc).__name__}: {exc}). {_how_to_provide(name, path)}"
+            ) from exc
+        os.makedirs(data_root, exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, images=images, labels=labels,
+                            provenance=np.array(f"{name} downloaded by torchvision"))
+        os.replace(tmp, path)
+
+    try:
+        with np.load(path) as data:
+            images, labels = data["images"], data["labels"].astype(np.int64)
+            note = str(data["provenance"]) if "provenance" in data else None
+    except Exception as exc:
+        raise DatasetUnavailableError(
+            f"{path} could not be read as a dataset file ({type(exc).__name__}: {exc}). "
+            f"{_how_to_provide(name, path)}") from exc
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
+        raise DatasetUnavailableError(
+            f"{path} has images {images.shape} {images.dtype} and {len(labels)} labels; "
+            f"expected uint8 (N,H,W,C) and N labels. {_how_to_provide(name, path)}")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DatasetUnavailableError(f"{path}: labels must be 0..9, found {labels.min()}..{labels.max()}")
+    digest = _sha256(path)
+    provenance = {"dataset": name, "split": split, "path": os.path.abspath(path),
+                  "sha256": digest, "n": int(len(labels)),
+                  "description": KNOWN_FILES.get(digest) or note or f"{name} from {path}"}
+    return images, labels, provenance
+
+
+def _digits_arrays(split):
+    """scikit-learn's bundled 8x8 digits, upscaled to 32x32 with a fixed split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    labels = digits.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_SIZE,
+                                           stratify=labels, random_state=0)
+    idx = idx_train if split == "train" else idx_test
+    provenance = {"dataset": "digits", "split": split, "n": int(len(idx)),
+                  "description": "scikit-learn 8x8 digits, bilinear upscaled to 32x32 "
+                                 "(fixed stratified split, seed 0)"}
+    return images[idx], labels[idx], provenance
+
+
+def _synthetic_arrays(split):
+    """Class-dependent random patterns plus noise: learnable, and clearly not real data."""
+    templates = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(1234))
+    templates = F.interpolate(templates, size=(32, 32), mode="nearest")
+    n = SYNTHETIC_SIZES[split]
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    x = 0.5 + 0.5 * (templates[labels] - 0.5) + 0.15 * torch.randn(n, 3, 32, 32, generator=g)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    provenance = {"dataset": "synthetic", "split": split, "n": n,
+                  "description": "SYNTHETIC patterns (not real data)"}
+    return images, labels.numpy().astype(np.int64), provenance
+
+
+def to_chw32(images):
+    """uint8 N,H,W,C -> uint8 tensor N,C,32,32 (28x28 MNIST is zero-padded, not resized)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    h, w = x.shape[-2:]
+    if (h, w) != (32, 32):
+        if h > 32 or w > 32:
+            raise ValueError(f"images of {h}x{w} are larger than 32x32")
+        top, left = (32 - h) // 2, (32 - w) // 2
+        x = F.pad(x, (left, 32 - w - left, top, 32 - h - top))
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {x.shape[1]}")
+    return x
+
+
+def default_val_size(n_train):
+    return min(5000, n_train // 10)
+
+
+def build_splits(name, data_root="data", download=True, val_size=None, train_subset=None,
+                 augment=True, seed=0):
+    """Train (augmented if asked) / validation (carved from train) / test datasets.
+
+    The validation split is a seeded, stratified draw from the train file, so the
+    class-sorted CIFAR-10 copy gives a balanced one; `train_subset` then takes a seeded
+    subset of what remains (for small-target fine-tuning and demo runs).
+    """
+    from sklearn.model_selection import train_test_split
+
+    images, labels, prov_train = load_arrays(name, "train", data_root, download)
+    test_images, test_labels, prov_test = load_arrays(name, "test", data_root, download)
+
+    n = len(labels)
+    val_size = default_val_size(n) if val_size is None else int(val_size)
+    if not 0 < val_size < n:
+        raise ValueError(f"--val-size must be between 1 and {n - 1} for {name}, got {val_size}")
+    train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, stratify=labels,
+                                          random_state=seed)
+    if train_subset is not None:
+        if not 0 < train_subset <= len(train_idx):
+            raise ValueError(f"--train-subset must be between 1 and {len(train_idx)} for "
+                             f"{name} (after the validation split), got {train_subset}")
+        rng = np.random.default_rng(seed)
+        train_idx = np.sort(rng.choice(train_idx, size=train_subset, replace=False))
+
+    all_images = to_chw32(images)
+    all_labels = torch.from_numpy(labels)
+    aug = AUGMENT[name] if augment else None
+    splits = Splits(
+        train=ArrayDataset(all_images[train_idx], all_labels[train_idx], name, aug),
+        val=ArrayDataset(all_images[val_idx], all_labels[val_idx], name),
+        test=ArrayDataset(to_chw32(test_images), torch.from_numpy(test_labels), name),
+    )
+    splits.info = {
+        "dataset": name, "synthetic": name == "synthetic",
+        "description": prov_train["description"],
+        "class_names": list(CLASS_NAMES[name]),
+        "mean": list(NORM_STATS[name][0]), "std": list(NORM_STATS[name][1]),
+        "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_labels)},
+        "augment": aug, "files": [prov_train, prov_test],
+    }
+    return splits
+
+
+def build_eval_split(name, split="test", data_root="data", download=True, val_size=None, seed=0):
+    """One unaugmented split ('train', 'val' or 'test') for evaluation."""
+    if split in ("train", "val"):
+        splits = build_splits(name, data_root, download, val_size=val_size, augment=False,
+                              seed=seed)
+        return getattr(splits, split), splits.info
+    images, labels, prov = load_arrays(name, "test", data_root, download)
+    info = {"dataset": name, "synthetic": name == "synthetic", "description": prov["description"],
+            "class_names": list(CLASS_NAMES[name]), "files": [prov]}
+    return ArrayDataset(to_chw32(images), torch.from_numpy(labels), name), info

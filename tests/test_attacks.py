@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn as nn
+import torchattacks
+
+import datasets
+import utils
+from attacks import fgsm_attack, pgd_attack, random_noise
+from models import resnet18
+
+EPS = 8 / 255
+
+
+@pytest.fixture
+def small_model():
+    return resnet18(num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def _batch(n=16):
+    return torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "noise"])
+def test_output_stays_in_the_eps_ball_and_pixel_range(small_model, name):
+    x, y = _batch()
+    x[:4] = 0.0  # corners of the pixel range must still clamp
+    x[4:8] = 1.0
+    x_adv = {"fgsm": lambda: fgsm_attack(small_model, x, y, EPS),
+             "pgd": lambda: pgd_attack(small_model, x, y, EPS, 2 / 255, 5),
+             "noise": lambda: random_noise(x, EPS)}[name]()
+    assert x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() > EPS / 2  # it really moved
+    assert not x_adv.requires_grad
+
+
+def test_eps_zero_returns_the_input(small_model):
+    x, y = _batch()
+    assert torch.equal(fgsm_attack(small_model, x, y, 0.0), x)
+    assert torch.equal(pgd_attack(small_model, x, y, 0.0, 2 / 255, 3), x)
+    assert torch.equal(random_noise(x, 0.0), x)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_modes_are_restored_and_parameter_grads_untouched(small_model, training):
+    small_model.train(training)
+    small_model.layer2.eval()  # a mixed state must come back as it was
+    modes = {n: m.training for n, m in small_model.named_modules()}
+    small_model.fc.weight.grad = torch.ones_like(small_model.fc.weight)
+    seen_modes = []
+    hook = small_model.register_forward_pre_hook(lambda m, inp: seen_modes.append(m.training))
+    x, y = _batch()
+    fgsm_attack(small_model, x, y, EPS)
+    pgd_attack(small_model, x, y, EPS, 2 / 255, 3)
+    hook.remove()
+    assert seen_modes and not any(seen_modes)  # attacked in eval mode
+    assert {n: m.training for n, m in small_model.named_modules()} == modes
+    assert torch.equal(small_model.fc.weight.grad, torch.ones_like(small_model.fc.weight))
+    assert all(p.grad is None for n, p in small_model.named_parameters() if n != "fc.weight")
+
+
+def test_bn_statistics_are_not_updated_by_attacks(small_model):
+    small_model.train()
+    before = small_model.bn1.running_mean.clone()
+    x, y = _batch()
+    pgd_attack(small_model, x, y, EPS, 2 / 255, 3)
+    assert torch.equal(small_model.bn1.running_mean, before)
+
+
+def test_matches_torchattacks_reference(small_model):
+    small_model.eval()
+    x, y = _batch(8)
+    ours = fgsm_attack(small_model, x, y, EPS)
+    theirs = torchattacks.FGSM(small_model, eps=EPS)(x, y)
+    assert (ours - theirs).abs().max() < 1e-6
+    ours = pgd_attack(small_model, x, y, EPS, 2 / 255, 5, random_start=False)
+    theirs = torchattacks.PGD(small_model, eps=EPS, alpha=2 / 255, steps=5, random_start=False)(x, y)
+    # identical algorithm; a rare sign flip of a ~0 gradient may move a pixel by one step
+    assert ((ours - theirs).abs() > 1e-6).float().mean() < 1e-3
+
+
+def test_pgd_beats_fgsm_beats_noise_on_a_trained_model(digits_model):
+    model, final, _ = digits_model
+    assert final["test_accuracy"] > 0.85  # the model has learned something worth attacking
+    test, _ = datasets.build_eval_split("digits", "test")
+    x, y = test[list(range(len(test)))]
+    eps = 16 / 255
+    torch.manual_seed(0)
+    acc = {}
+    with torch.no_grad():
+        model.eval()
+        for name, x_adv in (("clean", x),
+                            ("noise", random_noise(x, eps)),
+                            ("fgsm", fgsm_attack(model, x, y, eps)),
+                            ("pgd", pgd_attack(model, x, y, eps, 2 / 255, 10))):
+            acc[name] = (model(x_adv).argmax(1) == y).float().mean().item()
+    assert acc["pgd"] <= acc["fgsm"] < acc["noise"] <= acc["clean"] + 0.01
+    assert acc["pgd"] < 0.5 * acc["clean"]

@@ -1,0 +1,255 @@
+"""Shared plumbing: seeding, devices, atomic files, checkpoints, provenance, clean evaluation."""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = ("model", "model_args", "optimizer", "scheduler", "epoch", "best_val_acc",
+                   "history", "config")
+PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class CheckpointError(RuntimeError):
+    """A file that is missing, unreadable, not one of our checkpoints, or of another version."""
+
+
+# ----------------------------------------------------------------------------- CLI helpers
+
+def pixel_value(text):
+    """argparse type for eps/alpha: '8/255' or '0.0314', in [0, 1]."""
+    try:
+        value = float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or fraction such as 8/255")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be within [0, 1] (pixel units)")
+    return value
+
+
+def _bounded(cast, low=None, high=None, low_open=False, what="value"):
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {cast.__name__}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{what} must be {'>' if low_open else '>='} {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{what} must be <= {high}, got {text}")
+        return value
+    parse.__name__ = cast.__name__
+    return parse
+
+
+positive_int = _bounded(int, 1, what="value")
+nonnegative_int = _bounded(int, 0, what="value")
+positive_float = _bounded(float, 0.0, low_open=True, what="value")
+nonnegative_float = _bounded(float, 0.0, what="value")
+probability = _bounded(float, 0.0, 1.0, what="probability")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States every option's default, unless its help text already explains it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def str2bool(text):
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+# ----------------------------------------------------------------------------- runtime
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def choose_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} was asked for but no CUDA device is available; "
+                         "use --device cpu or auto")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- files
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename over `path`, so readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_json(obj, path):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=_json_default)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    if isinstance(obj, torch.device):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def plain(obj):
+    """`obj` as plain JSON types only, safe inside a weights_only checkpoint."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_csv(rows, path):
+    """Rows (dicts) to CSV; the header is the union of keys in first-seen order."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(state, path):
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint state lacks {missing}")
+    atomic_write(path, lambda tmp: torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load one of our checkpoints safely (weights_only: tensors and plain values only)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+            "it may be truncated, corrupt, or not a file written by train.py") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+        raise CheckpointError(f"{path} is not a train.py checkpoint (no 'model'/'model_args' keys)")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format')!r}; this code "
+                              f"reads format {CHECKPOINT_FORMAT}. Retrain, or use the matching version.")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, path="checkpoint"):
+    """Rebuild the model from the checkpoint alone: resnet18(**model_args) + its weights."""
+    from models import resnet18
+
+    try:
+        model = resnet18(**ckpt["model_args"])
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not match model_args "
+                              f"{ckpt['model_args']} ({str(exc)[:300]})") from exc
+    return model
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment_info():
+    import matplotlib
+    import sklearn
+    import torchvision
+
+    return {
+        "python": platform.python_version(), "torch": str(torch.__version__),
+        "torchvision": torchvision.__version__, "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+    }
+
+
+def command_line(script, argv):
+    import shlex
+    return " ".join(["python", script] + [shlex.quote(a) for a in argv])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model, loader, device, max_batches=None):
+    """Logits, labels and mean cross-entropy of `model` over `loader` (eval mode, restored)."""
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    logits, labels = [], []
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+            logits.append(model(x).float().cpu())
+            labels.append(y)
+    finally:
+        for m, training in was_training:
+            m.training = training
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    return logits, labels
+
+
+def evaluate(model, loader, device, max_batches=None):
+    """(mean cross-entropy, accuracy in [0, 1]) of `model` on `loader`."""
+    logits, labels = predict(model, loader, device, max_batches)
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss, acc
