@@ -3,6 +3,8 @@
 Figures are built with matplotlib's object API (no pyplot, no global backend state).
 """
 
+import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 # One colour per attack, the same in every figure.
@@ -33,5 +35,232 @@ def plot_training_curves(history, path, title):
         ax.grid(alpha=0.3)
     ax_loss.legend()
     ax_acc.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def _class_axis(ax, class_names, axis="x", rotate=True):
+    ticks = range(len(class_names))
+    if axis == "x":
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(class_names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    else:
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(class_names)
+
+
+def plot_feature_projection(points, labels, class_names, method, path, title):
+    """2-D projection of penultimate features, one colour per class."""
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"]
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        ax.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=colors(c % 10),
+                   label=name, rasterized=True)
+    ax.set(title=f"{title}\n{method} of penultimate features (n={len(labels)})",
+           xlabel=f"{method} 1", ylabel=f"{method} 2")
+    ax.legend(markerscale=4, fontsize=8, loc="best", ncol=2, frameon=True)
+    _save(fig, path)
+
+
+def plot_sample_grid(rows, true_labels, row_preds, class_names, path, title):
+    """Tiles of images (rows: clean / adversarial / noise), true and predicted label on each."""
+    n_rows, n_cols = len(rows), len(true_labels)
+    fig = Figure(figsize=(1.6 * n_cols, 1.9 * n_rows + 0.6))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, (row_name, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.imshow(images[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            pred = row_preds[row_name][c]
+            ok = pred == true_labels[c]
+            ax.set_title(f"true {class_names[true_labels[c]]}\npred {class_names[pred]}",
+                         fontsize=8, color="#1a7f37" if ok else "#cf222e")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(row_name, fontsize=10)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_confusion(normalized, class_names, path, title):
+    """Row-normalized confusion matrix (each true class sums to 100%)."""
+    k = len(class_names)
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.subplots()
+    im = ax.imshow(100 * normalized, cmap="Blues", vmin=0, vmax=100)
+    for i in range(k):
+        for j in range(k):
+            v = 100 * normalized[i, j]
+            if v >= 0.5:
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 60 else "black")
+    _class_axis(ax, class_names, "x")
+    _class_axis(ax, class_names, "y")
+    ax.set(title=f"{title}\nconfusion matrix (row-normalized)", xlabel="predicted class",
+           ylabel="true class")
+    fig.colorbar(im, ax=ax, label="share of true class (%)")
+    _save(fig, path)
+
+
+def plot_per_class_accuracy(per_class, class_names, overall, path, title):
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    ax.bar(range(len(class_names)), 100 * per_class, color="#4c72b0")
+    ax.axhline(100 * overall, color=COLORS["clean"], ls="--", lw=1,
+               label=f"overall {100 * overall:.1f}%")
+    _class_axis(ax, class_names, "x")
+    ax.set(title=f"{title}\nper-class accuracy", xlabel="class", ylabel="accuracy (%)",
+           ylim=(0, 105))
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_prf1(precision, recall, f1, class_names, macro, path, title):
+    x = np.arange(len(class_names))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
+    for offset, (name, values, color) in zip((-0.27, 0, 0.27), (
+            ("precision", precision, "#4c72b0"), ("recall", recall, "#dd8452"),
+            ("F1", f1, "#55a868"))):
+        ax.bar(x + offset, 100 * values, width=0.27, color=color,
+               label=f"{name} (macro {100 * macro[name]:.1f}%)")
+    _class_axis(ax, class_names, "x")
+    ax.set(title=f"{title}\nper-class precision, recall and F1", xlabel="class",
+           ylabel="score (%)", ylim=(0, 105))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_calibration(bins, ece, bins_scaled, ece_scaled, temperature, path, title):
+    """Reliability diagram (before and after temperature scaling) over a confidence histogram."""
+    edges = bins["edges"]
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    fig = Figure(figsize=(11, 5.5))
+    (ax_rel, ax_rel_t), (ax_hist, ax_hist_t) = fig.subplots(
+        2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for ax_r, ax_h, b, e, name in ((ax_rel, ax_hist, bins, ece, "uncalibrated"),
+                                   (ax_rel_t, ax_hist_t, bins_scaled, ece_scaled,
+                                    f"temperature-scaled (T={temperature:.2f})")):
+        acc = np.nan_to_num(b["accuracy"])
+        ax_r.bar(centers, 100 * acc, width=width * 0.95, color="#4c72b0", edgecolor="black",
+                 lw=0.5, label="accuracy in bin")
+        gap_bottom = np.minimum(acc, centers)
+        ax_r.bar(centers, 100 * np.abs(centers - acc) * (b["count"] > 0), bottom=100 * gap_bottom,
+                 width=width * 0.95, color="#cf222e", alpha=0.3, label="gap to bin centre")
+        ax_r.plot([0, 1], [0, 100], "k--", lw=1, label="perfect calibration")
+        ax_r.set(title=f"{name}: ECE {100 * e:.2f}%", ylabel="accuracy (%)", xlim=(0, 1),
+                 ylim=(0, 100))
+        ax_r.legend(loc="upper left", fontsize=8)
+        ax_h.bar(centers, 100 * b["count"] / max(1, b["count"].sum()), width=width * 0.95,
+                 color="#888888")
+        ax_h.set(xlabel="confidence (max softmax probability)", ylabel="samples (%)")
+    fig.suptitle(f"{title}: reliability diagram ({len(centers)} equal-width bins)")
+    _save(fig, path)
+
+
+def plot_confidence_coverage(curve, aurc_value, selective, path, title):
+    """Selective accuracy and risk as the least confident predictions are rejected."""
+    fig = Figure(figsize=(11, 4.2))
+    ax_acc, ax_risk = fig.subplots(1, 2)
+    coverage = 100 * curve["coverage"]
+    ax_acc.plot(coverage, 100 * curve["accuracy"], color="#4c72b0")
+    for cov, acc in selective.items():
+        ax_acc.plot([100 * float(cov)], [100 * acc], "o", color="#cf222e")
+        ax_acc.annotate(f"{100 * acc:.1f}% at {100 * float(cov):.0f}%",
+                        (100 * float(cov), 100 * acc), textcoords="offset points",
+                        xytext=(-40, -15), fontsize=8)
+    ax_acc.set(title="selective accuracy", xlabel="coverage (%)", ylabel="accuracy (%)",
+               xlim=(0, 100))
+    ax_risk.plot(coverage, 100 * curve["risk"], color="#dd8452")
+    ax_risk.fill_between(coverage, 100 * curve["risk"], alpha=0.2, color="#dd8452")
+    ax_risk.set(title=f"risk-coverage (AURC {100 * aurc_value:.2f}%)", xlabel="coverage (%)",
+                ylabel="selective risk = error rate (%)", xlim=(0, 100))
+    for ax in (ax_acc, ax_risk):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: confidence vs coverage (most confident first)")
+    _save(fig, path)
+
+
+def plot_topk(topk, path, title):
+    ks = sorted(topk, key=int)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    bars = ax.bar([f"top-{k}" for k in ks], [100 * topk[k] for k in ks], color="#4c72b0")
+    for bar, k in zip(bars, ks):
+        ax.text(bar.get_x() + bar.get_width() / 2, 100 * topk[k] + 1, f"{100 * topk[k]:.2f}%",
+                ha="center", fontsize=9)
+    ax.set(title=f"{title}\ntop-k accuracy", xlabel="k", ylabel="accuracy (%)", ylim=(0, 108))
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_robustness_sweep(curves, path, title):
+    """Accuracy vs eps. `curves`: {label: {'epsilons', 'fgsm', 'pgd', 'noise', 'clean'}};
+    several models share the axes (line style per model, colour per attack)."""
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for i, (label, c) in enumerate(curves.items()):
+        eps = [255 * e for e in c["epsilons"]]
+        ls = styles[i % len(styles)]
+        prefix = f"{label}: " if len(curves) > 1 else ""
+        for attack in ("noise", "fgsm", "pgd"):
+            ax.plot(eps, [100 * a for a in c[attack]], ls, marker="o", ms=4,
+                    color=COLORS[attack], label=f"{prefix}{attack.upper() if attack != 'noise' else 'random noise'}")
+        ax.axhline(100 * c["clean"], color=COLORS["clean"], ls=ls, lw=1,
+                   label=f"{prefix}clean {100 * c['clean']:.1f}%")
+    ax.set(title=f"{title}\naccuracy under L-inf attacks vs eps", xlabel="eps (x/255, pixel units)",
+           ylabel="accuracy (%)", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    _save(fig, path)
+
+
+def plot_pgd_iter_sweep(curves, path, title):
+    """PGD accuracy vs iterations at fixed eps, with clean / FGSM / noise references."""
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for i, (label, c) in enumerate(curves.items()):
+        ls = styles[i % len(styles)]
+        prefix = f"{label}: " if len(curves) > 1 else ""
+        ax.plot(c["iters"], [100 * a for a in c["pgd"]], ls, marker="o", color=COLORS["pgd"],
+                label=f"{prefix}PGD")
+        for ref in ("clean", "noise", "fgsm"):
+            name = {"clean": "clean", "noise": "random noise", "fgsm": "FGSM"}[ref]
+            ax.axhline(100 * c[ref], color=COLORS[ref], ls=ls, lw=1,
+                       label=f"{prefix}{name} {100 * c[ref]:.1f}%")
+    eps = next(iter(curves.values()))["eps"]
+    ax.set_xscale("log")
+    ax.set(title=f"{title}\nPGD accuracy vs iterations (eps {255 * eps:.0f}/255)",
+           xlabel="PGD iterations (log scale)", ylabel="accuracy (%)", ylim=(0, 100))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper right")
+    _save(fig, path)
+
+
+def plot_run_comparison(histories, path, title):
+    """Validation accuracy and training loss per epoch of several runs on shared axes."""
+    fig = Figure(figsize=(13, 4.5))
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    colors = matplotlib.colormaps["tab20"]
+    for i, (name, history) in enumerate(histories.items()):
+        epochs = [h["epoch"] for h in history]
+        ax_acc.plot(epochs, [100 * h["val_acc"] for h in history], "o-", ms=3,
+                    color=colors(i % 20), label=name)
+        ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, color=colors(i % 20),
+                     label=name)
+    ax_acc.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    ax_loss.set(title="training loss (on the batches trained on)", xlabel="epoch",
+                ylabel="loss (nats)")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     _save(fig, path)

@@ -211,6 +211,9 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     """Stepped once per batch, so resuming mid-schedule needs only its state dict."""
     total = args.epochs * steps_per_epoch
     if args.schedule == "onecycle":
+        if total < 8:
+            raise SystemExit(f"error: --schedule onecycle needs at least 8 steps, this run has "
+                             f"{total} (epochs x batches); use more data/epochs or --schedule multistep")
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=args.lr, total_steps=total, pct_start=0.25,
             cycle_momentum=args.optimizer == "sgd" and args.momentum > 0)

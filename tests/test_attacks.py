@@ -93,7 +93,7 @@ def test_pgd_beats_fgsm_beats_noise_on_a_trained_model(digits_model):
         for name, x_adv in (("clean", x),
                             ("noise", random_noise(x, eps)),
                             ("fgsm", fgsm_attack(model, x, y, eps)),
-                            ("pgd", pgd_attack(model, x, y, eps, 2 / 255, 10))):
+                            ("pgd", pgd_attack(model, x, y, eps, 2.5 * eps / 10, 10))):
             acc[name] = (model(x_adv).argmax(1) == y).float().mean().item()
     assert acc["pgd"] <= acc["fgsm"] < acc["noise"] <= acc["clean"] + 0.01
     assert acc["pgd"] < 0.5 * acc["clean"]

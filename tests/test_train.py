@@ -10,8 +10,10 @@ import train
 import utils
 from losses import LabelSmoothingCrossEntropy
 
-TINY = ["--dataset", "synthetic", "--train-subset", "400", "--val-size", "200",
-        "--batch-size", "64", "--seed", "0"]
+# 12 steps per epoch; a low learning rate keeps BatchNorm's running statistics usable
+# after so few steps.
+TINY = ["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
+        "--batch-size", "32", "--lr", "0.02", "--seed", "0"]
 
 
 def run(tmp_path, *extra, name="run"):
@@ -118,7 +120,7 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     run(tmp_path, "--epochs", "1")
     with pytest.raises(SystemExit, match="use_bn"):
         run(tmp_path, "--epochs", "1", "--use-bn", "false", "--resume")
-    with pytest.raises(SystemExit, match="--lr 0.1 \\(now 0.05\\)"):
+    with pytest.raises(SystemExit, match="--lr 0.02 \\(now 0.05\\)"):
         run(tmp_path, "--epochs", "1", "--lr", "0.05", "--resume")
     with pytest.raises(SystemExit, match="no .*last.pth"):
         run(tmp_path, "--epochs", "1", "--resume", name="empty")
@@ -131,12 +133,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     def poisoned(self, logits, target):
         steps.append(1)
         loss = real_forward(self, logits, target)
-        return loss * math.nan if len(steps) == 9 else loss  # 6 steps per epoch
+        return loss * math.nan if len(steps) == 15 else loss  # 12 steps per epoch
     monkeypatch.setattr(LabelSmoothingCrossEntropy, "forward", poisoned)
     with pytest.raises(SystemExit) as err:
         run(tmp_path, "--epochs", "3")
     message = str(err.value)
-    assert "epoch 2, step 3" in message and "global step 9" in message and "last.pth" in message
+    assert "epoch 2, step 3" in message and "global step 15" in message and "last.pth" in message
     assert utils.load_checkpoint(str(tmp_path / "run" / "last.pth"))["epoch"] == 1
 
 
@@ -210,7 +212,8 @@ def test_adversarial_training_replaces_batches(tmp_path, attack):
 def test_options_of_the_study_run(tmp_path):
     for i, flags in enumerate([["--use-bn", "false", "--lr", "0.02"],
                                ["--optimizer", "adam", "--label-smoothing", "0.1"],
-                               ["--circle-weight", "0.5", "--no-augment", "--stem", "cifar"]]):
+                               ["--circle-weight", "0.5", "--no-augment", "--stem", "cifar",
+                                "--train-subset", "64"]]):
         final, out = run(tmp_path, "--epochs", "1", *flags, name=f"opt{i}")
         assert math.isfinite(final["test_loss"])
 
@@ -220,6 +223,7 @@ def test_svhn_fixture_trains_end_to_end(tmp_path):
     write_svhn_fixture(str(tmp_path))
     final = train.main(["--dataset", "svhn", "--data-root", str(tmp_path), "--no-download",
                         "--epochs", "3", "--batch-size", "32", "--schedule", "onecycle",
+                        "--lr", "0.02",
                         "--out-dir", str(tmp_path / "svhn_run")])
     assert final["test_accuracy"] > 0.5
     with pytest.raises(SystemExit, match="svhn .* not available"):
@@ -230,7 +234,8 @@ def test_svhn_fixture_trains_end_to_end(tmp_path):
 @pytest.mark.real_data
 def test_mnist_few_thousand_images_one_epoch_reaches_95_percent(tmp_path, data_root):
     final = train.main(["--dataset", "mnist", "--data-root", data_root, "--no-download",
-                        "--train-subset", "5000", "--epochs", "1", "--batch-size", "64",
-                        "--schedule", "onecycle", "--lr", "0.05", "--out-dir", str(tmp_path)])
+                        "--train-subset", "6000", "--epochs", "1", "--batch-size", "32",
+                        "--schedule", "onecycle", "--lr", "0.02", "--nesterov",
+                        "--out-dir", str(tmp_path)])
     assert final["n_test"] == 10000 and final["data_description"] == "MNIST (pixel-exact)"
     assert final["test_accuracy"] >= 0.95

@@ -1,0 +1,462 @@
+"""Evaluate a checkpoint: robustness, calibration and diagnostics, every number and figure.
+
+    python eval.py --checkpoint checkpoints/cifar10_standard/best.pth --dataset cifar10 \
+        --data-root ../shared/data --out report/cifar10_standard
+
+The model is rebuilt from the checkpoint alone, and may be evaluated on any dataset
+(e.g. an SVHN model on MNIST). Writes PREFIX.metrics.json (every number, plus attack
+sanity checks) and one PREFIX.<component>.png per figure.
+"""
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import datasets
+import metrics
+import plots
+import utils
+from attacks import fgsm_attack, pgd_attack, random_noise
+
+COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
+              "attacks", "sweep", "iter-sweep")
+ATTACK_NAMES = ("fgsm", "pgd", "noise")
+
+
+def _eps_list(text):
+    values = [utils.pixel_value(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("the eps list is empty; give e.g. 0,2/255,8/255")
+    return sorted(set(values))
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more integers >= 1")
+    return sorted(set(values))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=utils.HelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a train.py checkpoint (best.pth or last.pth)")
+    p.add_argument("--dataset", required=True, choices=datasets.DATASETS,
+                   help="dataset to evaluate on (any of them, whatever the model was trained on)")
+    p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
+                   help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
+    p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test",
+                   help="split to evaluate (val is carved from train as in training)")
+    p.add_argument("--out", required=True, help="output prefix: writes PREFIX.metrics.json, PREFIX.*.png")
+    p.add_argument("--name", default=None,
+                   help="model name for titles (default: the checkpoint's folder name)")
+    p.add_argument("--components", nargs="+", choices=COMPONENTS, default=list(COMPONENTS),
+                   help="components to run (default: all)")
+    p.add_argument("--batch-size", type=utils.positive_int, default=256, help="evaluation batch size")
+    p.add_argument("--eps", type=utils.pixel_value, default=8 / 255, help="attack radius, pixel units")
+    p.add_argument("--alpha", type=utils.pixel_value, default=2 / 255, help="PGD step size, pixel units")
+    p.add_argument("--iters", type=utils.positive_int, default=10, help="PGD iterations")
+    p.add_argument("--sweep-epsilons", type=_eps_list,
+                   default=_eps_list("0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"),
+                   metavar="LIST", help="comma-separated eps values for the robustness sweep "
+                   "(PGD step there is eps * alpha / eps_main) (default: 0,1/255,...,64/255)")
+    p.add_argument("--pgd-iters-list", type=_int_list, default=_int_list("1,2,5,10,20,50"),
+                   metavar="LIST", help="PGD iterations for the iteration sweep (default: 1,2,5,10,20,50)")
+    p.add_argument("--topk-list", type=_int_list, default=_int_list("1,2,3,5"), metavar="LIST",
+                   help="k values for top-k accuracy (default: 1,2,3,5)")
+    p.add_argument("--ece-bins", type=utils.positive_int, default=10, help="equal-width ECE bins")
+    p.add_argument("--coverage-points", type=_coverage_list, default=_coverage_list("0.8,0.9"),
+                   metavar="LIST", help="coverages for selective accuracy (default: 0.8,0.9)")
+    p.add_argument("--max-batches", type=utils.positive_int, default=8,
+                   help="batches for the attacks at --eps (clean metrics always use the whole split)")
+    p.add_argument("--sweep-max-batches", type=utils.positive_int, default=2,
+                   help="batches for the eps sweep")
+    p.add_argument("--iter-sweep-max-batches", type=utils.positive_int, default=2,
+                   help="batches for the PGD-iteration sweep")
+    p.add_argument("--umap-samples", type=utils.positive_int, default=2000,
+                   help="test images in the feature projection")
+    p.add_argument("--grid-samples", type=utils.positive_int, default=8, help="columns of the sample grid")
+    p.add_argument("--val-size", type=utils.positive_int, default=None,
+                   help="validation size for temperature fitting (default: as in the checkpoint's run)")
+    p.add_argument("--seed", type=int, default=0, help="seed for attacks' random starts and noise")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    return p
+
+
+def _coverage_list(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers")
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: coverages must be in (0, 1]")
+    return values
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _batches(loader, max_batches, desc):
+    total = min(len(loader), max_batches) if max_batches else len(loader)
+    for i, batch in enumerate(tqdm(loader, total=total, desc=desc, leave=False, disable=None)):
+        if max_batches and i >= max_batches:
+            return
+        yield batch
+
+
+@contextmanager
+def timed(timings, name):
+    t0 = time.time()
+    yield
+    timings[name] = round(time.time() - t0, 2)
+
+
+def _to(x, device):
+    return x.to(device, memory_format=torch.channels_last)
+
+
+class AttackRecord:
+    """Largest perturbation and pixel range seen over every adversarial batch."""
+
+    def __init__(self):
+        self.max_perturbation = {}
+        self.low, self.high = np.inf, -np.inf
+
+    def add(self, name, x, x_adv):
+        delta = (x_adv - x).abs().max().item()
+        self.max_perturbation[name] = max(self.max_perturbation.get(name, 0.0), delta)
+        self.low = min(self.low, x_adv.min().item())
+        self.high = max(self.high, x_adv.max().item())
+
+
+def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, record=None,
+                      attacks=ATTACK_NAMES, desc="attacks"):
+    """Accuracy (clean and under each attack) on the same first `max_batches` batches."""
+    model.eval()
+    correct = {name: 0 for name in ("clean",) + tuple(attacks)}
+    n = 0
+    for x, y in _batches(loader, max_batches, desc):
+        x, y = _to(x, device), y.to(device)
+        with torch.no_grad():
+            correct["clean"] += (model(x).argmax(1) == y).sum().item()
+        for name in attacks:
+            if name == "fgsm":
+                x_adv = fgsm_attack(model, x, y, eps)
+            elif name == "noise":
+                x_adv = random_noise(x, eps)
+            else:
+                x_adv = pgd_attack(model, x, y, eps, alpha, iters)
+            if record is not None:
+                record.add(name, x, x_adv)
+            with torch.no_grad():
+                correct[name] += (model(x_adv).argmax(1) == y).sum().item()
+        n += len(y)
+    return {k: v / n for k, v in correct.items()}, n
+
+
+# ----------------------------------------------------------------------------- components
+# Each component takes the evaluation context, writes its figure, and returns its numbers.
+
+@dataclass
+class Context:
+    model: torch.nn.Module
+    dataset: datasets.ArrayDataset
+    loader: torch.utils.data.DataLoader  # seeded random order; attacks use its first batches
+    device: torch.device
+    args: argparse.Namespace
+    title: str
+    class_names: list
+    val_set: datasets.ArrayDataset = None
+    pred: dict = None  # component 3, reused by 4-8
+    record: "AttackRecord" = field(default_factory=lambda: AttackRecord())
+
+    def path(self, suffix):
+        return f"{self.args.out}.{suffix}"
+
+
+def collect_predictions(model, loader, device):
+    """Component 3: logits, probabilities, predictions and targets over the whole split."""
+    logits, labels = utils.predict(model, loader, device)
+    probs = metrics.softmax(logits)
+    return {"logits": logits.numpy(), "labels": labels.numpy(), "probs": probs,
+            "preds": probs.argmax(1), "confidence": probs.max(1),
+            "correct": probs.argmax(1) == labels.numpy()}
+
+
+def feature_projection(ctx):
+    """Component 1: UMAP of penultimate features (PCA only if UMAP fails)."""
+    g = torch.Generator().manual_seed(ctx.args.seed)
+    idx = torch.randperm(len(ctx.dataset), generator=g)[:ctx.args.umap_samples].sort().values
+    feats, labels = [], []
+    with torch.no_grad():
+        for chunk in idx.split(512):
+            x, y = ctx.dataset[chunk.tolist()]
+            feats.append(ctx.model(_to(x, ctx.device), return_features=True)[1].float().cpu())
+            labels.append(y)
+    feats, labels = torch.cat(feats).numpy(), torch.cat(labels).numpy()
+    try:
+        import umap
+        points = umap.UMAP(n_components=2, random_state=ctx.args.seed, n_jobs=1).fit_transform(feats)
+        method, error = "UMAP", None
+    except Exception as exc:  # umap-learn missing or failing: the title says PCA
+        from sklearn.decomposition import PCA
+        points = PCA(n_components=2, random_state=ctx.args.seed).fit_transform(feats)
+        method, error = "PCA (UMAP failed)", f"{type(exc).__name__}: {exc}"
+        print(f"WARNING: UMAP failed ({error}); the projection uses PCA", flush=True)
+    plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.path("umap.png"),
+                                  ctx.title)
+    return {"feature_projection": {"method": method, "error": error}}, {"umap": len(labels)}
+
+
+def sample_grid(ctx):
+    """Component 2: clean / PGD / random-noise tiles with true and predicted labels."""
+    args = ctx.args
+    g = torch.Generator().manual_seed(args.seed)
+    x, y = ctx.dataset[torch.randperm(len(ctx.dataset), generator=g)[:args.grid_samples].tolist()]
+    x, y = _to(x, ctx.device), y.to(ctx.device)
+    rows = {"clean": x,
+            f"PGD-{args.iters} {args.eps * 255:.0f}/255":
+                pgd_attack(ctx.model, x, y, args.eps, args.alpha, args.iters),
+            f"noise ±{args.eps * 255:.0f}/255": random_noise(x, args.eps)}
+    with torch.no_grad():
+        preds = {k: ctx.model(v).argmax(1).tolist() for k, v in rows.items()}
+    plots.plot_sample_grid({k: v.cpu() for k, v in rows.items()}, y.tolist(), preds,
+                           ctx.class_names, ctx.path("grid.png"), ctx.title)
+    return {}, {"grid": len(y)}
+
+
+def confusion(ctx):
+    """Component 4: row-normalized confusion matrix and per-class accuracy."""
+    report = metrics.per_class_report(ctx.pred["labels"], ctx.pred["preds"], len(ctx.class_names))
+    plots.plot_confusion(report["confusion_matrix_normalized"], ctx.class_names,
+                         ctx.path("confusion.png"), ctx.title)
+    plots.plot_per_class_accuracy(report["per_class_accuracy"], ctx.class_names,
+                                  ctx.pred["correct"].mean(), ctx.path("per_class.png"), ctx.title)
+    return {"confusion_matrix": report["confusion_matrix"].tolist(),
+            "per_class_accuracy": report["per_class_accuracy"].tolist()}, {}
+
+
+def precision_recall_f1(ctx):
+    """Component 5: per-class and macro precision / recall / F1 (scikit-learn)."""
+    report = metrics.per_class_report(ctx.pred["labels"], ctx.pred["preds"], len(ctx.class_names))
+    macro = {"precision": report["macro_precision"], "recall": report["macro_recall"],
+             "F1": report["macro_f1"]}
+    plots.plot_prf1(report["precision"], report["recall"], report["f1"], ctx.class_names, macro,
+                    ctx.path("prf1.png"), ctx.title)
+    return {"macro_precision": macro["precision"], "macro_recall": macro["recall"],
+            "macro_f1": macro["F1"],
+            "per_class": {"class_names": ctx.class_names, **{
+                k: report[k].tolist() for k in ("precision", "recall", "f1", "support")}}}, {}
+
+
+def calibration(ctx):
+    """Component 6: ECE and reliability diagram, before and after temperature scaling
+    (temperature fitted on the validation split)."""
+    pred, bins_n = ctx.pred, ctx.args.ece_bins
+    val = collect_predictions(ctx.model, datasets.batch_loader(ctx.val_set, ctx.args.batch_size),
+                              ctx.device)
+    temperature = metrics.fit_temperature(val["logits"], val["labels"])
+    scaled = metrics.softmax(pred["logits"], temperature)
+    ece = metrics.expected_calibration_error(pred["probs"], pred["labels"], bins_n)
+    ece_t = metrics.expected_calibration_error(scaled, pred["labels"], bins_n)
+    bins = metrics.calibration_bins(pred["confidence"], pred["correct"], bins_n)
+    bins_t = metrics.calibration_bins(scaled.max(1), scaled.argmax(1) == pred["labels"], bins_n)
+    plots.plot_calibration(bins, ece, bins_t, ece_t, temperature, ctx.path("calibration.png"),
+                           ctx.title)
+    return {"ece": ece, "ece_temperature_scaled": ece_t, "temperature": temperature,
+            "calibration_bins": {k: np.asarray(v).tolist() for k, v in bins.items()}}, \
+        {"temperature_fit": len(val["labels"])}
+
+
+def confidence_coverage(ctx):
+    """Component 7: risk-coverage curve, AURC and selective accuracy at chosen coverages."""
+    conf, correct = ctx.pred["confidence"], ctx.pred["correct"]
+    aurc = metrics.aurc(conf, correct)
+    selective = {str(c): metrics.selective_accuracy(conf, correct, c)
+                 for c in ctx.args.coverage_points}
+    plots.plot_confidence_coverage(metrics.risk_coverage(conf, correct), aurc, selective,
+                                   ctx.path("confidence_coverage.png"), ctx.title)
+    return {"aurc": aurc, "selective_accuracy": selective}, {}
+
+
+def topk(ctx):
+    """Component 8: top-k accuracy."""
+    result = {str(k): v for k, v in metrics.topk_accuracy(
+        ctx.pred["logits"], ctx.pred["labels"], ctx.args.topk_list).items()}
+    plots.plot_topk(result, ctx.path("topk.png"), ctx.title)
+    return {"topk": result}, {}
+
+
+def attacks_at_eps(ctx):
+    """FGSM / PGD / random-noise accuracy at --eps, on the first --max-batches batches."""
+    a = ctx.args
+    torch.manual_seed(a.seed)
+    acc, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
+                               a.max_batches, ctx.record)
+    print(f"at eps {a.eps * 255:.1f}/255 on {n} images: clean {100 * acc['clean']:.2f}%  "
+          f"FGSM {100 * acc['fgsm']:.2f}%  PGD-{a.iters} {100 * acc['pgd']:.2f}%  "
+          f"noise {100 * acc['noise']:.2f}%", flush=True)
+    return {**{f"{k}_accuracy": acc[k] for k in ATTACK_NAMES},
+            "attack_subset_clean_accuracy": acc["clean"]}, {"attacks": n}
+
+
+def robustness_sweep(ctx):
+    """Component 9: clean / FGSM / PGD / noise accuracy for each eps of the sweep."""
+    a = ctx.args
+    torch.manual_seed(a.seed)
+    out = {"epsilons": a.sweep_epsilons, "fgsm": [], "pgd": [], "noise": [], "alphas": [],
+           "iters": a.iters}
+    for eps in a.sweep_epsilons:
+        alpha = eps * a.alpha / a.eps if a.eps > 0 else a.alpha  # same step/radius ratio
+        acc, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, eps, alpha, a.iters,
+                                   a.sweep_max_batches, desc=f"sweep eps {eps * 255:.0f}/255")
+        for name in ATTACK_NAMES:
+            out[name].append(acc[name])
+        out["alphas"].append(alpha)
+        out["clean"], out["n"] = acc["clean"], n
+    plots.plot_robustness_sweep({ctx.args.name: out}, ctx.path("robustness_sweep.png"), ctx.title)
+    return {"robustness_sweep": out}, {"sweep": out["n"]}
+
+
+def pgd_iter_sweep(ctx):
+    """Component 10: PGD accuracy vs iterations at --eps, with clean/FGSM/noise references."""
+    a = ctx.args
+    torch.manual_seed(a.seed)
+    refs, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
+                                a.iter_sweep_max_batches, ctx.record, attacks=("fgsm", "noise"),
+                                desc="iteration sweep references")
+    out = {"iters": a.pgd_iters_list, "pgd": [], "eps": a.eps, "alpha": a.alpha,
+           "clean": refs["clean"], "fgsm": refs["fgsm"], "noise": refs["noise"], "n": n}
+    for iters in a.pgd_iters_list:
+        torch.manual_seed(a.seed)  # the same random starts for every iteration count
+        acc, _ = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, iters,
+                                   a.iter_sweep_max_batches, ctx.record, attacks=("pgd",),
+                                   desc=f"PGD-{iters}")
+        out["pgd"].append(acc["pgd"])
+    plots.plot_pgd_iter_sweep({ctx.args.name: out}, ctx.path("pgd_iter_sweep.png"), ctx.title)
+    return {"pgd_iter_sweep": out}, {"iter_sweep": n}
+
+
+COMPONENT_FUNCTIONS = {
+    "umap": feature_projection, "grid": sample_grid, "confusion": confusion,
+    "prf1": precision_recall_f1, "calibration": calibration, "coverage": confidence_coverage,
+    "topk": topk, "attacks": attacks_at_eps, "sweep": robustness_sweep,
+    "iter-sweep": pgd_iter_sweep,
+}
+COMPONENT_FILES = {
+    "umap": ["umap.png"], "grid": ["grid.png"], "confusion": ["confusion.png", "per_class.png"],
+    "prf1": ["prf1.png"], "calibration": ["calibration.png"],
+    "coverage": ["confidence_coverage.png"], "topk": ["topk.png"], "attacks": [],
+    "sweep": ["robustness_sweep.png"], "iter-sweep": ["pgd_iter_sweep.png"],
+}
+
+
+def sanity_checks(result, ctx):
+    """The attack sanity checks, printed, with a visible warning for each failure."""
+    checks, details = metrics.attack_sanity_checks(
+        result["attack_subset_clean_accuracy"], result["fgsm_accuracy"], result["pgd_accuracy"],
+        result["noise_accuracy"], result["n_samples"]["attacks"], ctx.args.eps,
+        ctx.record.max_perturbation, (ctx.record.low, ctx.record.high),
+        result.get("robustness_sweep"), result.get("pgd_iter_sweep"))
+    for check, ok in checks.items():
+        status = "ok " if ok else "WARNING: FAILED"
+        print(f"sanity check {status} {check}: {details[check]}", flush=True)
+    return {"sanity_checks": checks, "sanity_details": details,
+            "max_perturbation": ctx.record.max_perturbation}
+
+
+# ----------------------------------------------------------------------------- main
+
+def load_model(path, device):
+    try:
+        ckpt = utils.load_checkpoint(path, map_location="cpu")
+        model = utils.model_from_checkpoint(ckpt, path)
+    except utils.CheckpointError as exc:
+        raise SystemExit(f"error: {exc}")
+    return model.to(device, memory_format=torch.channels_last).eval(), ckpt
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    device = utils.choose_device(args.device)
+    start = time.time()
+    model, ckpt = load_model(args.checkpoint, device)
+    train_args = ckpt.get("config", {}).get("args", {})
+    # On the training dataset, carve the validation split exactly as training did.
+    same_data = train_args.get("dataset") == args.dataset
+    val_size = args.val_size or (train_args.get("val_size") if same_data else None)
+    split_seed = train_args.get("seed", 0) if same_data else 0
+    download = not args.no_download
+    try:
+        dataset, info = datasets.build_eval_split(args.dataset, args.split, args.data_root,
+                                                  download, val_size, split_seed)
+        val_set = (datasets.build_eval_split(args.dataset, "val", args.data_root, download,
+                                             val_size, split_seed)[0]
+                   if "calibration" in args.components else None)
+    except (datasets.DatasetUnavailableError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}")
+    if ckpt["model_args"]["num_classes"] != len(info["class_names"]):
+        raise SystemExit(f"error: the model has {ckpt['model_args']['num_classes']} classes, "
+                         f"{args.dataset} has {len(info['class_names'])}")
+
+    args.name = args.name or os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint)))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    # Attacks run on the first batches of one seeded permutation: the test files may be
+    # sorted by class (the CIFAR-10 copy is), so the first N images would not be a sample.
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+    attack_loader = datasets.batch_loader(dataset, args.batch_size, sampler=order.tolist())
+    ctx = Context(model, dataset, attack_loader, device, args,
+                  f"{args.name} on {info['description']} ({args.split})", info["class_names"],
+                  val_set)
+    print(f"evaluating {args.checkpoint} on {info['description']} {args.split} "
+          f"({len(dataset)} images) on {device}", flush=True)
+
+    result = {"name": args.name, "dataset": args.dataset, "split": args.split,
+              "synthetic": info["synthetic"], "data": info,
+              "checkpoint": {"path": os.path.abspath(args.checkpoint), "epoch": ckpt["epoch"],
+                             "model_args": ckpt["model_args"],
+                             "trained_on": train_args.get("dataset"),
+                             "train_command": ckpt.get("config", {}).get("command")},
+              "command": utils.command_line("eval.py", argv),
+              "params": {k: v for k, v in vars(args).items() if k not in ("checkpoint", "out")},
+              "n_samples": {}, "timings_s": {}, "files": {}}
+    with timed(result["timings_s"], "predictions"):
+        ctx.pred = collect_predictions(model, datasets.batch_loader(dataset, args.batch_size), device)
+    result["clean_accuracy"] = float(ctx.pred["correct"].mean())
+    result["n_samples"]["clean"] = len(ctx.pred["labels"])
+    print(f"clean accuracy {100 * result['clean_accuracy']:.2f}% on "
+          f"{len(ctx.pred['labels'])} images", flush=True)
+
+    for name in COMPONENTS:
+        if name in args.components:
+            with timed(result["timings_s"], name):
+                numbers, counts = COMPONENT_FUNCTIONS[name](ctx)
+            result.update(numbers)
+            result["n_samples"].update(counts)
+            result["files"].update({f: ctx.path(f) for f in COMPONENT_FILES[name]})
+    if "attacks" in args.components:
+        result.update(sanity_checks(result, ctx))
+    else:
+        result["sanity_checks"] = {}
+
+    result["wall_time_s"] = time.time() - start
+    result["environment"] = utils.environment_info()
+    utils.save_json(result, ctx.path("metrics.json"))
+    print(f"wrote {ctx.path('metrics.json')} and {len(result['files'])} figures in "
+          f"{result['wall_time_s']:.0f}s", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+"""Regenerate the whole study: train the experiment matrix, evaluate it, write report/.
+
+    python run_report_pipeline.py --data-root ../shared/data --ablation-dataset cifar10
+
+Every run is the command a person would type (train.py / eval.py main(argv)), written into
+the report. Runs whose outputs are complete for the same command are skipped (--force redoes
+them); an interrupted training run resumes. A run that cannot happen (missing dataset,
+NaN, crash) is reported as "not run" with its reason, and the rest go on.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import utils
+
+# ----------------------------------------------------------------------------- profiles
+# Budgets per experiment group. Any flag below can still be overridden on the command line.
+
+PROFILES = {
+    # Synthetic data, tiny budgets: exercises the whole chain in about two minutes.
+    "smoke": {
+        "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn",
+                     "digits": "synthetic"},
+        "standard": {"epochs": 2, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
+        "adversarial": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02,
+                        "iters": 2, "alpha": "4/255"},
+        "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "digits": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05},
+        "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
+                 "batch_size": 64, "umap_samples": 200, "pgd_iters_list": "1,2,5",
+                 "sweep_epsilons": "0,2/255,8/255,32/255"},
+    },
+    # Real data sized for a 2-core CPU: the whole matrix in about an hour.
+    "quick": {
+        "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn", "digits": "digits"},
+        "standard": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "ablation": {"epochs": 3, "train_subset": 10000, "batch_size": 128, "lr": 0.1},
+        "adversarial": {"epochs": 2, "train_subset": None, "batch_size": 128, "lr": 0.1,
+                        "iters": 3, "alpha": "3/255"},
+        "digit": {"epochs": 1, "train_subset": None, "batch_size": 128, "lr": 0.05},
+        "digits": {"epochs": 15, "train_subset": None, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 5, "train_subset": 1000, "batch_size": 64, "lr": 0.05},
+        "eval": {"max_batches": 4, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
+                 "batch_size": 256, "umap_samples": 2000, "pgd_iters_list": "1,2,5,10,20",
+                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"},
+    },
+    # The study's long schedules, for a GPU (use --device cuda; --stem cifar is worth it there).
+    "full": {
+        "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn", "digits": "digits"},
+        "standard": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "ablation": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "adversarial": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
+                        "iters": 7, "alpha": "2/255"},
+        "digit": {"epochs": 20, "train_subset": None, "batch_size": 128, "lr": 0.05},
+        "digits": {"epochs": 40, "train_subset": None, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 20, "train_subset": 1000, "batch_size": 64, "lr": 0.05},
+        "eval": {"max_batches": 40, "sweep_max_batches": 8, "iter_sweep_max_batches": 8,
+                 "batch_size": 256, "umap_samples": 5000, "pgd_iters_list": "1,2,5,10,20,50,100",
+                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"},
+    },
+}
+
+
+@dataclass
+class Run:
+    """One train.py or eval.py invocation of the matrix."""
+    name: str
+    script: str  # "train" or "eval"
+    argv: list
+    group: str
+    needs: list = field(default_factory=list)  # names of runs whose outputs this one reads
+    status: str = "pending"  # done | skipped (up to date) | not run
+    reason: str = ""
+    seconds: float = 0.0
+    cost: float = 1.0  # rough relative cost, for the time estimate
+
+    @property
+    def command(self):
+        return utils.command_line(f"{self.script}.py", self.argv)
+
+
+def _train_flags(budget, out_dir, dataset, data_root, common):
+    flags = ["--dataset", dataset, "--data-root", data_root, "--out-dir", out_dir,
+             "--epochs", str(budget["epochs"]), "--batch-size", str(budget["batch_size"]),
+             "--lr", str(budget["lr"])]
+    if budget.get("train_subset"):
+        flags += ["--train-subset", str(budget["train_subset"])]
+    return flags + common
+
+
+def build_matrix(args, profile):
+    """The experiment matrix as an ordered list of runs (dependencies come first)."""
+    ds, root, ck = profile["datasets"], args.data_root, args.checkpoints
+    common = ["--seed", str(args.seed), "--device", args.device]
+    if args.no_download:
+        common.append("--no-download")
+    fast = ["--schedule", "onecycle", "--nesterov"]
+    runs = []
+
+    def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0):
+        b = profile[budget]
+        images = b.get("train_subset") or 45000
+        cost = b["epochs"] * images * (1 + 0.5 * 0.8 * adv_iters)
+        runs.append(Run(name, "train", _train_flags(b, os.path.join(ck, name), dataset, root, common)
+                        + fast + list(extra), group, list(needs), cost=cost))
+
+    def evaluate(name, model, dataset, group, components=None, needs=()):
+        e = profile["eval"]
+        argv = ["--checkpoint", os.path.join(ck, model, "best.pth"), "--dataset", dataset,
+                "--data-root", root, "--out", os.path.join(ck, "eval", name),
+                "--batch-size", str(e["batch_size"]), "--seed", str(args.seed),
+                "--device", args.device]
+        if args.no_download:
+            argv.append("--no-download")
+        cost = 20000
+        if components:
+            argv += ["--components"] + components
+        if not components or "attacks" in components:
+            argv += ["--max-batches", str(e["max_batches"]),
+                     "--sweep-max-batches", str(e["sweep_max_batches"]),
+                     "--iter-sweep-max-batches", str(e["iter_sweep_max_batches"]),
+                     "--umap-samples", str(e["umap_samples"]),
+                     "--pgd-iters-list", e["pgd_iters_list"],
+                     "--sweep-epsilons", e["sweep_epsilons"]]
+            cost = 12 * e["max_batches"] * e["batch_size"] * 3
+            if not components:
+                cost *= 6
+        runs.append(Run(name, "eval", argv, group, [model, *needs], cost=cost))
+
+    # Ablations on one dataset: baseline, BatchNorm off, label smoothing, Adam.
+    abl = ds.get(args.ablation_dataset, args.ablation_dataset)
+    for name, extra in (("baseline", []), ("no_bn", ["--use-bn", "false", "--lr", "0.02"]),
+                        ("label_smoothing", ["--label-smoothing", "0.1"]),
+                        ("adam", ["--optimizer", "adam", "--lr", "0.001"])):
+        train(f"ablation_{args.ablation_dataset}_{name}", "ablation", "ablation", abl, extra)
+
+    # Digit domains from scratch, then transfer: direct evaluation on the other domains,
+    # and frozen features with a classifier fine-tuned on a small target subset.
+    digit_sets = ["mnist", "svhn", "digits"]
+    for src in digit_sets:
+        train(f"{src}_scratch", "digits", "digits" if src == "digits" else "digit", ds[src])
+    for src in digit_sets:
+        for dst in digit_sets:
+            if src == dst:
+                continue
+            evaluate(f"transfer_{src}_to_{dst}_direct", f"{src}_scratch", ds[dst], "transfer",
+                     components=["confusion"])
+            train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", ds[dst],
+                  ["--init-from", os.path.join(ck, f"{src}_scratch", "best.pth"),
+                   "--freeze-features"], needs=[f"{src}_scratch"])
+    if args.pretrained_weights:
+        for dst in digit_sets:
+            train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", ds[dst],
+                  ["--pretrained-weights", args.pretrained_weights, "--freeze-features"])
+
+    # CIFAR-10: standard, FGSM / PGD adversarial training, Circle Loss with and without PGD-AT.
+    adv = profile["adversarial"]
+    adv_flags = ["--eps", "8/255", "--alpha", adv["alpha"], "--iters", str(adv["iters"]),
+                 "--adv-prob", "0.5"]
+    cifar = ds["cifar10"]
+    train("cifar10_standard", "cifar10", "standard", cifar)
+    train("cifar10_fgsm_at", "cifar10", "adversarial", cifar,
+          ["--adv-train", "--attack", "fgsm"] + adv_flags, adv_iters=1)
+    train("cifar10_pgd_at", "cifar10", "adversarial", cifar,
+          ["--adv-train", "--attack", "pgd"] + adv_flags, adv_iters=adv["iters"])
+    train("cifar10_circle", "cifar10", "adversarial", cifar, ["--circle-weight", "0.1"])
+    train("cifar10_circle_pgd_at", "cifar10", "adversarial", cifar,
+          ["--circle-weight", "0.1", "--adv-train", "--attack", "pgd"] + adv_flags,
+          adv_iters=adv["iters"])
+
+    # Diagnostics: every component on the standard and PGD-trained models; attacks on the rest.
+    for model in ("cifar10_standard", "cifar10_pgd_at"):
+        evaluate(f"eval_{model}", model, cifar, "diagnostics")
+    for model in ("cifar10_fgsm_at", "cifar10_circle", "cifar10_circle_pgd_at"):
+        evaluate(f"eval_{model}", model, cifar, "robustness", components=["attacks"])
+    return runs
+
+
+# ----------------------------------------------------------------------------- running
+
+def _outputs(run):
+    """(file proving the run finished, file recording its command)."""
+    if run.script == "train":
+        out = run.argv[run.argv.index("--out-dir") + 1]
+        return os.path.join(out, "final_metrics.json"), os.path.join(out, "config.json")
+    prefix = run.argv[run.argv.index("--out") + 1]
+    return f"{prefix}.metrics.json", f"{prefix}.metrics.json"
+
+
+def _recorded_command(path):
+    try:
+        return utils.load_json(path).get("command")
+    except (OSError, ValueError):
+        return None
+
+
+def execute(run, runs_by_name, force):
+    """Run one step in-process; never raises (a failure becomes the run's reason)."""
+    done_file, command_file = _outputs(run)
+    failed = [n for n in run.needs if runs_by_name[n].status == "not run"]
+    if failed:
+        run.status, run.reason = "not run", f"needs {', '.join(failed)}, which did not run"
+        return
+    if not force and os.path.exists(done_file) and _recorded_command(command_file) == run.command:
+        run.status, run.reason = "skipped", "up to date (same command, outputs complete)"
+        return
+    argv = list(run.argv)
+    if (run.script == "train" and not force and not os.path.exists(done_file)
+            and _recorded_command(command_file) == run.command
+            and os.path.exists(os.path.join(os.path.dirname(done_file), "last.pth"))):
+        argv.append("--resume")  # an interrupted run continues where it stopped
+    module = __import__(run.script)  # train or eval: the same main(argv) a person would call
+    start = time.time()
+    try:
+        module.main(argv)
+        run.status = "done"
+    except SystemExit as exc:  # train.py / eval.py report bad input and missing data this way
+        run.status, run.reason = "not run", str(exc.code).removeprefix("error: ")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a crash in one run must not stop the study
+        run.status, run.reason = "not run", f"crashed: {type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    run.seconds = time.time() - start
+
+
+def _eta(runs, i, elapsed):
+    done_cost = sum(r.cost for r in runs[:i] if r.status == "done")
+    rest = sum(r.cost for r in runs[i:])
+    if not done_cost:
+        return "unknown"
+    return f"{rest * elapsed / done_cost / 60:.0f} min"
+
+
+# ----------------------------------------------------------------------------- report
+
+FIGURE_NAMES = {  # eval.py suffix -> the study's figure name
+    "umap.png": "umap_features.png", "grid.png": "adv_examples.png",
+    "confusion.png": "confusion_matrix.png", "per_class.png": "per_class_accuracy.png",
+    "prf1.png": "classwise_prf1.png", "calibration.png": "reliability_diagram.png",
+    "confidence_coverage.png": "confidence_coverage.png", "topk.png": "topk_accuracy.png",
+}
+
+
+def _pct(value):
+    return "not run" if value is None else f"{100 * value:.2f}"
+
+
+def _load_results(runs):
+    """Numbers of every run, read only from the files train.py and eval.py wrote."""
+    results = {}
+    for run in runs:
+        done_file, _ = _outputs(run)
+        if run.status in ("done", "skipped") and os.path.exists(done_file):
+            results[run.name] = utils.load_json(done_file)
+            if run.script == "train":
+                history_file = os.path.join(os.path.dirname(done_file), "training_history.json")
+                results[run.name]["history"] = utils.load_json(history_file)
+    return results
+
+
+def write_report(args, profile_name, runs, results, report_dir, wall_time):
+    import plots
+
+    fig_dir = os.path.join(report_dir, "figures")
+    sum_dir = os.path.join(report_dir, "summary")
+    os.makedirs(fig_dir, exist_ok=True)
+    os.makedirs(sum_dir, exist_ok=True)
+    by_name = {r.name: r for r in runs}
+
+    def res(name):
+        return results.get(name)
+
+    def why(name):
+        run = by_name[name]
+        return f"not run: {run.reason}" if run.status == "not run" else "not run"
+
+    # --- training / ablation table
+    training_rows = []
+    for run in runs:
+        if run.script != "train":
+            continue
+        r = res(run.name)
+        training_rows.append({
+            "run": run.name, "group": run.group,
+            "dataset": r["data_description"] if r else "",
+            "epochs": r["epochs"] if r else "", "best_val_acc": r["best_val_acc"] if r else "",
+            "test_accuracy": r["test_accuracy"] if r else "",
+            "wall_time_s": round(r["wall_time_s"], 1) if r else "",
+            "status": "ok" if r else why(run.name), "command": run.command})
+    utils.save_csv(training_rows, os.path.join(sum_dir, "training_summary.csv"))
+
+    # --- transfer table
+    digit_sets = ["mnist", "svhn", "digits"]
+    cross_rows = []
+    for src in digit_sets + (["imagenet"] if args.pretrained_weights else []):
+        for dst in digit_sets:
+            if src == dst:
+                continue
+            direct = res(f"transfer_{src}_to_{dst}_direct")
+            tuned = res(f"transfer_{src}_to_{dst}_finetune")
+            cross_rows.append({
+                "source": src, "target": dst,
+                "source_test_accuracy": res(f"{src}_scratch")["test_accuracy"]
+                if res(f"{src}_scratch") else "",
+                "direct_accuracy": direct["clean_accuracy"] if direct else "",
+                "finetuned_accuracy": tuned["test_accuracy"] if tuned else "",
+                "direct_status": "ok" if direct else (
+                    "n/a" if src == "imagenet" else why(f"transfer_{src}_to_{dst}_direct")),
+                "finetune_status": "ok" if tuned else why(f"transfer_{src}_to_{dst}_finetune")})
+    if not args.pretrained_weights:
+        cross_rows.append({"source": "imagenet", "target": "all", "direct_status": "n/a",
+                           "finetune_status": "not run: no weights (give --pretrained-weights PATH)"})
+    utils.save_csv(cross_rows, os.path.join(sum_dir, "cross_domain_summary.csv"))
+
+    # --- robustness table
+    cifar_models = ["cifar10_standard", "cifar10_fgsm_at", "cifar10_pgd_at", "cifar10_circle",
+                    "cifar10_circle_pgd_at"]
+    robust_rows = []
+    for model in cifar_models:
+        e = res(f"eval_{model}")
+        row = {"model": model, "status": "ok" if e else why(f"eval_{model}")}
+        if e:
+            row.update({"clean_accuracy": e["clean_accuracy"],
+                        "attack_subset_clean": e["attack_subset_clean_accuracy"],
+                        "fgsm_accuracy": e["fgsm_accuracy"], "pgd_accuracy": e["pgd_accuracy"],
+                        "noise_accuracy": e["noise_accuracy"], "n_attacked": e["n_samples"]["attacks"],
+                        "eps": e["params"]["eps"], "pgd_iters": e["params"]["iters"],
+                        "sanity_checks_passed": all(e["sanity_checks"].values())})
+        robust_rows.append(row)
+    utils.save_csv(robust_rows, os.path.join(sum_dir, "robustness_summary.csv"))
+
+    # --- figures: comparisons drawn here, diagnostics copied from the standard model
+    histories = {r.name: res(r.name)["history"] for r in runs
+                 if r.script == "train" and res(r.name) and r.group in ("ablation", "cifar10")}
+    if histories:
+        plots.plot_run_comparison(histories, os.path.join(fig_dir, "training_curves.png"),
+                                  f"Training curves ({profile_name} profile)")
+    diag = {m: res(f"eval_{m}") for m in ("cifar10_standard", "cifar10_pgd_at") if res(f"eval_{m}")}
+    if diag:
+        title = f"{next(iter(diag.values()))['data']['description']}: standard vs PGD-trained"
+        plots.plot_robustness_sweep({m: e["robustness_sweep"] for m, e in diag.items()},
+                                    os.path.join(fig_dir, "robustness_sweep.png"), title)
+        plots.plot_pgd_iter_sweep({m: e["pgd_iter_sweep"] for m, e in diag.items()},
+                                  os.path.join(fig_dir, "pgd_iter_sweep.png"), title)
+    for model, e in diag.items():
+        target = fig_dir if model == "cifar10_standard" else os.path.join(fig_dir, model)
+        os.makedirs(target, exist_ok=True)
+        for suffix, name in FIGURE_NAMES.items():
+            source = e["files"].get(suffix)
+            if source and os.path.exists(source):
+                shutil.copyfile(source, os.path.join(target, name))
+
+    summary = {"profile": profile_name, "wall_time_s": wall_time,
+               "runs": {r.name: {"status": r.status, "reason": r.reason, "command": r.command,
+                                 "seconds_this_invocation": r.seconds} for r in runs},
+               "results": {k: {kk: vv for kk, vv in v.items() if kk not in ("history",)}
+                           for k, v in results.items()}}
+    utils.save_json(summary, os.path.join(fig_dir, "metrics_summary.json"))
+    _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
+                    cross_rows, robust_rows)
+
+
+def _table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
+                    cross_rows, robust_rows):
+    env = utils.environment_info()
+    synthetic = any(r.get("synthetic") for r in results.values())
+    md = [f"# Generalization and adversarial robustness of a ResNet18: report ({profile_name} profile)", ""]
+    if synthetic:
+        md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
+               "patterns; its numbers say nothing about real images.", ""]
+    data_desc = sorted({r["data_description"] if "data_description" in r else r["data"]["description"]
+                        for r in results.values()})
+    md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
+           f"`{utils.command_line('run_report_pipeline.py', args.argv)}` in "
+           f"{wall_time / 60:.1f} minutes of this invocation "
+           f"(sum of run times: {sum(r.get('wall_time_s', 0) for r in results.values()) / 60:.1f} min).",
+           f"Data: {'; '.join(data_desc)}.", ""]
+
+    # training
+    md += ["## Training and ablations", "",
+           "Test accuracy of each run's `best.pth` (chosen on the validation split carved from "
+           "train). Ablations share one budget; see Parameters.", ""]
+    md.append(_table(["run", "data", "epochs", "best val acc (%)", "test acc (%)", "wall time (s)"],
+                     [[r["run"], r["dataset"] or "-", r["epochs"] or "-",
+                       _pct(r["best_val_acc"] or None), _pct(r["test_accuracy"] or None)
+                       if r["status"] == "ok" else r["status"], r["wall_time_s"] or "-"]
+                      for r in training_rows if r["group"] in ("ablation", "digits", "cifar10")]))
+    abl = {r["run"]: r for r in training_rows if r["group"] == "ablation" and r["status"] == "ok"}
+    base = next((r for n, r in abl.items() if n.endswith("_baseline")), None)
+    if base:
+        deltas = [f"{n.split('_', 2)[-1]} {100 * (r['test_accuracy'] - base['test_accuracy']):+.2f}"
+                  for n, r in abl.items() if r is not base]
+        md += ["", f"Reading: against the baseline's {_pct(base['test_accuracy'])}% test accuracy, "
+               f"the ablations move it by (points): {', '.join(deltas)}."]
+    md += ["", "![training curves](figures/training_curves.png)", ""]
+
+    # transfer
+    md += ["## Cross-domain transfer", "",
+           "Direct: a digit model evaluated on another digit dataset as is. Fine-tuned: its "
+           "features frozen, a new classifier trained on a small labelled target subset.", ""]
+    md.append(_table(["source", "target", "source test acc (%)", "direct (%)", "fine-tuned (%)"],
+                     [[r["source"], r["target"], _pct(r.get("source_test_accuracy") or None),
+                       _pct(r["direct_accuracy"]) if r.get("direct_accuracy") != "" and r["direct_status"] == "ok" else r["direct_status"],
+                       _pct(r["finetuned_accuracy"]) if r["finetune_status"] == "ok" else r["finetune_status"]]
+                      for r in cross_rows]))
+    md.append("")
+
+    # robustness
+    md += ["## Robustness (CIFAR-10 models)", ""]
+    ok = [r for r in robust_rows if r["status"] == "ok"]
+    if ok:
+        p = ok[0]
+        md.append(f"Accuracy at eps {p['eps'] * 255:.0f}/255 on the first {p['n_attacked']} test "
+                  f"images (PGD-{p['pgd_iters']} with random start; random noise is a ±eps sign "
+                  "pattern). Clean accuracy is on the whole test split.")
+    md += ["", _table(["model", "clean (%)", "clean, attacked subset (%)", "FGSM (%)", "PGD (%)",
+                       "noise (%)", "sanity checks"],
+                      [[r["model"]] + ([_pct(r["clean_accuracy"]), _pct(r["attack_subset_clean"]),
+                                        _pct(r["fgsm_accuracy"]), _pct(r["pgd_accuracy"]),
+                                        _pct(r["noise_accuracy"]),
+                                        "all passed" if r["sanity_checks_passed"] else "FAILED (see below)"]
+                                       if r["status"] == "ok" else [r["status"]] + [""] * 5)
+                       for r in robust_rows])]
+    std, pgd = results.get("eval_cifar10_standard"), results.get("eval_cifar10_pgd_at")
+    if std and pgd:
+        md += ["", f"Reading: PGD adversarial training raises PGD accuracy from "
+               f"{_pct(std['pgd_accuracy'])}% to {_pct(pgd['pgd_accuracy'])}% "
+               f"({100 * (pgd['pgd_accuracy'] - std['pgd_accuracy']):+.1f} points) at a clean-accuracy "
+               f"cost of {100 * (std['clean_accuracy'] - pgd['clean_accuracy']):.1f} points."]
+    md += ["", "![robustness sweep](figures/robustness_sweep.png)",
+           "![PGD iterations](figures/pgd_iter_sweep.png)", "",
+           "![adversarial examples](figures/adv_examples.png)", ""]
+
+    # calibration and diagnostics
+    md += ["## Calibration and diagnostics", ""]
+    diag = [m for m in ("cifar10_standard", "cifar10_pgd_at") if f"eval_{m}" in results]
+    if diag:
+        e = {m: results[f"eval_{m}"] for m in diag}
+        md.append(_table(
+            ["model", "ECE (%)", "ECE after T (%)", "T", "AURC (%)", "sel. acc @80% (%)",
+             "sel. acc @90% (%)", "top-1 (%)", "top-3 (%)", "macro F1 (%)"],
+            [[m, _pct(e[m]["ece"]), _pct(e[m]["ece_temperature_scaled"]),
+              f"{e[m]['temperature']:.2f}", _pct(e[m]["aurc"]),
+              _pct(e[m]["selective_accuracy"].get("0.8")),
+              _pct(e[m]["selective_accuracy"].get("0.9")),
+              _pct(e[m]["topk"].get("1")), _pct(e[m]["topk"].get("3")),
+              _pct(e[m]["macro_f1"])] for m in diag]))
+        md += ["", "ECE uses 10 equal-width bins; the temperature is fitted on the validation "
+               "split. AURC is the mean over k of the error rate of the k most confident "
+               "predictions. Figures below are for `cifar10_standard`; those of "
+               "`cifar10_pgd_at` are in `figures/cifar10_pgd_at/`.", ""]
+        for name in ("reliability_diagram", "confidence_coverage", "confusion_matrix",
+                     "per_class_accuracy", "classwise_prf1", "topk_accuracy", "umap_features"):
+            md.append(f"![{name}](figures/{name}.png)")
+        md.append("")
+    else:
+        md += ["not run: " + "; ".join(f"{m}: {[r for r in runs if r.name == f'eval_{m}'][0].reason}"
+                                       for m in ("cifar10_standard", "cifar10_pgd_at")), ""]
+
+    # sanity checks
+    md += ["## Attack sanity checks", ""]
+    for run in runs:
+        r = results.get(run.name)
+        if run.script == "eval" and r and r.get("sanity_checks"):
+            md.append(f"**{run.name}**")
+            md += [f"- {'ok' if ok_ else '**FAILED**'} `{name}`: {r['sanity_details'][name]}"
+                   for name, ok_ in r["sanity_checks"].items()]
+            md.append("")
+
+    # parameters, commands, provenance
+    md += ["## Parameters", "", f"Profile `{profile_name}` budgets (epochs, train subset, "
+           "batch size, learning rate) per group:", "", "```",
+           json.dumps(PROFILES[profile_name], indent=1), "```", "",
+           "## Runs and commands", "",
+           _table(["run", "status", "time this invocation (s)", "command"],
+                  [[r.name, r.status + (f": {r.reason}" if r.reason else ""), f"{r.seconds:.0f}",
+                    f"`{r.command}`"] for r in runs]), "",
+           "## Provenance", "",
+           f"- git commit: `{env['git_commit']}`",
+           f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
+           f"numpy {env['numpy']}, scikit-learn {env['scikit-learn']}",
+           f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch threads "
+           f"{env['torch_threads']}, GPU: {env['cuda'] or 'none'}",
+           f"- data root: `{args.data_root}`; datasets: {'; '.join(data_desc)}", ""]
+    with open(os.path.join(report_dir, "REPORT.md"), "w") as f:
+        f.write("\n".join(md))
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=utils.HelpFormatter)
+    p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                   help="budgets: smoke (synthetic, ~2 min), quick (real data, ~1 h on 2 CPU "
+                        "cores), full (the study's schedules, for a GPU)")
+    p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
+                   help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    p.add_argument("--ablation-dataset", choices=("svhn", "cifar10", "mnist"), default="svhn",
+                   help="dataset of the ablations (the study uses svhn)")
+    p.add_argument("--pretrained-weights", default=None, metavar="PATH",
+                   help="torchvision resnet18 ImageNet weights for the frozen-extractor rows")
+    p.add_argument("--checkpoints", default="checkpoints", help="where runs write")
+    p.add_argument("--report-dir", default="report", help="where the report goes")
+    p.add_argument("--only", nargs="+", default=None, metavar="RUN",
+                   help="run only these runs (and report on everything on disk)")
+    p.add_argument("--force", action="store_true", help="redo runs that are up to date")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any run did not run")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--device", default="auto", help="device of every run")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    profile = PROFILES[args.profile]
+    runs = build_matrix(args, profile)
+    by_name = {r.name: r for r in runs}
+    if args.only:
+        unknown = sorted(set(args.only) - set(by_name))
+        if unknown:
+            raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
+    start = time.time()
+    for i, run in enumerate(runs):
+        if args.only and run.name not in args.only:
+            run.status, run.reason = "skipped", "not selected (--only)"
+            continue
+        print(f"\n=== [{i + 1}/{len(runs)}] {run.script} {run.name} | elapsed "
+              f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, i, time.time() - start)}"
+              f"\n    {run.command}", flush=True)
+        execute(run, by_name, args.force)
+        print(f"=== {run.name}: {run.status}{': ' + run.reason if run.reason else ''} "
+              f"({run.seconds:.0f}s)", flush=True)
+
+    wall = time.time() - start
+    results = _load_results(runs)
+    write_report(args, args.profile, runs, results, args.report_dir, wall)
+    not_run = [r for r in runs if r.status == "not run"]
+    print(f"\nreport written to {args.report_dir}/REPORT.md in {wall / 60:.1f} min; "
+          f"{len(runs) - len(not_run)} of {len(runs)} runs available", flush=True)
+    for r in not_run:
+        print(f"  not run: {r.name}: {r.reason}", flush=True)
+    if (args.strict and not_run) or len(not_run) == len(runs):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

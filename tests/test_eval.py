@@ -1,0 +1,135 @@
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+import eval as evaluate
+import utils
+
+FAST = ["--batch-size", "128", "--max-batches", "2", "--sweep-max-batches", "1",
+        "--iter-sweep-max-batches", "1", "--sweep-epsilons", "0,4/255,16/255,64/255",
+        "--pgd-iters-list", "1,3,10", "--umap-samples", "300", "--eps", "16/255",
+        "--alpha", "4/255"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(digits_model, tmp_path_factory):
+    _, _, run_dir = digits_model
+    out = tmp_path_factory.mktemp("eval") / "digits"
+    result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
+                            "--out", str(out)] + FAST)
+    return result, out
+
+
+def test_every_file_is_written_with_a_real_image(evaluated):
+    result, out = evaluated
+    expected = ["umap", "grid", "confusion", "per_class", "prf1", "calibration",
+                "confidence_coverage", "topk", "robustness_sweep", "pgd_iter_sweep"]
+    for name in expected:
+        path = f"{out}.{name}.png"
+        assert os.path.exists(path), name
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 400, name
+        assert image[..., :3].std() > 0.05, f"{name} looks blank"
+    saved = json.loads(open(f"{out}.metrics.json").read())
+    assert saved["clean_accuracy"] == result["clean_accuracy"]
+    assert set(saved["files"]) == {f"{n}.png" for n in expected}
+
+
+def test_metrics_json_holds_every_number(evaluated, digits_model):
+    result, _ = evaluated
+    _, final, _ = digits_model
+    for key in ("clean_accuracy", "ece", "ece_temperature_scaled", "temperature", "aurc",
+                "fgsm_accuracy", "pgd_accuracy", "noise_accuracy", "macro_precision",
+                "macro_recall", "macro_f1"):
+        assert key in result, key
+        if key != "temperature":
+            assert 0.0 <= result[key] <= 1.0, key
+    assert result["temperature"] > 0
+    # the full test split, and the same accuracy train.py reported for best.pth
+    assert result["n_samples"]["clean"] == 497
+    assert result["clean_accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-6)
+    assert set(result["topk"]) == {"1", "2", "3", "5"}
+    assert result["topk"]["1"] == pytest.approx(result["clean_accuracy"])
+    assert set(result["selective_accuracy"]) == {"0.8", "0.9"}
+    assert result["selective_accuracy"]["0.8"] >= result["clean_accuracy"] - 1e-9
+    assert result["n_samples"]["attacks"] == 256 and result["n_samples"]["sweep"] == 128
+    assert len(result["robustness_sweep"]["pgd"]) == 4 and len(result["pgd_iter_sweep"]["pgd"]) == 3
+    assert result["robustness_sweep"]["pgd"][0] == pytest.approx(result["robustness_sweep"]["clean"])
+    assert np.array(result["confusion_matrix"]).sum() == 497
+    assert result["feature_projection"]["method"] == "UMAP"
+    assert result["checkpoint"]["trained_on"] == "digits"
+
+
+def test_sanity_checks_pass_on_a_sound_attack(evaluated, capsys):
+    result, _ = evaluated
+    assert set(result["sanity_checks"]) == {
+        "perturbation_within_eps", "adversarial_in_pixel_range", "pgd_le_fgsm_le_clean",
+        "fgsm_le_noise", "pgd_large_eps_near_zero", "more_pgd_iters_not_weaker"}
+    assert all(result["sanity_checks"].values()), result["sanity_details"]
+    assert max(result["max_perturbation"].values()) <= 16 / 255 + 1e-6
+
+
+def test_a_broken_attack_is_flagged(digits_model, tmp_path, monkeypatch, capsys):
+    _, _, run_dir = digits_model
+
+    def weak_pgd(model, x, y, eps, alpha, iters, random_start=True):
+        return (x + 2 * eps).clamp(0, 1)  # ignores the gradient and leaves the eps-ball
+    monkeypatch.setattr(evaluate, "pgd_attack", weak_pgd)
+    result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
+                            "--out", str(tmp_path / "broken"), "--components", "attacks", "sweep",
+                            "iter-sweep"] + FAST)
+    checks = result["sanity_checks"]
+    assert checks["perturbation_within_eps"] is False
+    assert checks["pgd_le_fgsm_le_clean"] is False
+    assert checks["pgd_large_eps_near_zero"] is False
+    assert "WARNING: FAILED perturbation_within_eps" in capsys.readouterr().out
+    assert json.loads((tmp_path / "broken.metrics.json").read_text())["sanity_checks"] == checks
+
+
+def test_a_model_is_evaluated_on_another_dataset(digits_model, tmp_path):
+    _, _, run_dir = digits_model
+    result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "synthetic",
+                            "--out", str(tmp_path / "x"), "--components", "confusion", "calibration"])
+    assert result["checkpoint"]["trained_on"] == "digits" and result["synthetic"]
+    assert result["n_samples"]["clean"] == 1000 and "ece" in result
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sweep-epsilons", ","], "empty"),
+    (["--pgd-iters-list", "0,5"], ">= 1"),
+    (["--iters", "0"], ">= 1"),
+    (["--eps", "9"], "within [0, 1]"),
+    (["--coverage-points", "1.5"], "(0, 1]"),
+])
+def test_invalid_flags_are_rejected(flags, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        evaluate.build_parser().parse_args(["--checkpoint", "x", "--dataset", "digits",
+                                            "--out", "y"] + flags)
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_model):
+    for name, content in (("empty.pth", b""), ("text.pth", b"hello")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SystemExit, match=name):
+            evaluate.main(["--checkpoint", str(tmp_path / name), "--dataset", "digits",
+                           "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        evaluate.main(["--checkpoint", str(tmp_path / "nope.pth"), "--dataset", "digits",
+                       "--out", str(tmp_path / "o")])
+    _, _, run_dir = digits_model
+    with pytest.raises(SystemExit, match="svhn .*not available"):
+        evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "svhn",
+                       "--data-root", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
+
+
+def test_every_help_text_states_its_default():
+    parser = evaluate.build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest != "help" and not action.required:
+            assert "default" in formatter._get_help_string(action), f"--{action.dest}"

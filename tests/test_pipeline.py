@@ -1,0 +1,90 @@
+import csv
+import json
+import os
+
+import pytest
+
+import run_report_pipeline as pipeline
+
+FIGURES = ["training_curves.png", "umap_features.png", "adv_examples.png",
+           "confusion_matrix.png", "per_class_accuracy.png", "classwise_prf1.png",
+           "reliability_diagram.png", "confidence_coverage.png", "topk_accuracy.png",
+           "robustness_sweep.png", "pgd_iter_sweep.png", "metrics_summary.json"]
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    argv = ["--profile", "smoke", "--data-root", str(root / "no_data"), "--no-download",
+            "--ablation-dataset", "cifar10", "--checkpoints", str(root / "checkpoints"),
+            "--report-dir", str(root / "report")]
+    code = pipeline.main(argv)
+    return root, argv, code
+
+
+def test_smoke_profile_writes_every_file_and_table(smoke):
+    root, _, code = smoke
+    assert code == 0  # SVHN is missing, the rest ran
+    report = root / "report"
+    for name in FIGURES:
+        assert (report / "figures" / name).exists(), name
+        assert os.path.getsize(report / "figures" / name) > 5000, name
+    matrix = pipeline.build_matrix(pipeline.parse_args(smoke[1]), pipeline.PROFILES["smoke"])
+    training = _csv(report / "summary" / "training_summary.csv")
+    assert [r["run"] for r in training] == [r.name for r in matrix if r.script == "train"]
+    by_run = {r["run"]: r for r in training}
+    assert by_run["cifar10_standard"]["status"] == "ok"
+    assert 0.0 <= float(by_run["cifar10_standard"]["test_accuracy"]) <= 1.0
+    assert by_run["svhn_scratch"]["status"].startswith("not run: svhn")
+    assert "train.py --dataset synthetic" in by_run["cifar10_pgd_at"]["command"]
+
+    robust = {r["model"]: r for r in _csv(report / "summary" / "robustness_summary.csv")}
+    assert set(robust) == {"cifar10_standard", "cifar10_fgsm_at", "cifar10_pgd_at",
+                           "cifar10_circle", "cifar10_circle_pgd_at"}
+    assert all(r["status"] == "ok" for r in robust.values())
+    cross = _csv(report / "summary" / "cross_domain_summary.csv")
+    mnist_to_svhn = [r for r in cross if r["source"] == "mnist" and r["target"] == "svhn"][0]
+    assert mnist_to_svhn["direct_status"].startswith("not run") and mnist_to_svhn["direct_accuracy"] == ""
+    assert any(r["source"] == "imagenet" and "no weights" in r["finetune_status"] for r in cross)
+
+    text = (report / "REPORT.md").read_text()
+    assert "SYNTHETIC DATA" in text and "not run: svhn" in text
+    assert "python train.py --dataset synthetic" in text and "git commit" in text
+    summary = json.loads((report / "figures" / "metrics_summary.json").read_text())
+    assert summary["runs"]["cifar10_standard"]["status"] == "done"
+
+
+def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, capsys):
+    root, argv, _ = smoke
+    args = pipeline.parse_args(argv)
+    runs = pipeline.build_matrix(args, pipeline.PROFILES["smoke"])
+    by_name = {r.name: r for r in runs}
+    for run in runs:
+        pipeline.execute(run, by_name, force=False)
+    statuses = {r.name: r.status for r in runs}
+    assert statuses["cifar10_standard"] == "skipped" and statuses["cifar10_pgd_at"] == "skipped"
+    assert statuses["svhn_scratch"] == "not run"
+
+
+def test_interrupted_training_resumes(smoke, monkeypatch):
+    root, argv, _ = smoke
+    args = pipeline.parse_args(argv)
+    runs = {r.name: r for r in pipeline.build_matrix(args, pipeline.PROFILES["smoke"])}
+    run = runs["cifar10_circle"]
+    out_dir = run.argv[run.argv.index("--out-dir") + 1]
+    os.remove(os.path.join(out_dir, "final_metrics.json"))  # as if stopped before the end
+    seen = []
+    import train
+    monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
+    pipeline.execute(run, runs, force=False)
+    assert seen and seen[0][-1] == "--resume"
+
+
+def test_unknown_run_names_are_rejected():
+    with pytest.raises(SystemExit, match="unknown runs"):
+        pipeline.main(["--profile", "smoke", "--only", "nope"])
