@@ -45,15 +45,15 @@ PROFILES = {
     "quick": {
         "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn", "digits": "digits"},
         "standard": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.1},
-        "ablation": {"epochs": 3, "train_subset": 10000, "batch_size": 128, "lr": 0.1},
+        "ablation": {"epochs": 2, "train_subset": 10000, "batch_size": 128, "lr": 0.1},
         "adversarial": {"epochs": 2, "train_subset": None, "batch_size": 128, "lr": 0.1,
-                        "iters": 3, "alpha": "3/255"},
+                        "iters": 2, "alpha": "4/255"},
         "digit": {"epochs": 1, "train_subset": None, "batch_size": 128, "lr": 0.05},
         "digits": {"epochs": 15, "train_subset": None, "batch_size": 64, "lr": 0.05},
         "finetune": {"epochs": 5, "train_subset": 1000, "batch_size": 64, "lr": 0.05},
         "eval": {"max_batches": 4, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 256, "umap_samples": 2000, "pgd_iters_list": "1,2,5,10,20",
-                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"},
+                 "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255"},
     },
     # The study's long schedules, for a GPU (use --device cuda; --stem cifar is worth it there).
     "full": {
@@ -110,7 +110,7 @@ def build_matrix(args, profile):
 
     def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0):
         b = profile[budget]
-        images = b.get("train_subset") or 45000
+        images = b.get("train_subset") or {"digits": 1170, "mnist": 55000}.get(dataset, 45000)
         cost = b["epochs"] * images * (1 + 0.5 * 0.8 * adv_iters)
         runs.append(Run(name, "train", _train_flags(b, os.path.join(ck, name), dataset, root, common)
                         + fast + list(extra), group, list(needs), cost=cost))
