@@ -147,12 +147,15 @@ def plot_calibration(bins, ece, bins_scaled, ece_scaled, temperature, path, titl
     for ax_r, ax_h, b, e, name in ((ax_rel, ax_hist, bins, ece, "uncalibrated"),
                                    (ax_rel_t, ax_hist_t, bins_scaled, ece_scaled,
                                     f"temperature-scaled (T={temperature:.2f})")):
-        acc = np.nan_to_num(b["accuracy"])
+        filled = b["count"] > 0
+        acc = np.where(filled, b["accuracy"], 0.0)
+        conf = np.where(filled, b["confidence"], 0.0)
         ax_r.bar(centers, 100 * acc, width=width * 0.95, color="#4c72b0", edgecolor="black",
                  lw=0.5, label="accuracy in bin")
-        gap_bottom = np.minimum(acc, centers)
-        ax_r.bar(centers, 100 * np.abs(centers - acc) * (b["count"] > 0), bottom=100 * gap_bottom,
-                 width=width * 0.95, color="#cf222e", alpha=0.3, label="gap to bin centre")
+        # the gap ECE weighs: between a bin's accuracy and its mean confidence
+        ax_r.bar(centers, 100 * np.abs(conf - acc), bottom=100 * np.minimum(acc, conf),
+                 width=width * 0.95, facecolor="none", edgecolor="#cf222e", hatch="///", lw=0.8,
+                 label="gap to mean confidence")
         ax_r.plot([0, 1], [0, 100], "k--", lw=1, label="perfect calibration")
         ax_r.set(title=f"{name}: ECE {100 * e:.2f}%", ylabel="accuracy (%)", xlim=(0, 1),
                  ylim=(0, 100))
@@ -170,17 +173,20 @@ def plot_confidence_coverage(curve, aurc_value, selective, path, title):
     ax_acc, ax_risk = fig.subplots(1, 2)
     coverage = 100 * curve["coverage"]
     ax_acc.plot(coverage, 100 * curve["accuracy"], color="#4c72b0")
-    for cov, acc in selective.items():
+    for i, (cov, acc) in enumerate(selective.items()):
         ax_acc.plot([100 * float(cov)], [100 * acc], "o", color="#cf222e")
-        ax_acc.annotate(f"{100 * acc:.1f}% at {100 * float(cov):.0f}%",
+        ax_acc.annotate(f"{100 * acc:.1f}% at {100 * float(cov):.0f}% coverage",
                         (100 * float(cov), 100 * acc), textcoords="offset points",
-                        xytext=(-40, -15), fontsize=8)
+                        xytext=(-150, -18 - 14 * i), fontsize=8,
+                        arrowprops={"arrowstyle": "-", "color": "#cf222e", "lw": 0.5})
+    low = min(100 * curve["accuracy"].min(), 90)
     ax_acc.set(title="selective accuracy", xlabel="coverage (%)", ylabel="accuracy (%)",
-               xlim=(0, 100))
+               xlim=(0, 100), ylim=(low - 5, 101))
     ax_risk.plot(coverage, 100 * curve["risk"], color="#dd8452")
     ax_risk.fill_between(coverage, 100 * curve["risk"], alpha=0.2, color="#dd8452")
     ax_risk.set(title=f"risk-coverage (AURC {100 * aurc_value:.2f}%)", xlabel="coverage (%)",
-                ylabel="selective risk = error rate (%)", xlim=(0, 100))
+                ylabel="selective risk = error rate (%)", xlim=(0, 100),
+                ylim=(0, max(1.0, 105 * curve["risk"].max())))
     for ax in (ax_acc, ax_risk):
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}: confidence vs coverage (most confident first)")

@@ -253,6 +253,16 @@ FIGURE_NAMES = {  # eval.py suffix -> the study's figure name
 }
 
 
+def _short(reason):
+    """The first clause of a failure reason, for table cells (the full text is in the
+    'Runs and commands' section and metrics_summary.json)."""
+    reason = reason or "not selected or not reached"
+    for cut in (": tried", ". "):
+        if cut in reason:
+            reason = reason.split(cut)[0]
+    return reason if len(reason) <= 90 else reason[:87] + "..."
+
+
 def _pct(value):
     return "not run" if value is None else f"{100 * value:.2f}"
 
@@ -283,8 +293,7 @@ def write_report(args, profile_name, runs, results, report_dir, wall_time):
         return results.get(name)
 
     def why(name):
-        run = by_name[name]
-        return f"not run: {run.reason}" if run.status == "not run" else "not run"
+        return f"not run: {_short(by_name[name].reason)}"
 
     # --- training / ablation table
     training_rows = []
@@ -372,6 +381,11 @@ def write_report(args, profile_name, runs, results, report_dir, wall_time):
                     cross_rows, robust_rows)
 
 
+def _run_seconds(run, results):
+    """The wall time a run recorded itself (kept across re-invocations), else this one's."""
+    return results.get(run.name, {}).get("wall_time_s", run.seconds)
+
+
 def _table(headers, rows):
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -388,11 +402,12 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
                "patterns; its numbers say nothing about real images.", ""]
     data_desc = sorted({r["data_description"] if "data_description" in r else r["data"]["description"]
                         for r in results.values()})
+    total = sum(r.get("wall_time_s", 0) for r in results.values())
     md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
-           f"`{utils.command_line('run_report_pipeline.py', args.argv)}` in "
-           f"{wall_time / 60:.1f} minutes of this invocation "
-           f"(sum of run times: {sum(r.get('wall_time_s', 0) for r in results.values()) / 60:.1f} min).",
-           f"Data: {'; '.join(data_desc)}.", ""]
+           f"`{utils.command_line('run_report_pipeline.py', args.argv)}`.",
+           f"**Total run time: {total / 60:.1f} minutes** (sum of the wall times every run "
+           f"recorded; this invocation itself took {wall_time / 60:.1f} min, re-using finished "
+           f"runs). Data: {'; '.join(data_desc)}.", ""]
 
     # training
     md += ["## Training and ablations", "",
@@ -428,9 +443,9 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
     ok = [r for r in robust_rows if r["status"] == "ok"]
     if ok:
         p = ok[0]
-        md.append(f"Accuracy at eps {p['eps'] * 255:.0f}/255 on the first {p['n_attacked']} test "
-                  f"images (PGD-{p['pgd_iters']} with random start; random noise is a ±eps sign "
-                  "pattern). Clean accuracy is on the whole test split.")
+        md.append(f"Accuracy at eps {p['eps'] * 255:.0f}/255 on a seeded random sample of "
+                  f"{p['n_attacked']} test images (PGD-{p['pgd_iters']} with random start; random "
+                  "noise is a ±eps sign pattern). Clean accuracy is on the whole test split.")
     md += ["", _table(["model", "clean (%)", "clean, attacked subset (%)", "FGSM (%)", "PGD (%)",
                        "noise (%)", "sanity checks"],
                       [[r["model"]] + ([_pct(r["clean_accuracy"]), _pct(r["attack_subset_clean"]),
@@ -490,9 +505,9 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
            "batch size, learning rate) per group:", "", "```",
            json.dumps(PROFILES[profile_name], indent=1), "```", "",
            "## Runs and commands", "",
-           _table(["run", "status", "time this invocation (s)", "command"],
-                  [[r.name, r.status + (f": {r.reason}" if r.reason else ""), f"{r.seconds:.0f}",
-                    f"`{r.command}`"] for r in runs]), "",
+           _table(["run", "status", "wall time (s)", "command"],
+                  [[r.name, r.status + (f": {r.reason}" if r.reason else ""),
+                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in runs]), "",
            "## Provenance", "",
            f"- git commit: `{env['git_commit']}`",
            f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "

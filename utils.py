@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attacks import eval_mode
+
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("model", "model_args", "optimizer", "scheduler", "epoch", "best_val_acc",
                    "history", "config")
@@ -229,22 +231,16 @@ def command_line(script, argv):
 
 @torch.no_grad()
 def predict(model, loader, device, max_batches=None):
-    """Logits, labels and mean cross-entropy of `model` over `loader` (eval mode, restored)."""
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Logits and labels of `model` over `loader`, in eval mode (each module's mode restored)."""
     logits, labels = [], []
-    try:
+    with eval_mode(model):
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
             logits.append(model(x).float().cpu())
             labels.append(y)
-    finally:
-        for m, training in was_training:
-            m.training = training
-    logits, labels = torch.cat(logits), torch.cat(labels)
-    return logits, labels
+    return torch.cat(logits), torch.cat(labels)
 
 
 def evaluate(model, loader, device, max_batches=None):
