@@ -125,13 +125,40 @@ def augment_batch(x, pad=4, flip=False, jitter=0.0, generator=None):
     return x
 
 
+class ShardedBatchSampler:
+    """Shuffled global batches of `batch_size` indices; process `rank` of `world` takes its
+    contiguous slice of each. With world=1 this is RandomSampler + BatchSampler; with
+    several processes the union of their slices is exactly the single-process batch, so
+    data-parallel training sees the same global batches as one process would."""
+
+    def __init__(self, n, batch_size, world=1, rank=0, drop_last=True, generator=None):
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
+        self.drop_last, self.generator = drop_last, generator
+
+    def __len__(self):
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (0 if self.drop_last or rest < self.world else 1)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            share = len(batch) // self.world
+            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
+
+
 def batch_loader(dataset, batch_size, shuffle=False, drop_last=False, workers=0,
-                 generator=None, sampler=None):
-    """A DataLoader that fetches whole batches from an ArrayDataset."""
-    if sampler is None:
-        sampler = (torch.utils.data.RandomSampler(dataset, generator=generator) if shuffle
-                   else torch.utils.data.SequentialSampler(dataset))
-    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=drop_last)
+                 generator=None, sampler=None, world=1, rank=0):
+    """A DataLoader that fetches whole batches from an ArrayDataset: shuffled (and sharded
+    across `world` processes) for training, else in the order of `sampler` or sequential."""
+    if shuffle:
+        batches = ShardedBatchSampler(len(dataset), batch_size, world, rank, drop_last, generator)
+    else:
+        batches = torch.utils.data.BatchSampler(
+            sampler if sampler is not None else torch.utils.data.SequentialSampler(dataset),
+            batch_size, drop_last=drop_last)
     return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None,
                                        num_workers=workers, generator=generator,
                                        persistent_workers=False)

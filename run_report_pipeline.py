@@ -123,7 +123,8 @@ def build_matrix(args, profile):
                 "--device", args.device]
         if args.no_download:
             argv.append("--no-download")
-        cost = 20000
+        # cost in training-image units: a forward pass ~0.3, an attack step ~0.8
+        cost = 0.3 * 10000
         if components:
             argv += ["--components"] + components
         if not components or "attacks" in components:
@@ -133,9 +134,13 @@ def build_matrix(args, profile):
                      "--umap-samples", str(e["umap_samples"]),
                      "--pgd-iters-list", e["pgd_iters_list"],
                      "--sweep-epsilons", e["sweep_epsilons"]]
-            cost = 12 * e["max_batches"] * e["batch_size"] * 3
-            if not components:
-                cost *= 6
+            cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
+            if not components:  # sweeps over eps and PGD iterations, UMAP
+                n_eps = len(e["sweep_epsilons"].split(","))
+                iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
+                cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
+                                                 + e["iter_sweep_max_batches"] * iters)
+                cost += 10000
         runs.append(Run(name, "eval", argv, group, [model, *needs], cost=cost))
 
     # Ablations on one dataset: baseline, BatchNorm off, label smoothing, Adam.
@@ -275,8 +280,11 @@ def _load_results(runs):
         if run.status in ("done", "skipped") and os.path.exists(done_file):
             results[run.name] = utils.load_json(done_file)
             if run.script == "train":
-                history_file = os.path.join(os.path.dirname(done_file), "training_history.json")
-                results[run.name]["history"] = utils.load_json(history_file)
+                run_dir = os.path.dirname(done_file)
+                results[run.name]["history"] = utils.load_json(
+                    os.path.join(run_dir, "training_history.json"))
+                config = utils.load_json(os.path.join(run_dir, "config.json"))
+                results[run.name]["environment"] = config["environment"]
     return results
 
 
@@ -374,7 +382,7 @@ def write_report(args, profile_name, runs, results, report_dir, wall_time):
     summary = {"profile": profile_name, "wall_time_s": wall_time,
                "runs": {r.name: {"status": r.status, "reason": r.reason, "command": r.command,
                                  "seconds_this_invocation": r.seconds} for r in runs},
-               "results": {k: {kk: vv for kk, vv in v.items() if kk not in ("history",)}
+               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"}
                            for k, v in results.items()}}
     utils.save_json(summary, os.path.join(fig_dir, "metrics_summary.json"))
     _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
@@ -395,6 +403,10 @@ def _table(headers, rows):
 def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
                     cross_rows, robust_rows):
     env = utils.environment_info()
+    commits = {}
+    for r in results.values():
+        commit = r.get("environment", {}).get("git_commit", "unknown")
+        commits[commit] = commits.get(commit, 0) + 1
     synthetic = any(r.get("synthetic") for r in results.values())
     md = [f"# Generalization and adversarial robustness of a ResNet18: report ({profile_name} profile)", ""]
     if synthetic:
@@ -436,6 +448,12 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
                        _pct(r["direct_accuracy"]) if r.get("direct_accuracy") != "" and r["direct_status"] == "ok" else r["direct_status"],
                        _pct(r["finetuned_accuracy"]) if r["finetune_status"] == "ok" else r["finetune_status"]]
                       for r in cross_rows]))
+    both = [r for r in cross_rows if r["direct_status"] == "ok" and r["finetune_status"] == "ok"]
+    if both:
+        md += ["", "Reading: " + "; ".join(
+            f"{r['source']} -> {r['target']}: {_pct(r['direct_accuracy'])}% as is, "
+            f"{_pct(r['finetuned_accuracy'])}% after fitting only the classifier"
+            for r in both) + "."]
     md.append("")
 
     # robustness
@@ -478,6 +496,11 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
               _pct(e[m]["selective_accuracy"].get("0.9")),
               _pct(e[m]["topk"].get("1")), _pct(e[m]["topk"].get("3")),
               _pct(e[m]["macro_f1"])] for m in diag]))
+        md += ["", "Reading: " + "; ".join(
+            f"{m}: ECE {_pct(e[m]['ece'])}% -> {_pct(e[m]['ece_temperature_scaled'])}% after "
+            f"temperature scaling (T={e[m]['temperature']:.2f}); keeping the 80% most confident "
+            f"predictions raises accuracy from {_pct(e[m]['clean_accuracy'])}% to "
+            f"{_pct(e[m]['selective_accuracy'].get('0.8'))}%" for m in diag) + "."]
         md += ["", "ECE uses 10 equal-width bins; the temperature is fitted on the validation "
                "split. AURC is the mean over k of the error rate of the k most confident "
                "predictions. Figures below are for `cifar10_standard`; those of "
@@ -509,7 +532,8 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
                   [[r.name, r.status + (f": {r.reason}" if r.reason else ""),
                     f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in runs]), "",
            "## Provenance", "",
-           f"- git commit: `{env['git_commit']}`",
+           f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "
+           + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items())),
            f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
            f"numpy {env['numpy']}, scikit-learn {env['scikit-learn']}",
            f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch threads "

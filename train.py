@@ -10,6 +10,7 @@ JSON and CSV, training curves, TensorBoard scalars, and final_metrics.json.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -104,6 +105,8 @@ def build_parser():
                    help="probability that a batch is replaced by its adversarial version")
 
     r = p.add_argument_group("run")
+    r.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for the training forward pass (CPU with bf16 support, CUDA)")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--out-dir", default="checkpoints/run", help="where the run writes")
@@ -171,8 +174,11 @@ def build_model(args, info):
     if source is not None:
         state = source["model"]
         if state["fc.weight"].shape != model.fc.weight.shape:
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        model.load_state_dict(state, strict=False)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # new classifier
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise SystemExit(f"error: --init-from {args.init_from}: weights do not fit its own "
+                             f"model_args (missing {missing[:3]}, unexpected {unexpected[:3]})")
     elif args.pretrained_weights:
         try:
             state = torch.load(args.pretrained_weights, map_location="cpu", weights_only=True)
@@ -231,26 +237,38 @@ def epoch_seed(seed, epoch):
 
 # ----------------------------------------------------------------------------- the loop
 
+def autocast(args, device):
+    """bf16 autocast when --amp is on (CPU and CUDA alike); otherwise a no-op."""
+    if not args.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device, epoch,
-                    circle=None, step0=0):
-    set_train_mode(model, args.freeze_features)
-    total_loss = correct = seen = adv_batches = 0
+                    circle=None, step0=0, dist=None):
+    """One pass over `loader`. `model` may be DistributedDataParallel-wrapped; attacks use
+    the plain module (they never touch parameter gradients). Returns the epoch's stats,
+    summed over all processes."""
+    plain = getattr(model, "module", model)
+    set_train_mode(plain, args.freeze_features)
+    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, adversarial batches
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
-               mininterval=1.0, disable=None)
+               mininterval=1.0, disable=None if dist is None or dist.rank == 0 else True)
     for i, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         if args.adv_train and torch.rand(()).item() < args.adv_prob:
             attack = ATTACKS[args.attack]
             kwargs = {"alpha": args.alpha, "iters": args.iters} if args.attack == "pgd" else {}
-            x = attack(model, x, y, args.eps, **kwargs)
-            adv_batches += 1
+            x = attack(plain, x, y, args.eps, **kwargs)
+            totals[3] += 1
 
-        logits, feats = model(x, return_features=True)
-        loss = criterion(logits, y)
-        if circle is not None:
-            loss = loss + args.circle_weight * circle(feats, y)
-        if not torch.isfinite(loss):
+        with autocast(args, device):
+            logits, feats = model(x, return_features=True)
+            loss = criterion(logits.float(), y)
+            if circle is not None:
+                loss = loss + args.circle_weight * circle(feats.float(), y)
+        if not _all_finite(loss, dist):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {epoch}, step {i + 1} (global step "
                 f"{step0 + i + 1}); lower --lr or check the data")
@@ -259,13 +277,52 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         optimizer.step()
         scheduler.step()
 
-        n = y.numel()
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen,
-            "adv_batch_fraction": adv_batches / max(1, i + 1), "steps": i + 1}
+        totals[0] += loss.item() * y.numel()
+        totals[1] += (logits.argmax(1) == y).sum().item()
+        totals[2] += y.numel()
+        bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{100 * totals[1] / totals[2]:.1f}%")
+    steps = i + 1
+    adv_fraction = totals[3].item() / steps
+    if dist is not None:
+        dist.all_reduce(totals)
+        adv_fraction = totals[3].item() / (steps * dist.world)
+    return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
+            "adv_batch_fraction": adv_fraction, "steps": steps}
+
+
+def _all_finite(loss, dist):
+    """Whether the loss is finite in every process (all stop together, none hangs)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+    if dist is not None:
+        dist.all_reduce(bad)
+    return bad.item() == 0
+
+
+class Distributed:
+    """The process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on
+    CUDA. Rank 0 alone writes checkpoints, logs and figures."""
+
+    def __init__(self, device):
+        import torch.distributed as td
+
+        self.td = td
+        self.world = int(os.environ["WORLD_SIZE"])
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        td.init_process_group(self.backend)
+        self.rank = td.get_rank()
+        self.device = device
+        if device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+
+    def all_reduce(self, tensor):
+        self.td.all_reduce(tensor)
+
+    def barrier(self):
+        self.td.barrier()
+
+    def close(self):
+        self.td.destroy_process_group()
 
 
 def _run_config(args, argv, info, model_args, device):
@@ -292,33 +349,78 @@ def _check_resumable(ckpt, path, model_args, args):
                          "Resume with the original flags, or start a new --out-dir.")
 
 
+def _resume(args, paths, model, optimizer, scheduler, model_args, config, device):
+    """(start epoch, best validation accuracy, history) of the run in --out-dir."""
+    if not args.resume:
+        if os.path.exists(paths["last"]):
+            print(f"note: {args.out_dir} already holds a run; starting afresh (use --resume to "
+                  "continue it)", flush=True)
+        return 1, -1.0, []
+    if not os.path.exists(paths["last"]):
+        raise SystemExit(f"error: --resume: no {paths['last']} to resume from; drop --resume "
+                         "to start a new run")
+    try:
+        ckpt = utils.load_checkpoint(paths["last"], map_location=device)
+    except utils.CheckpointError as exc:
+        raise SystemExit(f"error: --resume: {exc}")
+    _check_resumable(ckpt, paths["last"], model_args, args)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    config["resumed_from_epoch"] = ckpt["epoch"]
+    print(f"resuming {args.out_dir} after epoch {ckpt['epoch']}", flush=True)
+    return ckpt["epoch"] + 1, ckpt["best_val_acc"], ckpt["history"]
+
+
+def _record_epoch(paths, state, is_best, writer):
+    """Checkpoints (atomic), history as JSON and CSV, TensorBoard scalars: rank 0 only."""
+    if is_best:
+        utils.save_checkpoint(state, paths["best"])
+    utils.save_checkpoint(state, paths["last"])
+    row = state["history"][-1]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        writer.add_scalar(key.replace("_", "/", 1), row[key], row["epoch"])
+    writer.add_scalar("lr", row["lr"], row["epoch"])
+    utils.save_json(state["history"], paths["history"] + ".json")
+    utils.save_csv(state["history"], paths["history"] + ".csv")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     device = utils.choose_device(args.device)
-    utils.seed_everything(args.seed)
-    os.makedirs(args.out_dir, exist_ok=True)
-    last_path = os.path.join(args.out_dir, "last.pth")
-    best_path = os.path.join(args.out_dir, "best.pth")
+    dist = Distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    try:
+        return fit(args, argv, dist.device if dist else device, dist)
+    finally:
+        if dist is not None:
+            dist.close()
 
+
+def fit(args, argv, device, dist=None):
+    rank, world = (dist.rank, dist.world) if dist else (0, 1)
+    utils.seed_everything(args.seed)
+    paths = {"last": os.path.join(args.out_dir, "last.pth"),
+             "best": os.path.join(args.out_dir, "best.pth"),
+             "history": os.path.join(args.out_dir, "training_history")}
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) must be "
+                         f"divisible by the {world} processes")
     try:
         splits = datasets.build_splits(args.dataset, args.data_root, not args.no_download,
                                        args.val_size, args.train_subset, args.augment, args.seed)
+        model, model_args = build_model(args, splits.info)
     except (datasets.DatasetUnavailableError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
-    info = splits.info
-    try:
-        model, model_args = build_model(args, info)
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --init-from: {exc}")
+    info = splits.info
     # channels-last is ~1.4x faster for this network on CPU (oneDNN) and on GPUs alike.
     model.to(device, memory_format=torch.channels_last)
-
-    drop_last = len(splits.train) > args.batch_size
     loader_gen = torch.Generator()
-    train_loader = datasets.batch_loader(splits.train, args.batch_size, shuffle=True,
-                                         drop_last=drop_last, workers=args.workers,
-                                         generator=loader_gen)
+    train_loader = datasets.batch_loader(
+        splits.train, args.batch_size, shuffle=True, drop_last=len(splits.train) > args.batch_size,
+        workers=args.workers, generator=loader_gen, world=world, rank=rank)
     val_loader = datasets.batch_loader(splits.val, 512)
     steps_per_epoch = len(train_loader)
     optimizer = build_optimizer(args, model)
@@ -326,82 +428,74 @@ def main(argv=None):
     criterion = LabelSmoothingCrossEntropy(args.label_smoothing)
     circle = CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None
 
-    start_epoch, best_val_acc, history = 1, -1.0, []
     config = _run_config(args, argv, info, model_args, device)
-    if args.resume:
-        if not os.path.exists(last_path):
-            raise SystemExit(f"error: --resume: no {last_path} to resume from; drop --resume "
-                             "to start a new run")
-        try:
-            ckpt = utils.load_checkpoint(last_path, map_location=device)
-        except utils.CheckpointError as exc:
-            raise SystemExit(f"error: --resume: {exc}")
-        _check_resumable(ckpt, last_path, model_args, args)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best_val_acc = ckpt["epoch"] + 1, ckpt["best_val_acc"]
-        history = ckpt["history"]
-        config["resumed_from_epoch"] = ckpt["epoch"]
-        print(f"resuming {args.out_dir} after epoch {ckpt['epoch']}", flush=True)
-    elif os.path.exists(last_path):
-        print(f"note: {args.out_dir} already holds a run; starting afresh (use --resume to "
-              "continue it)", flush=True)
-    utils.save_json(config, os.path.join(args.out_dir, "config.json"))
-
+    config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,
+                             "global_batch_size": args.batch_size,
+                             "per_process_batch_size": args.batch_size // world,
+                             "lr": args.lr, "amp": "bf16" if args.amp else None}
+    start_epoch, best_val_acc, history = _resume(args, paths, model, optimizer, scheduler,
+                                                 model_args, config, device)
+    ddp_model = model
+    if dist is not None:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
     label = info["description"]  # says SYNTHETIC for synthetic data
-    print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
-          f"device {device}", flush=True)
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
+    writer = None
+    if rank == 0:
+        os.makedirs(args.out_dir, exist_ok=True)
+        utils.save_json(config, os.path.join(args.out_dir, "config.json"))
+        print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
+              f"device {device}" + (f", {world} processes" if dist else ""), flush=True)
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
+
     start = time.time()
     prior_time = sum(h["epoch_time_s"] for h in history)
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             t0 = time.time()
-            torch.manual_seed(epoch_seed(args.seed, epoch))
-            loader_gen.manual_seed(epoch_seed(args.seed, epoch))
+            torch.manual_seed(epoch_seed(args.seed, epoch) + 7919 * rank)
+            loader_gen.manual_seed(epoch_seed(args.seed, epoch))  # the same order on every rank
             try:
-                stats = train_one_epoch(model, train_loader, optimizer, scheduler, criterion,
+                stats = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, criterion,
                                         args, device, epoch, circle,
-                                        step0=(epoch - 1) * steps_per_epoch)
+                                        step0=(epoch - 1) * steps_per_epoch, dist=dist)
             except NonFiniteLossError as exc:
-                kept = f"; the last good checkpoint is {last_path}" if os.path.exists(last_path) else ""
+                kept = f"; the last good checkpoint is {paths['last']}" if os.path.exists(paths["last"]) else ""
                 raise SystemExit(f"error: {exc}{kept}")
+            if rank != 0:
+                continue
             val_loss, val_acc = utils.evaluate(model, val_loader, device)
-            row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0}
-            history.append(row)
+            history.append({"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
+                            "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0})
             is_best = val_acc > best_val_acc
             best_val_acc = max(best_val_acc, val_acc)
             state = {"model": model.state_dict(), "model_args": model_args,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "epoch": epoch, "best_val_acc": best_val_acc, "history": history,
                      "config": config}
-            if is_best:
-                utils.save_checkpoint(state, best_path)
-            utils.save_checkpoint(state, last_path)
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-                writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", row[key], epoch)
-            utils.save_json(history, os.path.join(args.out_dir, "training_history.json"))
-            utils.save_csv(history, os.path.join(args.out_dir, "training_history.csv"))
+            _record_epoch(paths, state, is_best, writer)
+            row = history[-1]
             print(f"epoch {epoch}/{args.epochs}  train loss {row['train_loss']:.4f} "
                   f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} "
                   f"acc {100 * val_acc:.2f}%  lr {row['lr']:.2e}  {row['epoch_time_s']:.0f}s"
                   + ("  *best" if is_best else ""), flush=True)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    if rank != 0:
+        return None
+
     plot_training_curves(history, os.path.join(args.out_dir, "training_curves.png"),
                          f"ResNet18 on {label}")
-
-    best = utils.model_from_checkpoint(utils.load_checkpoint(best_path, device), best_path)
-    best.to(device)
+    best = utils.model_from_checkpoint(utils.load_checkpoint(paths["best"], device), paths["best"])
+    best.to(device, memory_format=torch.channels_last)
     test_loss, test_acc = utils.evaluate(best, datasets.batch_loader(splits.test, 512), device)
     final = {"test_accuracy": test_acc, "test_loss": test_loss, "best_val_acc": best_val_acc,
              "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"],
              "epochs": args.epochs, "n_test": len(splits.test), "dataset": args.dataset,
              "data_description": info["description"], "synthetic": info["synthetic"],
-             "wall_time_s": prior_time + (time.time() - start), "train_time_s": sum(h["epoch_time_s"] for h in history),
+             "wall_time_s": prior_time + (time.time() - start),
+             "train_time_s": sum(h["epoch_time_s"] for h in history),
              "command": config["command"]}
     utils.save_json(final, os.path.join(args.out_dir, "final_metrics.json"))
     print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * test_acc:.2f}% "

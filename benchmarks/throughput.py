@@ -1,0 +1,141 @@
+"""Throughput of the hot loops, side by side in one process, as ratios to a raw reference.
+
+    python benchmarks/throughput.py --data-root ../shared/data --json benchmarks/results/throughput.json
+
+Measured (images/second, median of --repeats timed runs after a warm-up):
+- raw reference: torchvision's resnet18, forward + backward + SGD step on one in-memory batch;
+- our ResNet18 in the same raw step, and train.py's loop (train_one_epoch) on real CIFAR-10
+  batches, data loading, augmentation, metrics and progress bar included, in fp32 and with
+  --amp (bf16 autocast; channels-last always);
+- one PGD step of attacks.pgd_attack vs one raw forward+backward, and vs torchattacks' PGD;
+- evaluation: clean forward and PGD-k, per image.
+The machines are noisy: compare ratios from one run, never absolute numbers across runs.
+"""
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import datasets  # noqa: E402
+import train  # noqa: E402
+import utils  # noqa: E402
+from attacks import pgd_attack  # noqa: E402
+from losses import LabelSmoothingCrossEntropy  # noqa: E402
+from models import resnet18  # noqa: E402
+
+
+def timed(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def raw_step_fn(model, x, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def input_grad_fn(model, x, y):
+    """One raw forward+backward with respect to the input only (what an attack step needs)."""
+    def step():
+        xr = x.detach().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+    return step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=utils.HelpFormatter)
+    p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
+                   help="folder with cifar10-train.npz (env DATA_ROOT)")
+    p.add_argument("--batch-size", type=utils.positive_int, default=128, help="batch size")
+    p.add_argument("--batches", type=utils.positive_int, default=20,
+                   help="batches of train.py's loop per timed run")
+    p.add_argument("--repeats", type=utils.positive_int, default=5, help="timed runs per measurement")
+    p.add_argument("--pgd-iters", type=utils.positive_int, default=10, help="k of the PGD-k timings")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    bs = args.batch_size
+    x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    tv = torchvision.models.resnet18(num_classes=10)
+    ours = resnet18().to(memory_format=torch.channels_last)
+    results = {"batch_size": bs, "torch": str(torch.__version__),
+               "threads": torch.get_num_threads(), "images_per_s": {}, "seconds": {}}
+    ips = results["images_per_s"]
+
+    ips["raw_torchvision_fp32"] = bs / timed(raw_step_fn(tv, x, y), args.repeats)
+    ips["raw_ours_fp32"] = bs / timed(raw_step_fn(ours, x_cl, y), args.repeats)
+
+    # train.py's own loop on real CIFAR-10 batches, fp32 and with --amp (bf16 autocast)
+    splits = datasets.build_splits("cifar10", args.data_root, download=False)
+    loader = datasets.batch_loader(splits.train, bs, shuffle=True, drop_last=True)
+    for key, flags in (("train_loop_fp32", []), ("train_loop_amp", ["--amp"])):
+        targs = train.parse_args(["--epochs", "1"] + flags)
+        model = resnet18(mean=splits.info["mean"], std=splits.info["std"]).to(
+            memory_format=torch.channels_last)
+        optimizer = train.build_optimizer(targs, model)
+        scheduler = train.build_scheduler(targs, optimizer, args.batches * (args.repeats + 1))
+        criterion = LabelSmoothingCrossEntropy(0.0)
+
+        def loop():
+            train.train_one_epoch(model, itertools.islice(loader, args.batches), optimizer,
+                                  scheduler, criterion, targs, torch.device("cpu"), 1)
+        ips[key] = bs * args.batches / timed(loop, args.repeats)
+
+    # attacks: one PGD step vs one raw input-gradient pass, and vs torchattacks
+    import torchattacks
+    ours.eval()
+    t_grad = timed(input_grad_fn(ours, x_cl, y), args.repeats)
+    t_pgd1 = timed(lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, 1), args.repeats)
+    t_pgdk = timed(lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters), args.repeats)
+    ta = torchattacks.PGD(ours, eps=8 / 255, alpha=2 / 255, steps=args.pgd_iters)
+    t_ta = timed(lambda: ta(x_cl, y), args.repeats)
+    results["seconds"].update(raw_input_grad=t_grad, pgd_1_step=t_pgd1,
+                              pgd_k=t_pgdk, torchattacks_pgd_k=t_ta)
+    with torch.no_grad():
+        ips["eval_clean"] = bs / timed(lambda: ours(x_cl), args.repeats)
+    ips[f"eval_pgd{args.pgd_iters}"] = bs / t_pgdk
+
+    results["ratios"] = {
+        "train_loop_vs_raw": ips["train_loop_fp32"] / ips["raw_torchvision_fp32"],
+        "raw_ours_vs_raw_torchvision": ips["raw_ours_fp32"] / ips["raw_torchvision_fp32"],
+        "train_loop_amp_vs_raw": ips["train_loop_amp"] / ips["raw_torchvision_fp32"],
+        "pgd_step_vs_raw_step": (t_pgdk / args.pgd_iters) / t_grad,
+        "pgd_step_vs_torchattacks": t_pgdk / t_ta,
+    }
+    print(f"{'measurement':36s} {'images/s':>10s}")
+    for k, v in ips.items():
+        print(f"{k:36s} {v:10.1f}")
+    print(f"\n{'ratio':36s} {'value':>10s}")
+    for k, v in results["ratios"].items():
+        print(f"{k:36s} {v:10.3f}")
+    if args.json:
+        utils.save_json(results, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

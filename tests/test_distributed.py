@@ -1,0 +1,49 @@
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+import train
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
+# batch each must compute exactly the averaged gradient one process computes.
+FLAGS = ["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
+         "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--no-augment",
+         "--use-bn", "false", "--adv-train", "--attack", "fgsm", "--adv-prob", "1", "--seed", "0"]
+
+
+def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
+    single = train.main(FLAGS + ["--out-dir", str(tmp_path / "single")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         os.path.join(ROOT, "train.py"), *FLAGS, "--device", "cpu", "--out-dir", str(tmp_path / "ddp")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    a = utils.load_checkpoint(str(tmp_path / "single" / "last.pth"))
+    b = utils.load_checkpoint(str(tmp_path / "ddp" / "last.pth"))
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, atol=2e-5, rtol=1e-4, msg=key)
+    ddp = json.loads((tmp_path / "ddp" / "final_metrics.json").read_text())
+    assert abs(ddp["test_accuracy"] - single["test_accuracy"]) <= 0.002
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch_size": 32,
+                                     "per_process_batch_size": 16, "lr": 0.02, "amp": None}
+    history = json.loads((tmp_path / "ddp" / "training_history.json").read_text())
+    assert history[0]["adv_batch_fraction"] == 1.0 and len(history) == 1
+    events = os.listdir(tmp_path / "ddp" / "tensorboard")
+    assert len(events) == 1  # only rank 0 logs
+
+
+def test_bf16_autocast_trains(tmp_path):
+    final = train.main(["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
+                        "--batch-size", "32", "--lr", "0.02", "--epochs", "2", "--amp",
+                        "--out-dir", str(tmp_path)])
+    assert final["test_accuracy"] > 0.5
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["distributed"]["amp"] == "bf16"
