@@ -436,7 +436,9 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
         deltas = [f"{n.split('_', 2)[-1]} {100 * (r['test_accuracy'] - base['test_accuracy']):+.2f}"
                   for n, r in abl.items() if r is not base]
         md += ["", f"Reading: against the baseline's {_pct(base['test_accuracy'])}% test accuracy, "
-               f"the ablations move it by (points): {', '.join(deltas)}."]
+               f"the ablations move it by (points): {', '.join(deltas)}. One seed per row; at "
+               "this budget the differences have not been checked against seed-to-seed "
+               "variation, so read them as a smoke signal, not a ranking."]
     md += ["", "![training curves](figures/training_curves.png)", ""]
 
     # transfer
