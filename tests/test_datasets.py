@@ -127,21 +127,22 @@ def test_download_writes_the_array_file_once(tmp_path, monkeypatch):
     assert again[2]["description"] == "svhn downloaded by torchvision"
 
 
-def write_svhn_fixture(root, n_train=300, n_test=100):
-    """A tiny SVHN-format fixture: colour digits-like patterns, labels 0-9."""
+def write_svhn_fixture(root, n_train=400, n_test=100):
+    """A tiny SVHN-format fixture: noisy images whose colour encodes the class (labels 0-9),
+    so random crops keep the label."""
     rng = np.random.default_rng(0)
+    palette = rng.integers(30, 226, (10, 3))
     for split, n in (("train", n_train), ("test", n_test)):
         labels = np.arange(n, dtype=np.int64) % 10
-        images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
-        for i, label in enumerate(labels):  # a bright bar whose position encodes the class
-            images[i, 3 * label:3 * label + 3, 4:28] = 230
+        noise = rng.integers(-25, 26, (n, 32, 32, 3))
+        images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
         np.savez_compressed(os.path.join(root, f"svhn-{split}.npz"), images=images, labels=labels)
 
 
 def test_svhn_fixture_loads_through_the_real_path(tmp_path):
     write_svhn_fixture(str(tmp_path))
     splits = datasets.build_splits("svhn", str(tmp_path), download=False)
-    assert splits.info["sizes"] == {"train": 270, "val": 30, "test": 100}
+    assert splits.info["sizes"] == {"train": 360, "val": 40, "test": 100}
     assert splits.info["augment"] == datasets.AUGMENT["svhn"]
     x, y = splits.train[list(range(10))]
     assert x.shape == (10, 3, 32, 32) and y.max() <= 9
