@@ -9,11 +9,9 @@ NaN, crash) is reported as "not run" with its reason, and the rest go on.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
