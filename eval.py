@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -183,6 +184,12 @@ class Context:
     def path(self, suffix):
         return f"{self.args.out}.{suffix}"
 
+    @cached_property
+    def report(self):
+        """Confusion matrix and per-class scores, computed once for components 4 and 5."""
+        return metrics.per_class_report(self.pred["labels"], self.pred["preds"],
+                                        len(self.class_names))
+
 
 def collect_predictions(model, loader, device):
     """Component 3: logits, probabilities, predictions and targets over the whole split."""
@@ -237,7 +244,7 @@ def sample_grid(ctx):
 
 def confusion(ctx):
     """Component 4: row-normalized confusion matrix and per-class accuracy."""
-    report = metrics.per_class_report(ctx.pred["labels"], ctx.pred["preds"], len(ctx.class_names))
+    report = ctx.report
     plots.plot_confusion(report["confusion_matrix_normalized"], ctx.class_names,
                          ctx.path("confusion.png"), ctx.title)
     plots.plot_per_class_accuracy(report["per_class_accuracy"], ctx.class_names,
@@ -248,7 +255,7 @@ def confusion(ctx):
 
 def precision_recall_f1(ctx):
     """Component 5: per-class and macro precision / recall / F1 (scikit-learn)."""
-    report = metrics.per_class_report(ctx.pred["labels"], ctx.pred["preds"], len(ctx.class_names))
+    report = ctx.report
     macro = {"precision": report["macro_precision"], "recall": report["macro_recall"],
              "F1": report["macro_f1"]}
     plots.plot_prf1(report["precision"], report["recall"], report["f1"], ctx.class_names, macro,
