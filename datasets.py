@@ -303,8 +303,11 @@ def default_val_size(n_train):
 
 
 def build_splits(name, data_root="data", download=True, val_size=None, train_subset=None,
-                 augment=True, seed=0):
+                 augment=True, seed=0, jitter=None):
     """Train (augmented if asked) / validation (carved from train) / test datasets.
+
+    `jitter` overrides the dataset's colour-jitter strength (None keeps AUGMENT's); only
+    datasets whose AUGMENT entry flips (the natural-image ones) accept a non-zero value.
 
     The validation split is a seeded, stratified draw from the train file, so the
     class-sorted CIFAR-10 copy gives a balanced one; `train_subset` then takes a seeded
@@ -312,6 +315,12 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     """
     from sklearn.model_selection import train_test_split
 
+    aug = dict(AUGMENT[name]) if augment else None
+    if aug is not None and jitter is not None:
+        if jitter and not aug["flip"]:
+            raise ValueError(f"colour jitter is not label-preserving augmentation for {name}; "
+                             "use it on cifar10 only")
+        aug["jitter"] = float(jitter)
     images, labels, prov_train = load_arrays(name, "train", data_root, download)
     test_images, test_labels, prov_test = load_arrays(name, "test", data_root, download)
 
@@ -330,7 +339,6 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
 
     all_images = to_chw32(images)
     all_labels = torch.from_numpy(labels)
-    aug = AUGMENT[name] if augment else None
     splits = Splits(
         train=ArrayDataset(all_images[train_idx], all_labels[train_idx], name, aug),
         val=ArrayDataset(all_images[val_idx], all_labels[val_idx], name),

@@ -47,6 +47,10 @@ def build_parser():
                    help="never try to download a missing dataset")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="train-time augmentation (crop; flip and colour jitter on CIFAR-10 only)")
+    d.add_argument("--color-jitter", type=_jitter, default=None, metavar="S",
+                   help="CIFAR-10 brightness/contrast/saturation jitter: factors drawn from "
+                        "[1-S, 1+S] (default: the dataset's, "
+                        f"{datasets.AUGMENT['cifar10']['jitter']:g} for cifar10)")
     d.add_argument("--train-subset", type=utils.positive_int, default=None,
                    help="train on a seeded subset of N images (default: all)")
     d.add_argument("--val-size", type=utils.positive_int, default=None,
@@ -137,6 +141,13 @@ def parse_args(argv=None):
     if args.adv_train and args.attack == "pgd" and args.alpha == 0:
         p.error("--alpha must be > 0 for PGD training")
     return args
+
+
+def _jitter(text):
+    value = utils.nonnegative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"colour jitter must be in [0, 1), got {text}")
+    return value
 
 
 def _smoothing(text):
@@ -408,7 +419,8 @@ def fit(args, argv, device, dist=None):
                          f"divisible by the {world} processes")
     try:
         splits = datasets.build_splits(args.dataset, args.data_root, not args.no_download,
-                                       args.val_size, args.train_subset, args.augment, args.seed)
+                                       args.val_size, args.train_subset, args.augment, args.seed,
+                                       args.color_jitter)
         model, model_args = build_model(args, splits.info)
     except (datasets.DatasetUnavailableError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")

@@ -146,6 +146,10 @@ def test_svhn_fixture_loads_through_the_real_path(tmp_path):
     assert splits.info["augment"] == datasets.AUGMENT["svhn"]
     x, y = splits.train[list(range(10))]
     assert x.shape == (10, 3, 32, 32) and y.max() <= 9
+    # colour jitter is for natural images only; an explicit 0 is accepted everywhere
+    assert datasets.build_splits("svhn", str(tmp_path), jitter=0.0).info["augment"]["jitter"] == 0
+    with pytest.raises(ValueError, match="cifar10 only"):
+        datasets.build_splits("svhn", str(tmp_path), download=False, jitter=0.1)
 
 
 def test_bad_files_are_rejected_with_their_path(tmp_path):
