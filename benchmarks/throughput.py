@@ -8,8 +8,13 @@ Measured (images/second, median of --repeats timed runs after a warm-up):
   batches, data loading, augmentation, metrics and progress bar included, in fp32 and with
   --amp (bf16 autocast; channels-last always);
 - one PGD step of attacks.pgd_attack vs one raw forward+backward, and vs torchattacks' PGD;
-- evaluation: clean forward and PGD-k, per image.
-The machines are noisy: compare ratios from one run, never absolute numbers across runs.
+- evaluation: clean forward and PGD-k, per image;
+- the hardware's reach: the floating-point operations of one training step (counted by
+  torch.utils.flop_counter) against the GFLOP/s of a large fp32 matrix product, so each
+  loop's speed reads as a fraction of what this machine can do at all.
+Paired measurements are interleaved (A, B, A, B, ...) so drift in the machine's speed hits
+both sides alike. The machines are noisy: compare ratios from one run, never absolute
+numbers across runs.
 """
 
 import argparse
@@ -42,6 +47,36 @@ def timed(fn, repeats, warmup=1):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved(fns, repeats, warmup=1):
+    """Median seconds of each function in `fns` (a dict), timed in alternation."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def step_flops(model, x, y):
+    """Floating-point operations of one forward + backward (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_gflops(repeats, n=2048):
+    """fp32 GFLOP/s of an n x n matrix product: about the most this CPU does with PyTorch."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / timed(lambda: a @ b, repeats) / 1e9
 
 
 def raw_step_fn(model, x, y):
@@ -86,38 +121,56 @@ def main(argv=None):
                "threads": torch.get_num_threads(), "images_per_s": {}, "seconds": {}}
     ips = results["images_per_s"]
 
-    ips["raw_torchvision_fp32"] = bs / timed(raw_step_fn(tv, x, y), args.repeats)
-    ips["raw_ours_fp32"] = bs / timed(raw_step_fn(ours, x_cl, y), args.repeats)
+    raw = interleaved({"tv": raw_step_fn(tv, x, y), "ours": raw_step_fn(ours, x_cl, y)},
+                      args.repeats)
+    ips["raw_torchvision_fp32"] = bs / raw["tv"]
+    ips["raw_ours_fp32"] = bs / raw["ours"]
 
     # train.py's own loop on real CIFAR-10 batches, fp32 and with --amp (bf16 autocast)
     splits = datasets.build_splits("cifar10", args.data_root, download=False)
     loader = datasets.batch_loader(splits.train, bs, shuffle=True, drop_last=True)
-    for key, flags in (("train_loop_fp32", []), ("train_loop_amp", ["--amp"])):
+
+    def train_loop(flags):
         targs = train.parse_args(["--epochs", "1"] + flags)
         model = resnet18(mean=splits.info["mean"], std=splits.info["std"]).to(
             memory_format=torch.channels_last)
         optimizer = train.build_optimizer(targs, model)
         scheduler = train.build_scheduler(targs, optimizer, args.batches * (args.repeats + 1))
         criterion = LabelSmoothingCrossEntropy(0.0)
+        return lambda: train.train_one_epoch(
+            model, itertools.islice(loader, args.batches), optimizer, scheduler, criterion,
+            targs, torch.device("cpu"), 1)
 
-        def loop():
-            train.train_one_epoch(model, itertools.islice(loader, args.batches), optimizer,
-                                  scheduler, criterion, targs, torch.device("cpu"), 1)
-        ips[key] = bs * args.batches / timed(loop, args.repeats)
+    loops = interleaved({"train_loop_fp32": train_loop([]),
+                         "train_loop_amp": train_loop(["--amp"])}, args.repeats)
+    ips.update({key: bs * args.batches / t for key, t in loops.items()})
 
     # attacks: one PGD step vs one raw input-gradient pass, and vs torchattacks
     import torchattacks
     ours.eval()
     t_grad = timed(input_grad_fn(ours, x_cl, y), args.repeats)
     t_pgd1 = timed(lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, 1), args.repeats)
-    t_pgdk = timed(lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters), args.repeats)
     ta = torchattacks.PGD(ours, eps=8 / 255, alpha=2 / 255, steps=args.pgd_iters)
-    t_ta = timed(lambda: ta(x_cl, y), args.repeats)
+    pgd = interleaved({"ours": lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters),
+                       "torchattacks": lambda: ta(x_cl, y)}, args.repeats)
+    t_pgdk, t_ta = pgd["ours"], pgd["torchattacks"]
     results["seconds"].update(raw_input_grad=t_grad, pgd_1_step=t_pgd1,
                               pgd_k=t_pgdk, torchattacks_pgd_k=t_ta)
     with torch.no_grad():
         ips["eval_clean"] = bs / timed(lambda: ours(x_cl), args.repeats)
     ips[f"eval_pgd{args.pgd_iters}"] = bs / t_pgdk
+
+    # how much of the machine a training step uses
+    flops = step_flops(resnet18().to(memory_format=torch.channels_last), x_cl, y) / bs
+    peak = matmul_gflops(args.repeats)
+    results["hardware"] = {
+        "train_step_gflop_per_image": flops / 1e9,
+        "matmul_fp32_gflops": peak,
+        "raw_ours_gflops": flops * ips["raw_ours_fp32"] / 1e9,
+        "train_loop_gflops": flops * ips["train_loop_fp32"] / 1e9,
+        # what 8 CIFAR-10 epochs (45,000 images each) would take at the matmul's speed
+        "min_minutes_8_cifar10_epochs": 8 * 45000 * flops / (peak * 1e9) / 60,
+    }
 
     results["ratios"] = {
         "train_loop_vs_raw": ips["train_loop_fp32"] / ips["raw_torchvision_fp32"],
@@ -125,10 +178,15 @@ def main(argv=None):
         "train_loop_amp_vs_raw": ips["train_loop_amp"] / ips["raw_torchvision_fp32"],
         "pgd_step_vs_raw_step": (t_pgdk / args.pgd_iters) / t_grad,
         "pgd_step_vs_torchattacks": t_pgdk / t_ta,
+        "raw_ours_vs_matmul_peak": results["hardware"]["raw_ours_gflops"] / peak,
+        "train_loop_vs_matmul_peak": results["hardware"]["train_loop_gflops"] / peak,
     }
     print(f"{'measurement':36s} {'images/s':>10s}")
     for k, v in ips.items():
         print(f"{k:36s} {v:10.1f}")
+    print(f"\n{'hardware':36s} {'value':>10s}")
+    for k, v in results["hardware"].items():
+        print(f"{k:36s} {v:10.2f}")
     print(f"\n{'ratio':36s} {'value':>10s}")
     for k, v in results["ratios"].items():
         print(f"{k:36s} {v:10.3f}")

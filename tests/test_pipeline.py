@@ -88,3 +88,18 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
 def test_unknown_run_names_are_rejected():
     with pytest.raises(SystemExit, match="unknown runs"):
         pipeline.main(["--profile", "smoke", "--only", "nope"])
+
+
+@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
+def test_every_profile_builds_commands_the_scripts_accept(profile):
+    import eval as evaluate
+    import train
+
+    args = pipeline.parse_args(["--profile", profile, "--ablation-dataset", "cifar10"])
+    for run in pipeline.build_matrix(args, pipeline.PROFILES[profile]):
+        parse = train.parse_args if run.script == "train" else evaluate.build_parser().parse_args
+        parsed = parse(run.argv)
+        if run.script == "train" and parsed.adv_train:
+            assert parsed.adv_prob == pipeline.PROFILES[profile]["adversarial"]["adv_prob"]
+            if parsed.attack == "fgsm":  # the PGD step settings would only mislead there
+                assert "--alpha" not in run.argv and "--iters" not in run.argv
