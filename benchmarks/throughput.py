@@ -79,6 +79,33 @@ def matmul_gflops(repeats, n=2048):
     return 2 * n ** 3 / timed(lambda: a @ b, repeats) / 1e9
 
 
+def profile_step(step, rows):
+    """torch.profiler over three calls of `step`: prints the ops that take the time and
+    returns the share of self CPU time per kind of op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(3):
+            step()
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=34))
+    kinds = {"convolution forward": ("mkldnn_convolution", "_convolution"),
+             "convolution backward": ("convolution_backward",),
+             "matrix products (fc, 1x1-output convs)": ("aten::mm", "aten::addmm", "aten::bmm"),
+             "batch norm": ("batch_norm",),
+             "relu, pooling, loss": ("relu", "threshold", "pool", "log_softmax", "nll_loss")}
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {kind: sum(e.self_cpu_time_total for e in events
+                        if any(k in e.key for k in keys)) / total
+              for kind, keys in kinds.items()}
+    # the optimizer's own ops (add, mul, ...) match none of the kinds above
+    shares["optimizer step (SGD)"] = sum(e.cpu_time_total for e in events
+                                         if e.key.startswith("Optimizer.step")) / total
+    shares["everything else"] = 1 - sum(shares.values())
+    return shares
+
+
 def raw_step_fn(model, x, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -108,6 +135,8 @@ def main(argv=None):
                    help="batches of train.py's loop per timed run")
     p.add_argument("--repeats", type=utils.positive_int, default=5, help="timed runs per measurement")
     p.add_argument("--pgd-iters", type=utils.positive_int, default=10, help="k of the PGD-k timings")
+    p.add_argument("--profile-rows", type=utils.nonnegative_int, default=15,
+                   help="print torch.profiler's top N ops of our raw training step (0: skip)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -172,6 +201,10 @@ def main(argv=None):
         "min_minutes_8_cifar10_epochs": 8 * 45000 * flops / (peak * 1e9) / 60,
     }
 
+    if args.profile_rows:
+        step = raw_step_fn(resnet18().to(memory_format=torch.channels_last), x_cl, y)
+        results["profile_self_cpu_share"] = profile_step(step, args.profile_rows)
+
     results["ratios"] = {
         "train_loop_vs_raw": ips["train_loop_fp32"] / ips["raw_torchvision_fp32"],
         "raw_ours_vs_raw_torchvision": ips["raw_ours_fp32"] / ips["raw_torchvision_fp32"],
@@ -187,6 +220,10 @@ def main(argv=None):
     print(f"\n{'hardware':36s} {'value':>10s}")
     for k, v in results["hardware"].items():
         print(f"{k:36s} {v:10.2f}")
+    if "profile_self_cpu_share" in results:
+        print(f"\n{'share of a raw training step':40s} {'%':>6s}")
+        for k, v in results["profile_self_cpu_share"].items():
+            print(f"{k:40s} {100 * v:6.1f}")
     print(f"\n{'ratio':36s} {'value':>10s}")
     for k, v in results["ratios"].items():
         print(f"{k:36s} {v:10.3f}")
