@@ -345,14 +345,19 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
         test=ArrayDataset(to_chw32(test_images), torch.from_numpy(test_labels), name),
     )
     splits.info = {
-        "dataset": name, "synthetic": name == "synthetic",
-        "description": prov_train["description"],
-        "class_names": list(CLASS_NAMES[name]),
+        **_info(name, [prov_train, prov_test]),
         "mean": list(NORM_STATS[name][0]), "std": list(NORM_STATS[name][1]),
         "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_labels)},
-        "augment": aug, "files": [prov_train, prov_test],
+        "augment": aug,
     }
     return splits
+
+
+def _info(name, files):
+    """What every output says about the data: the dataset, its provenance, its classes."""
+    return {"dataset": name, "synthetic": name == "synthetic",
+            "description": files[0]["description"], "class_names": list(CLASS_NAMES[name]),
+            "files": files}
 
 
 def build_eval_split(name, split="test", data_root="data", download=True, val_size=None, seed=0):
@@ -362,6 +367,4 @@ def build_eval_split(name, split="test", data_root="data", download=True, val_si
                               seed=seed)
         return getattr(splits, split), splits.info
     images, labels, prov = load_arrays(name, "test", data_root, download)
-    info = {"dataset": name, "synthetic": name == "synthetic", "description": prov["description"],
-            "class_names": list(CLASS_NAMES[name]), "files": [prov]}
-    return ArrayDataset(to_chw32(images), torch.from_numpy(labels), name), info
+    return ArrayDataset(to_chw32(images), torch.from_numpy(labels), name), _info(name, [prov])

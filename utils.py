@@ -230,22 +230,20 @@ def command_line(script, argv):
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict(model, loader, device, max_batches=None):
+def predict(model, loader, device):
     """Logits and labels of `model` over `loader`, in eval mode (each module's mode restored)."""
     logits, labels = [], []
     with eval_mode(model):
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+        for x, y in loader:
             x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
             logits.append(model(x).float().cpu())
             labels.append(y)
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model, loader, device, max_batches=None):
+def evaluate(model, loader, device):
     """(mean cross-entropy, accuracy in [0, 1]) of `model` on `loader`."""
-    logits, labels = predict(model, loader, device, max_batches)
+    logits, labels = predict(model, loader, device)
     loss = F.cross_entropy(logits, labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return loss, acc
