@@ -212,6 +212,24 @@ def _recorded_command(path):
         return None
 
 
+def _up_to_date(run, runs_by_name):
+    """Whether the run's outputs are complete, were made by exactly this command, and are
+    newer than the outputs of every run it reads (a retrained model makes its evaluation
+    stale even though the evaluation's command is unchanged)."""
+    done_file, command_file = _outputs(run)
+    if not os.path.exists(done_file) or _recorded_command(command_file) != run.command:
+        return False
+    made = os.path.getmtime(done_file)
+    for name in run.needs:
+        need_done = _outputs(runs_by_name[name])[0]
+        if not os.path.exists(need_done) or os.path.getmtime(need_done) > made:
+            return False
+    return True
+
+
+UP_TO_DATE = "up to date (same command, outputs complete)"
+
+
 def execute(run, runs_by_name, force):
     """Run one step in-process; never raises (a failure becomes the run's reason)."""
     done_file, command_file = _outputs(run)
@@ -219,8 +237,8 @@ def execute(run, runs_by_name, force):
     if failed:
         run.status, run.reason = "not run", f"needs {', '.join(failed)}, which did not run"
         return
-    if not force and os.path.exists(done_file) and _recorded_command(command_file) == run.command:
-        run.status, run.reason = "skipped", "up to date (same command, outputs complete)"
+    if not force and _up_to_date(run, runs_by_name):
+        run.status, run.reason = "skipped", UP_TO_DATE
         return
     argv = list(run.argv)
     if (run.script == "train" and not force and not os.path.exists(done_file)
@@ -586,8 +604,9 @@ def main(argv=None):
             raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
     start = time.time()
     for i, run in enumerate(runs):
-        if args.only and run.name not in args.only:
-            run.status, run.reason = "skipped", "not selected (--only)"
+        if args.only and run.name not in args.only:  # report what is on disk for it
+            run.status, run.reason = (("skipped", UP_TO_DATE) if _up_to_date(run, by_name) else
+                                      ("not run", "not selected (--only) and no up-to-date outputs"))
             continue
         print(f"\n=== [{i + 1}/{len(runs)}] {run.script} {run.name} | elapsed "
               f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, i, time.time() - start)}"

@@ -59,7 +59,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert summary["runs"]["cifar10_standard"]["status"] == "done"
 
 
-def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, capsys):
+def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatch):
     root, argv, _ = smoke
     args = pipeline.parse_args(argv)
     runs = pipeline.build_matrix(args, pipeline.PROFILES["smoke"])
@@ -69,6 +69,32 @@ def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, capsys):
     statuses = {r.name: r.status for r in runs}
     assert statuses["cifar10_standard"] == "skipped" and statuses["cifar10_pgd_at"] == "skipped"
     assert statuses["svhn_scratch"] == "not run"
+
+    # a retrained model makes its evaluation stale although the eval command is unchanged
+    standard, evaluation = by_name["cifar10_standard"], by_name["eval_cifar10_standard"]
+    done = pipeline._outputs(standard)[0]
+    later = os.path.getmtime(pipeline._outputs(evaluation)[0]) + 10
+    os.utime(done, (later, later))
+    assert pipeline._up_to_date(standard, by_name)
+    assert not pipeline._up_to_date(evaluation, by_name)
+    seen = []
+    import eval as evaluate
+    monkeypatch.setattr(evaluate, "main", lambda argv: seen.append(argv))
+    pipeline.execute(evaluation, by_name, force=False)
+    assert evaluation.status == "done" and seen == [evaluation.argv]
+
+
+def test_only_reports_what_is_on_disk_for_the_runs_it_leaves_out(smoke):
+    root, argv, _ = smoke
+    report = root / "report_only"
+    argv = argv[:argv.index("--report-dir")] + ["--report-dir", str(report),
+                                                "--only", "cifar10_standard"]
+    assert pipeline.main(argv) == 0
+    runs = json.loads((report / "figures" / "metrics_summary.json").read_text())["runs"]
+    assert runs["cifar10_standard"]["status"] == "skipped"  # selected, and up to date
+    assert runs["cifar10_pgd_at"]["status"] == "skipped"  # left out, finished on disk
+    assert runs["svhn_scratch"]["status"] == "not run"  # left out, nothing on disk
+    assert "not selected" in runs["svhn_scratch"]["reason"]
 
 
 def test_interrupted_training_resumes(smoke, monkeypatch):
