@@ -500,6 +500,12 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
                f"{_pct(std['pgd_accuracy'])}% to {_pct(pgd['pgd_accuracy'])}% "
                f"({100 * (pgd['pgd_accuracy'] - std['pgd_accuracy']):+.1f} points) at a clean-accuracy "
                f"cost of {100 * (std['clean_accuracy'] - pgd['clean_accuracy']):.1f} points."]
+        epochs = {name: len(results[name]["history"]) for name in ("cifar10_standard", "cifar10_pgd_at")
+                  if name in results}
+        if len(set(epochs.values())) == 2:
+            md[-1] += (f" The two trained for different budgets ({epochs['cifar10_standard']} and "
+                       f"{epochs['cifar10_pgd_at']} epochs), so part of that cost is the shorter "
+                       "schedule, not the adversarial training.")
     md += ["", "![robustness sweep](figures/robustness_sweep.png)",
            "![PGD iterations](figures/pgd_iter_sweep.png)", "",
            "![adversarial examples](figures/adv_examples.png)", ""]

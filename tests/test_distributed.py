@@ -42,7 +42,7 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
 
 def test_bf16_autocast_trains(tmp_path):
     final = train.main(["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
-                        "--batch-size", "32", "--lr", "0.02", "--epochs", "2", "--amp",
+                        "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--amp",
                         "--out-dir", str(tmp_path)])
     assert final["test_accuracy"] > 0.5
     config = json.loads((tmp_path / "config.json").read_text())

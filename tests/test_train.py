@@ -90,7 +90,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
-             "--dropout", "0.1", "--circle-weight", "0.1"]
+             "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128"]
     _, straight = run(tmp_path, *flags, name="straight")
 
     real_epoch = train.train_one_epoch
@@ -210,8 +210,9 @@ def test_adversarial_training_replaces_batches(tmp_path, attack):
 
 
 def test_options_of_the_study_run(tmp_path):
-    for i, flags in enumerate([["--use-bn", "false", "--lr", "0.02"],
-                               ["--optimizer", "adam", "--label-smoothing", "0.1"],
+    for i, flags in enumerate([["--use-bn", "false", "--lr", "0.02", "--train-subset", "128"],
+                               ["--optimizer", "adam", "--label-smoothing", "0.1",
+                                "--train-subset", "128"],
                                ["--circle-weight", "0.5", "--no-augment", "--stem", "cifar",
                                 "--train-subset", "64"]]):
         final, out = run(tmp_path, "--epochs", "1", *flags, name=f"opt{i}")
