@@ -311,6 +311,7 @@ def _load_results(runs):
 def write_report(args, profile_name, runs, results, report_dir, wall_time):
     import plots
 
+    env = utils.environment_info()  # before writing: the report's own files would read as dirty
     fig_dir = os.path.join(report_dir, "figures")
     sum_dir = os.path.join(report_dir, "summary")
     os.makedirs(fig_dir, exist_ok=True)
@@ -406,7 +407,7 @@ def write_report(args, profile_name, runs, results, report_dir, wall_time):
                            for k, v in results.items()}}
     utils.save_json(summary, os.path.join(fig_dir, "metrics_summary.json"))
     _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
-                    cross_rows, robust_rows)
+                    cross_rows, robust_rows, env)
 
 
 def _run_seconds(run, results):
@@ -421,8 +422,7 @@ def _table(headers, rows):
 
 
 def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
-                    cross_rows, robust_rows):
-    env = utils.environment_info()
+                    cross_rows, robust_rows, env):
     commits = {}
     for r in results.values():
         commit = r.get("environment", {}).get("git_commit", "unknown")
