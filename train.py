@@ -47,7 +47,7 @@ def build_parser():
                    help="never try to download a missing dataset")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="train-time augmentation (crop; flip and colour jitter on CIFAR-10 only)")
-    d.add_argument("--color-jitter", type=_jitter, default=None, metavar="S",
+    d.add_argument("--color-jitter", type=_below_one("colour jitter"), default=None, metavar="S",
                    help="CIFAR-10 brightness/contrast/saturation jitter: factors drawn from "
                         "[1-S, 1+S] (default: the dataset's, "
                         f"{datasets.AUGMENT['cifar10']['jitter']:g} for cifar10)")
@@ -87,7 +87,7 @@ def build_parser():
                    default="multistep",
                    help="multistep: lr x0.1 at 50%% and 75%% of training; onecycle: warm-up "
                         "then cosine decay to ~0")
-    o.add_argument("--label-smoothing", type=_smoothing, default=0.0,
+    o.add_argument("--label-smoothing", type=_below_one("label smoothing"), default=0.0,
                    help="label smoothing eps (target 1-eps, others eps/(K-1))")
     o.add_argument("--circle-weight", type=utils.nonnegative_float, default=0.0,
                    help="weight of Circle Loss on the penultimate features (0: off)")
@@ -143,18 +143,14 @@ def parse_args(argv=None):
     return args
 
 
-def _jitter(text):
-    value = utils.nonnegative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"colour jitter must be in [0, 1), got {text}")
-    return value
-
-
-def _smoothing(text):
-    value = utils.nonnegative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text}")
-    return value
+def _below_one(what):
+    """An argparse type for a value in [0, 1), named `what` in its error message."""
+    def parse(text):
+        value = utils.nonnegative_float(text)
+        if value >= 1:
+            raise argparse.ArgumentTypeError(f"{what} must be in [0, 1), got {text}")
+        return value
+    return parse
 
 
 # ----------------------------------------------------------------------------- building

@@ -32,7 +32,8 @@ def run(tmp_path, *extra, name="run"):
     (["--epochs", "0"], ">= 1"),
     (["--use-bn", "maybe"], "true or false"),
     (["--optimizer", "rmsprop"], "invalid choice"),
-    (["--label-smoothing", "1"], "[0, 1)"),
+    (["--label-smoothing", "1"], "label smoothing must be in [0, 1)"),
+    (["--color-jitter", "1"], "colour jitter must be in [0, 1)"),
     (["--freeze-features"], "--init-from"),
 ])
 def test_invalid_flags_are_rejected_with_a_reason(flags, message, capsys):
