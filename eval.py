@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -212,8 +213,7 @@ def feature_projection(ctx):
             labels.append(y)
     feats, labels = torch.cat(feats).numpy(), torch.cat(labels).numpy()
     try:
-        import umap
-        points = umap.UMAP(n_components=2, random_state=ctx.args.seed, n_jobs=1).fit_transform(feats)
+        points = _umap(feats, ctx.args.seed)
         method, error = "UMAP", None
     except Exception as exc:  # umap-learn missing or failing: the title says PCA
         from sklearn.decomposition import PCA
@@ -223,6 +223,24 @@ def feature_projection(ctx):
     plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.path("umap.png"),
                                   ctx.title)
     return {"feature_projection": {"method": method, "error": error}}, {"umap": len(labels)}
+
+
+def _umap(feats, seed, n_neighbors=15):
+    """UMAP to 2-D on exact neighbours from scikit-learn.
+
+    Handing UMAP the k-NN graph skips its numba neighbour search, whose one-off JIT compile
+    takes ~15 s per process on a small CPU (longer than the projection itself); for the
+    sizes used here (<= a few thousand points) exact neighbours cost well under a second.
+    """
+    import umap
+    from sklearn.neighbors import NearestNeighbors
+
+    dists, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(feats).kneighbors(feats)
+    knn = (np.ascontiguousarray(indices), np.ascontiguousarray(dists, dtype=np.float32))
+    with warnings.catch_warnings():  # only UMAP.transform needs its own search index
+        warnings.filterwarnings("ignore", message="precomputed_knn.*search_index")
+        return umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed, n_jobs=1,
+                         precomputed_knn=knn).fit_transform(feats)
 
 
 def sample_grid(ctx):
