@@ -57,7 +57,7 @@ KNOWN_FILES = {
 }
 
 DIGITS_TEST_SIZE = 497  # of scikit-learn's 1,797 digits; the rest (1,300) is train
-SYNTHETIC_SIZES = {"train": 3000, "test": 1000}
+SYNTHETIC_SIZES = {"train": 3000, "test": 500}
 
 
 class DatasetUnavailableError(RuntimeError):

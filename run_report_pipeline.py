@@ -28,7 +28,7 @@ PROFILES = {
     "smoke": {
         "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn",
                      "digits": "synthetic"},
-        "standard": {"epochs": 2, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "standard": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "adversarial": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02,
                         "iters": 2, "alpha": "4/255", "adv_prob": 0.5},
@@ -36,7 +36,7 @@ PROFILES = {
         "digits": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
         "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05},
         "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
-                 "batch_size": 64, "umap_samples": 200, "pgd_iters_list": "1,2,5",
+                 "batch_size": 32, "umap_samples": 200, "pgd_iters_list": "1,2,5",
                  "sweep_epsilons": "0,2/255,8/255,32/255"},
     },
     # Real data sized for a 2-core CPU: the whole matrix in under an hour. These schedules
@@ -577,7 +577,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
-                   help="budgets: smoke (synthetic, ~2 min), quick (real data, ~1 h on 2 CPU "
+                   help="budgets: smoke (synthetic, ~1.5 min), quick (real data, ~1 h on 2 CPU "
                         "cores), full (the study's schedules, for a GPU)")
     p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
                    help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")

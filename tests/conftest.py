@@ -30,12 +30,12 @@ def data_root():
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory):
-    """A small model trained on the real (bundled) scikit-learn digits: ~20 s on 2 cores."""
+    """A small model trained on the real (bundled) scikit-learn digits: ~15 s on 2 cores."""
     import train
     import utils
 
     out = tmp_path_factory.mktemp("digits_run")
-    final = train.main(["--dataset", "digits", "--epochs", "4", "--batch-size", "64",
+    final = train.main(["--dataset", "digits", "--epochs", "3", "--batch-size", "64",
                         "--schedule", "onecycle", "--lr", "0.05", "--out-dir", str(out),
                         "--seed", "0"])
     ckpt = utils.load_checkpoint(os.path.join(out, "best.pth"))

@@ -11,7 +11,7 @@ import utils
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
 # batch each must compute exactly the averaged gradient one process computes.
-FLAGS = ["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
+FLAGS = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "200",
          "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--no-augment",
          "--use-bn", "false", "--adv-train", "--attack", "fgsm", "--adv-prob", "1", "--seed", "0"]
 

@@ -9,7 +9,7 @@ import torch
 import eval as evaluate
 import utils
 
-FAST = ["--batch-size", "128", "--max-batches", "2", "--sweep-max-batches", "1",
+FAST = ["--batch-size", "64", "--max-batches", "2", "--sweep-max-batches", "1",
         "--iter-sweep-max-batches", "1", "--sweep-epsilons", "0,4/255,16/255,64/255",
         "--pgd-iters-list", "1,3,10", "--umap-samples", "300", "--eps", "16/255",
         "--alpha", "4/255"]
@@ -56,7 +56,7 @@ def test_metrics_json_holds_every_number(evaluated, digits_model):
     assert result["topk"]["1"] == pytest.approx(result["clean_accuracy"])
     assert set(result["selective_accuracy"]) == {"0.8", "0.9"}
     assert result["selective_accuracy"]["0.8"] >= result["clean_accuracy"] - 1e-9
-    assert result["n_samples"]["attacks"] == 256 and result["n_samples"]["sweep"] == 128
+    assert result["n_samples"]["attacks"] == 128 and result["n_samples"]["sweep"] == 64
     assert len(result["robustness_sweep"]["pgd"]) == 4 and len(result["pgd_iter_sweep"]["pgd"]) == 3
     assert result["robustness_sweep"]["pgd"][0] == pytest.approx(result["robustness_sweep"]["clean"])
     assert np.array(result["confusion_matrix"]).sum() == 497
@@ -95,7 +95,7 @@ def test_a_model_is_evaluated_on_another_dataset(digits_model, tmp_path):
     result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "synthetic",
                             "--out", str(tmp_path / "x"), "--components", "confusion", "calibration"])
     assert result["checkpoint"]["trained_on"] == "digits" and result["synthetic"]
-    assert result["n_samples"]["clean"] == 1000 and "ece" in result
+    assert result["n_samples"]["clean"] == 500 and "ece" in result
 
 
 @pytest.mark.parametrize("flags, message", [
