@@ -235,6 +235,7 @@ def _umap(feats, seed, n_neighbors=15):
     import umap
     from sklearn.neighbors import NearestNeighbors
 
+    n_neighbors = min(n_neighbors, len(feats) - 1)  # a handful of points still projects
     dists, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(feats).kneighbors(feats)
     knn = (np.ascontiguousarray(indices), np.ascontiguousarray(dists, dtype=np.float32))
     with warnings.catch_warnings():  # only UMAP.transform needs its own search index

@@ -39,6 +39,12 @@ def test_every_file_is_written_with_a_real_image(evaluated):
     assert set(saved["files"]) == {f"{n}.png" for n in expected}
 
 
+def test_umap_projects_fewer_points_than_its_neighbourhood(evaluated):
+    # after the fixture, so UMAP's one-off compile is already paid
+    points = evaluate._umap(np.random.default_rng(0).normal(size=(8, 512)).astype(np.float32), 0)
+    assert points.shape == (8, 2) and np.isfinite(points).all()
+
+
 def test_metrics_json_holds_every_number(evaluated, digits_model):
     result, _ = evaluated
     _, final, _ = digits_model
