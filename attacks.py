@@ -3,13 +3,19 @@
 Each attack is a function of (model, x, y, ...) that returns x_adv in [0, 1] with
 ||x_adv - x||_inf <= eps. It runs the model in eval mode and restores every module's
 previous mode, and takes gradients with respect to the input only, so parameter
-`.grad` fields are never touched.
+`.grad` fields are never touched. Random starts and noise draw from the `generator`
+given (torch's global generator when None), so a caller decides where randomness comes from.
+
+`ATTACKS` names every attack with one signature, `attack(model, x, y, eps, alpha, iters,
+restarts, generator)`; train.py and eval.py choose attacks only through it.
 """
 
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+FGSM_RS_ALPHA = 1.25  # x eps: the step of "Fast is better than free" (Wong et al. 2020)
 
 
 @contextmanager
@@ -36,8 +42,20 @@ def _project(x_adv, x, eps):
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
+def _uniform(like, low, high, generator):
+    """Uniform noise shaped like `like`, drawn on the generator's device, then moved."""
+    device = generator.device if generator is not None else like.device
+    u = torch.rand(like.shape, generator=generator, device=device, dtype=like.dtype)
+    return (u * (high - low) + low).to(like.device)
+
+
+def _random_start(x, eps, generator):
+    return _project(x + _uniform(x, -eps, eps, generator), x, eps)
+
+
 def fgsm_attack(model, x, y, eps):
-    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed-gradient step of size eps."""
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed-gradient step of size eps
+    from x itself (the study's FGSM; deterministic)."""
     if eps == 0:
         return x.detach().clone()
     with eval_mode(model):
@@ -45,27 +63,86 @@ def fgsm_attack(model, x, y, eps):
     return _project(x.detach() + eps * grad.sign(), x.detach(), eps)
 
 
-def pgd_attack(model, x, y, eps, alpha, iters, random_start=True):
+def fgsm_rs_attack(model, x, y, eps, alpha=None, generator=None):
+    """FGSM with a random start (Wong et al. 2020, "Fast is better than free"): a uniform
+    start in the eps-ball, then one signed step of `alpha` (default 1.25 eps), projected."""
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    alpha = FGSM_RS_ALPHA * eps if alpha is None else alpha
+    x_adv = _random_start(x, eps, generator)
+    with eval_mode(model):
+        grad = _input_grad(model, x_adv, y)
+    return _project(x_adv + alpha * grad.sign(), x, eps)
+
+
+def pgd_attack(model, x, y, eps, alpha, iters, random_start=True, restarts=1, generator=None):
     """Projected Gradient Descent (Madry et al. 2018): `iters` signed steps of size `alpha`,
-    each projected back onto the eps-ball around x and onto [0, 1]."""
+    each projected back onto the eps-ball around x and onto [0, 1].
+
+    With `restarts` R > 1, R random starts are run and each example keeps its worst one:
+    a misclassifying perturbation over one that is not, and among equals the one with the
+    higher loss (so more restarts are never weaker than the first alone)."""
     x = x.detach()
     if eps == 0 or iters == 0:
         return x.clone()
-    x_adv = x.clone()
-    if random_start:
-        x_adv = _project(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    best = best_wrong = best_loss = None
     with eval_mode(model):
-        for _ in range(iters):
-            grad = _input_grad(model, x_adv, y)
-            x_adv = _project(x_adv + alpha * grad.sign(), x, eps)
-    return x_adv
+        for _ in range(restarts):
+            x_adv = _random_start(x, eps, generator) if random_start else x.clone()
+            for _ in range(iters):
+                grad = _input_grad(model, x_adv, y)
+                x_adv = _project(x_adv + alpha * grad.sign(), x, eps)
+            if restarts == 1:
+                return x_adv
+            with torch.no_grad():
+                logits = model(x_adv)
+            wrong = logits.argmax(1) != y
+            loss = F.cross_entropy(logits.float(), y, reduction="none")
+            if best is None:
+                best, best_wrong, best_loss = x_adv, wrong, loss
+                continue
+            better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (loss > best_loss))
+            best = torch.where(better[:, None, None, None], x_adv, best)
+            best_wrong, best_loss = best_wrong | wrong, torch.where(better, loss, best_loss)
+    return best
 
 
-def random_noise(x, eps):
+def random_noise(x, eps, generator=None):
     """Baseline: a random +-eps sign perturbation per pixel (no gradient)."""
     x = x.detach()
-    sign = torch.randint_like(x, 0, 2).mul_(2).sub_(1)
+    sign = (_uniform(x, 0.0, 1.0, generator) < 0.5).to(x.dtype).mul_(2).sub_(1)
     return (x + eps * sign).clamp_(0.0, 1.0)
 
 
-ATTACKS = {"fgsm": fgsm_attack, "pgd": pgd_attack}
+# ----------------------------------------------------------------------------- the registry
+# One signature for every attack; each entry says which arguments its attack uses.
+
+def _fgsm(model, x, y, eps, alpha, iters, restarts, generator):
+    return fgsm_attack(model, x, y, eps)  # one step of eps, no randomness
+
+
+def _fgsm_rs(model, x, y, eps, alpha, iters, restarts, generator):
+    return fgsm_rs_attack(model, x, y, eps, alpha, generator)
+
+
+def _pgd(model, x, y, eps, alpha, iters, restarts, generator):
+    return pgd_attack(model, x, y, eps, alpha, iters, True, restarts, generator)
+
+
+def _noise(model, x, y, eps, alpha, iters, restarts, generator):
+    return random_noise(x, eps, generator)
+
+
+ATTACKS = {"fgsm": _fgsm, "fgsm_rs": _fgsm_rs, "pgd": _pgd, "noise": _noise}
+
+
+def run_attack(name, model, x, y, eps, alpha=None, iters=10, restarts=1, generator=None):
+    """The attack `name` of `ATTACKS` (alpha None: the attack's own default)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    if alpha is None and name == "pgd":
+        alpha = 2.5 * eps / iters  # Madry et al.'s rule: the steps can cross the ball
+    return ATTACKS[name](model, x, y, eps, alpha, iters, restarts, generator)

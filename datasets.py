@@ -78,6 +78,8 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     Indexed with a list of indices it returns a whole batch (images, labels), which is
     how the loaders below use it: augmentation then runs once per batch, not per image.
+    Indexed with (seed, indices), the batch's augmentation draws from a generator seeded
+    with `seed`, so it is the same whichever process (main or loader worker) builds it.
     """
 
     def __init__(self, images, labels, name, augment=None):
@@ -90,11 +92,15 @@ class ArrayDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
+        generator = None
+        if isinstance(index, tuple):
+            seed, index = index
+            generator = torch.Generator().manual_seed(seed)
         single = isinstance(index, int)
         idx = torch.as_tensor([index] if single else index, dtype=torch.long)
         x = self.images[idx].float().div_(255.0).expand(-1, 3, -1, -1)
         if self.augment is not None:
-            x = augment_batch(x, **self.augment)
+            x = augment_batch(x, **self.augment, generator=generator)
         y = self.labels[idx]
         return (x[0], int(y[0])) if single else (x.contiguous(), y)
 
@@ -129,7 +135,10 @@ class ShardedBatchSampler:
     """Shuffled global batches of `batch_size` indices; process `rank` of `world` takes its
     contiguous slice of each. With world=1 this is RandomSampler + BatchSampler; with
     several processes the union of their slices is exactly the single-process batch, so
-    data-parallel training sees the same global batches as one process would."""
+    data-parallel training sees the same global batches as one process would.
+
+    Each item is (seed, indices): the seed, drawn from `generator` per global batch, seeds
+    that batch's augmentation, so it does not depend on the number of loader workers."""
 
     def __init__(self, n, batch_size, world=1, rank=0, drop_last=True, generator=None):
         if batch_size % world:
@@ -143,10 +152,12 @@ class ShardedBatchSampler:
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator)
+        seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator)
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             share = len(batch) // self.world
-            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
+            # the rank is mixed in: each process's slice gets its own augmentation draws
+            yield int(seeds[b]) + self.rank, batch[self.rank * share:(self.rank + 1) * share].tolist()
 
 
 def batch_loader(dataset, batch_size, shuffle=False, drop_last=False, workers=0,

@@ -6,6 +6,7 @@ Figures are built with matplotlib's object API (no pyplot, no global backend sta
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # One colour per attack, the same in every figure.
 COLORS = {"clean": "#222222", "fgsm": "#1f77b4", "pgd": "#d62728", "noise": "#2ca02c",
@@ -27,12 +28,20 @@ def plot_training_curves(history, path, title):
                      label=split)
         ax_acc.plot(epochs, [100 * h[f"{split}_acc"] for h in history], "o-",
                     color=COLORS[split], label=split)
+    if any("val_pgd_acc" in h for h in history):
+        pgd = [(h["epoch"], 100 * h["val_pgd_acc"]) for h in history if "val_pgd_acc" in h]
+        ax_acc.plot(*zip(*pgd), "s--", color="#d62728", label="val, PGD-10")
+        collapsed = [(h["epoch"], 100 * h["val_pgd_acc"]) for h in history if h.get("robust_collapse")]
+        if collapsed:
+            ax_acc.plot(*zip(*collapsed), "x", color="black", markersize=10,
+                        label="robust collapse")
     ax_lr.plot(epochs, [h["lr"] for h in history], "o-", color="#555555")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy (nats)")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     ax_lr.set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="learning rate")
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.legend()
     ax_acc.legend()
     fig.suptitle(title)

@@ -11,6 +11,7 @@ JSON and CSV, training curves, TensorBoard scalars, and final_metrics.json.
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 import datasets
 import utils
+import attacks
 from attacks import ATTACKS
 from losses import CircleLoss, LabelSmoothingCrossEntropy
 from models import load_torchvision_weights, resnet18
@@ -99,14 +101,24 @@ def build_parser():
     a = p.add_argument_group("adversarial training")
     a.add_argument("--adv-train", action="store_true",
                    help="replace batches by adversarial ones with probability --adv-prob")
-    a.add_argument("--attack", choices=tuple(ATTACKS), default="pgd", help="training attack")
+    a.add_argument("--attack", choices=tuple(ATTACKS), default="pgd",
+                   help="training attack: fgsm (the study's, no random start), fgsm_rs (random "
+                        "start, one step of --alpha), pgd, noise (random signs)")
     a.add_argument("--eps", type=utils.pixel_value, default=8 / 255,
-                   help="L-inf radius in pixel units, e.g. 8/255 or 0.0314")
-    a.add_argument("--alpha", type=utils.pixel_value, default=2 / 255,
-                   help="PGD step size in pixel units, e.g. 2/255")
+                   help="L-inf radius in pixel units, e.g. 8/255 or 0.0314 (default: 8/255)")
+    a.add_argument("--alpha", type=utils.pixel_value, default=None,
+                   help="attack step in pixel units (default: 2/255 for pgd, "
+                        f"{attacks.FGSM_RS_ALPHA:g} x eps for fgsm_rs)")
     a.add_argument("--iters", type=utils.positive_int, default=7, help="PGD iterations")
     a.add_argument("--adv-prob", type=utils.probability, default=0.5,
                    help="probability that a batch is replaced by its adversarial version")
+    a.add_argument("--select-by", choices=("clean", "robust"), default=None,
+                   help="what best.pth maximises: validation accuracy (clean) or PGD-10 "
+                        "validation accuracy at --eps (robust) (default: robust with "
+                        "--adv-train, clean otherwise)")
+    a.add_argument("--robust-val-samples", type=utils.nonnegative_int, default=1000,
+                   help="validation images attacked with PGD-10 after every epoch of an "
+                        "adversarial or --select-by robust run (a fixed seeded sample)")
 
     r = p.add_argument_group("run")
     r.add_argument("--amp", action="store_true",
@@ -138,8 +150,14 @@ def parse_args(argv=None):
         p.error("--pretrained-weights needs the torchvision architecture: --use-bn true --stem imagenet")
     if args.freeze_features and not (args.init_from or args.pretrained_weights):
         p.error("--freeze-features needs trained features: add --init-from CKPT or --pretrained-weights PATH")
+    if args.alpha is None:
+        args.alpha = {"pgd": 2 / 255, "fgsm_rs": attacks.FGSM_RS_ALPHA * args.eps}.get(args.attack)
     if args.adv_train and args.attack == "pgd" and args.alpha == 0:
         p.error("--alpha must be > 0 for PGD training")
+    if args.select_by is None:
+        args.select_by = "robust" if args.adv_train else "clean"
+    if args.select_by == "robust" and (args.robust_val_samples == 0 or args.eps == 0):
+        p.error("--select-by robust needs --robust-val-samples > 0 and --eps > 0")
     return args
 
 
@@ -251,11 +269,21 @@ def autocast(args, device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def epoch_generators(seed, epoch, rank=0):
+    """The epoch's seeded generators: `coin` decides which batches are attacked (the same
+    in every process, so a global batch is adversarial or not as a whole) and `attack`
+    draws the attacks' random starts (each process its own)."""
+    base = epoch_seed(seed, epoch)
+    return {"coin": torch.Generator().manual_seed(base * 4 + 1),
+            "attack": torch.Generator().manual_seed(base * 4 + 2 + 7919 * rank)}
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device, epoch,
-                    circle=None, step0=0, dist=None):
+                    circle=None, step0=0, dist=None, generators=None):
     """One pass over `loader`. `model` may be DistributedDataParallel-wrapped; attacks use
-    the plain module (they never touch parameter gradients). Returns the epoch's stats,
-    summed over all processes."""
+    the plain module (they never touch parameter gradients). `generators` are
+    epoch_generators(...). Returns the epoch's stats, summed over all processes."""
+    generators = generators or epoch_generators(args.seed, epoch)
     plain = getattr(model, "module", model)
     set_train_mode(plain, args.freeze_features)
     totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, adversarial batches
@@ -264,10 +292,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
     for i, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        if args.adv_train and torch.rand(()).item() < args.adv_prob:
-            attack = ATTACKS[args.attack]
-            kwargs = {"alpha": args.alpha, "iters": args.iters} if args.attack == "pgd" else {}
-            x = attack(plain, x, y, args.eps, **kwargs)
+        if args.adv_train and torch.rand((), generator=generators["coin"]).item() < args.adv_prob:
+            x = ATTACKS[args.attack](plain, x, y, args.eps, args.alpha, args.iters, 1,
+                                     generators["attack"])
             totals[3] += 1
 
         with autocast(args, device):
@@ -295,6 +322,41 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         adv_fraction = totals[3].item() / (steps * dist.world)
     return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
             "adv_batch_fraction": adv_fraction, "steps": steps}
+
+
+ROBUST_VAL_ITERS = 10
+
+
+def robust_val_accuracy(model, loader, args, device):
+    """PGD-10 accuracy at --eps (step eps/4: 2/255 at 8/255, as eval.py) on the fixed
+    validation sample, with the same random starts every epoch so epochs compare."""
+    generator = torch.Generator().manual_seed(args.seed)
+    correct = seen = 0
+    with attacks.eval_mode(model):
+        for x, y in loader:
+            x = x.to(device, memory_format=torch.channels_last)
+            y = y.to(device)
+            x_adv = attacks.pgd_attack(model, x, y, args.eps, args.eps / 4, ROBUST_VAL_ITERS,
+                                       generator=generator)
+            with torch.no_grad():
+                correct += (model(x_adv).argmax(1) == y).sum().item()
+            seen += len(y)
+    return correct / seen
+
+
+def selection_score(row, select_by):
+    """What best.pth maximises, as a list compared element by element: robust selection
+    breaks ties in PGD accuracy (e.g. 0% early on) by clean accuracy."""
+    return [row["val_pgd_acc"], row["val_acc"]] if select_by == "robust" else [row["val_acc"]]
+
+
+def robust_collapse(history):
+    """Catastrophic overfitting (Wong et al. 2020) in the last epoch: robust validation
+    accuracy fell by more than half while clean validation accuracy rose."""
+    if len(history) < 2 or "val_pgd_acc" not in history[-1]:
+        return False
+    prev, now = history[-2], history[-1]
+    return now["val_pgd_acc"] < 0.5 * prev["val_pgd_acc"] and now["val_acc"] > prev["val_acc"]
 
 
 def _all_finite(loss, dist):
@@ -340,29 +402,35 @@ def _run_config(args, argv, info, model_args, device):
     })
 
 
+# Flags that may differ on --resume: where the run reads and writes, and how fast it goes.
+# Every other flag changes what is computed, so a resume that changes it is refused.
+RESUME_NEUTRAL_FLAGS = ("workers", "device", "resume", "no_download", "data_root", "out_dir")
+
+
 def _check_resumable(ckpt, path, model_args, args):
     if ckpt["model_args"] != model_args:
         raise SystemExit(f"error: {path} was trained with model_args {ckpt['model_args']}, but "
                          f"this command builds {model_args}; use the original flags or another "
                          "--out-dir")
     saved = ckpt["config"]["args"]
-    changed = [k for k in ("dataset", "epochs", "batch_size", "optimizer", "lr", "schedule",
-                           "seed", "train_subset", "val_size", "adv_train", "attack")
-               if saved.get(k) != getattr(args, k)]
+    now = utils.plain(vars(args))
+    changed = [k for k in sorted(set(saved) | set(now))
+               if k not in RESUME_NEUTRAL_FLAGS and saved.get(k, "(absent)") != now.get(k, "(absent)")]
     if changed:
-        diffs = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} (now {getattr(args, k)})"
-                          for k in changed)
-        raise SystemExit(f"error: cannot resume {path}: it was started with {diffs}. "
-                         "Resume with the original flags, or start a new --out-dir.")
+        diffs = "; ".join(f"--{k.replace('_', '-')} was {saved.get(k, '(absent)')}, now "
+                          f"{now.get(k, '(absent)')}" for k in changed)
+        raise SystemExit(f"error: cannot resume {path}: these flags differ from the run's "
+                         f"config.json: {diffs}. Resume with the original flags, or start a new "
+                         "--out-dir.")
 
 
 def _resume(args, paths, model, optimizer, scheduler, model_args, config, device):
-    """(start epoch, best validation accuracy, history) of the run in --out-dir."""
+    """(start epoch, best selection score, history) of the run in --out-dir."""
     if not args.resume:
         if os.path.exists(paths["last"]):
             print(f"note: {args.out_dir} already holds a run; starting afresh (use --resume to "
                   "continue it)", flush=True)
-        return 1, -1.0, []
+        return 1, [-1.0], []
     if not os.path.exists(paths["last"]):
         raise SystemExit(f"error: --resume: no {paths['last']} to resume from; drop --resume "
                          "to start a new run")
@@ -376,7 +444,7 @@ def _resume(args, paths, model, optimizer, scheduler, model_args, config, device
     scheduler.load_state_dict(ckpt["scheduler"])
     config["resumed_from_epoch"] = ckpt["epoch"]
     print(f"resuming {args.out_dir} after epoch {ckpt['epoch']}", flush=True)
-    return ckpt["epoch"] + 1, ckpt["best_val_acc"], ckpt["history"]
+    return ckpt["epoch"] + 1, ckpt["best_score"], ckpt["history"]
 
 
 def _record_epoch(paths, state, is_best, writer):
@@ -385,8 +453,9 @@ def _record_epoch(paths, state, is_best, writer):
         utils.save_checkpoint(state, paths["best"])
     utils.save_checkpoint(state, paths["last"])
     row = state["history"][-1]
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-        writer.add_scalar(key.replace("_", "/", 1), row[key], row["epoch"])
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_pgd_acc"):
+        if key in row:
+            writer.add_scalar(key.replace("_", "/", 1), row[key], row["epoch"])
     writer.add_scalar("lr", row["lr"], row["epoch"])
     utils.save_json(state["history"], paths["history"] + ".json")
     utils.save_csv(state["history"], paths["history"] + ".csv")
@@ -430,6 +499,11 @@ def fit(args, argv, device, dist=None):
         splits.train, args.batch_size, shuffle=True, drop_last=len(splits.train) > args.batch_size,
         workers=args.workers, generator=loader_gen, world=world, rank=rank)
     val_loader = datasets.batch_loader(splits.val, 512)
+    robust_loader = None
+    if (args.adv_train or args.select_by == "robust") and args.robust_val_samples and args.eps:
+        sample = torch.randperm(len(splits.val), generator=torch.Generator().manual_seed(args.seed))
+        robust_loader = datasets.batch_loader(splits.val, 256,
+                                              sampler=sample[:args.robust_val_samples].tolist())
     steps_per_epoch = len(train_loader)
     optimizer = build_optimizer(args, model)
     scheduler = build_scheduler(args, optimizer, steps_per_epoch)
@@ -441,7 +515,7 @@ def fit(args, argv, device, dist=None):
                              "global_batch_size": args.batch_size,
                              "per_process_batch_size": args.batch_size // world,
                              "lr": args.lr, "amp": "bf16" if args.amp else None}
-    start_epoch, best_val_acc, history = _resume(args, paths, model, optimizer, scheduler,
+    start_epoch, best_score, history = _resume(args, paths, model, optimizer, scheduler,
                                                  model_args, config, device)
     ddp_model = model
     if dist is not None:
@@ -463,30 +537,46 @@ def fit(args, argv, device, dist=None):
             t0 = time.time()
             torch.manual_seed(epoch_seed(args.seed, epoch) + 7919 * rank)
             loader_gen.manual_seed(epoch_seed(args.seed, epoch))  # the same order on every rank
+            kept = (f"; the last good checkpoint is {paths['last']}"
+                    if os.path.exists(paths["last"]) else "")
             try:
                 stats = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, criterion,
                                         args, device, epoch, circle,
-                                        step0=(epoch - 1) * steps_per_epoch, dist=dist)
+                                        step0=(epoch - 1) * steps_per_epoch, dist=dist,
+                                        generators=epoch_generators(args.seed, epoch, rank))
             except NonFiniteLossError as exc:
-                kept = f"; the last good checkpoint is {paths['last']}" if os.path.exists(paths["last"]) else ""
                 raise SystemExit(f"error: {exc}{kept}")
             if rank != 0:
                 continue
             val_loss, val_acc = utils.evaluate(model, val_loader, device)
-            history.append({"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
-                            "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": time.time() - t0})
-            is_best = val_acc > best_val_acc
-            best_val_acc = max(best_val_acc, val_acc)
+            if not math.isfinite(val_loss):
+                raise SystemExit(f"error: the validation loss became {val_loss} after epoch "
+                                 f"{epoch}: training diverged; lower --lr{kept}")
+            row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc}
+            if robust_loader is not None:
+                row["val_pgd_acc"] = robust_val_accuracy(model, robust_loader, args, device)
+            row.update(lr=optimizer.param_groups[0]["lr"], epoch_time_s=time.time() - t0)
+            history.append(row)
+            if robust_collapse(history):
+                row["robust_collapse"] = True
+                print(f"WARNING: epoch {epoch}: PGD validation accuracy collapsed "
+                      f"({100 * history[-2]['val_pgd_acc']:.1f}% -> "
+                      f"{100 * row['val_pgd_acc']:.1f}%) while clean accuracy rose: catastrophic "
+                      "overfitting; best.pth keeps the most robust epoch", flush=True)
+            score = selection_score(row, args.select_by)
+            is_best = score > best_score
+            best_score = max(best_score, score)
             state = {"model": model.state_dict(), "model_args": model_args,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch, "best_val_acc": best_val_acc, "history": history,
+                     "epoch": epoch, "best_score": best_score, "history": history,
                      "config": config}
             _record_epoch(paths, state, is_best, writer)
-            row = history[-1]
+            robust = (f"  val PGD-{ROBUST_VAL_ITERS} {100 * row['val_pgd_acc']:.2f}%"
+                      if "val_pgd_acc" in row else "")
             print(f"epoch {epoch}/{args.epochs}  train loss {row['train_loss']:.4f} "
                   f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} "
-                  f"acc {100 * val_acc:.2f}%  lr {row['lr']:.2e}  {row['epoch_time_s']:.0f}s"
-                  + ("  *best" if is_best else ""), flush=True)
+                  f"acc {100 * val_acc:.2f}%{robust}  lr {row['lr']:.2e}  "
+                  f"{row['epoch_time_s']:.0f}s" + ("  *best" if is_best else ""), flush=True)
     finally:
         if writer is not None:
             writer.close()
@@ -498,8 +588,12 @@ def fit(args, argv, device, dist=None):
     best = utils.model_from_checkpoint(utils.load_checkpoint(paths["best"], device), paths["best"])
     best.to(device, memory_format=torch.channels_last)
     test_loss, test_acc = utils.evaluate(best, datasets.batch_loader(splits.test, 512), device)
-    final = {"test_accuracy": test_acc, "test_loss": test_loss, "best_val_acc": best_val_acc,
-             "best_epoch": max(history, key=lambda h: h["val_acc"])["epoch"],
+    # the first of equal scores, as is_best keeps it
+    best_row = max(history, key=lambda h: selection_score(h, args.select_by))
+    final = {"test_accuracy": test_acc, "test_loss": test_loss, "selected_by": args.select_by,
+             "best_epoch": best_row["epoch"], "best_val_acc": best_row["val_acc"],
+             **({"best_val_pgd_acc": best_row["val_pgd_acc"]} if "val_pgd_acc" in best_row else {}),
+             "robust_collapse_epochs": [h["epoch"] for h in history if h.get("robust_collapse")],
              "epochs": args.epochs, "n_test": len(splits.test), "dataset": args.dataset,
              "data_description": info["description"], "synthetic": info["synthetic"],
              "wall_time_s": prior_time + (time.time() - start),

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from attacks import eval_mode
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_KEYS = ("model", "model_args", "optimizer", "scheduler", "epoch", "best_val_acc",
+CHECKPOINT_KEYS = ("model", "model_args", "optimizer", "scheduler", "epoch", "best_score",
                    "history", "config")
 PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
 
