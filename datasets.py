@@ -359,6 +359,7 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
         **_info(name, [prov_train, prov_test]),
         "mean": list(NORM_STATS[name][0]), "std": list(NORM_STATS[name][1]),
         "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_labels)},
+        "split": {"seed": seed, "val_size": val_size, "train_subset": train_subset},
         "augment": aug,
     }
     return splits

@@ -9,6 +9,7 @@ sanity checks) and one PREFIX.<component>.png per figure.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -25,11 +26,14 @@ import datasets
 import metrics
 import plots
 import utils
-from attacks import fgsm_attack, pgd_attack, random_noise
+from attacks import run_attack
 
 COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
-              "attacks", "sweep", "iter-sweep")
+              "attacks", "autoattack", "sweep", "iter-sweep")
 ATTACK_NAMES = ("fgsm", "pgd", "noise")
+# AutoAttack's ensembles (Croce & Hein 2020), as torchattacks.AutoAttack builds them.
+AUTOATTACK_VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+                       "fast": ("apgd-ce", "apgd-t")}
 
 
 def _eps_list(text):
@@ -69,6 +73,14 @@ def build_parser():
     p.add_argument("--eps", type=utils.pixel_value, default=8 / 255, help="attack radius, pixel units")
     p.add_argument("--alpha", type=utils.pixel_value, default=2 / 255, help="PGD step size, pixel units")
     p.add_argument("--iters", type=utils.positive_int, default=10, help="PGD iterations")
+    p.add_argument("--restarts", type=utils.positive_int, default=1,
+                   help="PGD random restarts (each image keeps its worst)")
+    p.add_argument("--autoattack-samples", type=utils.nonnegative_int, default=1000,
+                   help="test images for AutoAttack, the first N of the seeded order the "
+                        "attacks use (0: all)")
+    p.add_argument("--autoattack-version", choices=tuple(AUTOATTACK_VERSIONS), default="standard",
+                   help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE, APGD-T "
+                        "(for CPU budgets)")
     p.add_argument("--sweep-epsilons", type=_eps_list,
                    default=_eps_list("0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"),
                    metavar="LIST", help="comma-separated eps values for the robustness sweep "
@@ -141,10 +153,13 @@ class AttackRecord:
         self.high = max(self.high, x_adv.max().item())
 
 
-def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, record=None,
-                      attacks=ATTACK_NAMES, desc="attacks"):
-    """Accuracy (clean and under each attack) on the same first `max_batches` batches."""
+def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, seed, record=None,
+                      attacks=ATTACK_NAMES, desc="attacks", restarts=1):
+    """Correct counts (clean and under each attack of attacks.ATTACKS) on the same first
+    `max_batches` batches, and their size. Every attack draws its random starts from a
+    generator seeded with `seed`, so the same call gives the same numbers in every component."""
     model.eval()
+    generators = {name: torch.Generator().manual_seed(seed) for name in attacks}
     correct = {name: 0 for name in ("clean",) + tuple(attacks)}
     n = 0
     for x, y in _batches(loader, max_batches, desc):
@@ -152,18 +167,13 @@ def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, rec
         with torch.no_grad():
             correct["clean"] += (model(x).argmax(1) == y).sum().item()
         for name in attacks:
-            if name == "fgsm":
-                x_adv = fgsm_attack(model, x, y, eps)
-            elif name == "noise":
-                x_adv = random_noise(x, eps)
-            else:
-                x_adv = pgd_attack(model, x, y, eps, alpha, iters)
+            x_adv = run_attack(name, model, x, y, eps, alpha, iters, restarts, generators[name])
             if record is not None:
                 record.add(name, x, x_adv)
             with torch.no_grad():
                 correct[name] += (model(x_adv).argmax(1) == y).sum().item()
         n += len(y)
-    return {k: v / n for k, v in correct.items()}, n
+    return correct, n
 
 
 # ----------------------------------------------------------------------------- components
@@ -174,12 +184,14 @@ class Context:
     model: torch.nn.Module
     dataset: datasets.ArrayDataset
     loader: torch.utils.data.DataLoader  # seeded random order; attacks use its first batches
+    order: list  # that order: AutoAttack takes its first --autoattack-samples images
     device: torch.device
     args: argparse.Namespace
     title: str
     class_names: list
     val_set: datasets.ArrayDataset = None
     pred: dict = None  # component 3, reused by 4-8
+    results: dict = None  # the numbers so far (the sweep shows AutoAttack's beside PGD's)
     record: "AttackRecord" = field(default_factory=lambda: AttackRecord())
 
     def path(self, suffix):
@@ -252,8 +264,11 @@ def sample_grid(ctx):
     x, y = _to(x, ctx.device), y.to(ctx.device)
     rows = {"clean": x,
             f"PGD-{args.iters} {args.eps * 255:.0f}/255":
-                pgd_attack(ctx.model, x, y, args.eps, args.alpha, args.iters),
-            f"noise ±{args.eps * 255:.0f}/255": random_noise(x, args.eps)}
+                run_attack("pgd", ctx.model, x, y, args.eps, args.alpha, args.iters,
+                           generator=torch.Generator().manual_seed(args.seed)),
+            f"noise ±{args.eps * 255:.0f}/255":
+                run_attack("noise", ctx.model, x, y, args.eps,
+                           generator=torch.Generator().manual_seed(args.seed))}
     with torch.no_grad():
         preds = {k: ctx.model(v).argmax(1).tolist() for k, v in rows.items()}
     plots.plot_sample_grid({k: v.cpu() for k, v in rows.items()}, y.tolist(), preds,
@@ -268,8 +283,12 @@ def confusion(ctx):
                          ctx.path("confusion.png"), ctx.title)
     plots.plot_per_class_accuracy(report["per_class_accuracy"], ctx.class_names,
                                   ctx.pred["correct"].mean(), ctx.path("per_class.png"), ctx.title)
-    return {"confusion_matrix": report["confusion_matrix"].tolist(),
-            "per_class_accuracy": report["per_class_accuracy"].tolist()}, {}
+    cm = report["confusion_matrix"]
+    return {"confusion_matrix": cm.tolist(),
+            "per_class_accuracy": report["per_class_accuracy"].tolist(),
+            "per_class_accuracy_n": cm.sum(1).tolist(),
+            "per_class_accuracy_ci95": [metrics.wilson_ci(cm[c, c], cm[c].sum()) if cm[c].sum()
+                                        else [0.0, 1.0] for c in range(len(cm))]}, {}
 
 
 def precision_recall_f1(ctx):
@@ -310,65 +329,184 @@ def confidence_coverage(ctx):
     aurc = metrics.aurc(conf, correct)
     selective = {str(c): metrics.selective_accuracy(conf, correct, c)
                  for c in ctx.args.coverage_points}
+    kept = {c: max(1, math.ceil(float(c) * len(conf) - 1e-9)) for c in selective}
     plots.plot_confidence_coverage(metrics.risk_coverage(conf, correct), aurc, selective,
                                    ctx.path("confidence_coverage.png"), ctx.title)
-    return {"aurc": aurc, "selective_accuracy": selective}, {}
+    return {"aurc": aurc, "selective_accuracy": selective, "selective_accuracy_n": kept,
+            "selective_accuracy_ci95": {c: metrics.wilson_ci(round(v * kept[c]), kept[c])
+                                        for c, v in selective.items()}}, {}
 
 
 def topk(ctx):
     """Component 8: top-k accuracy."""
     result = {str(k): v for k, v in metrics.topk_accuracy(
         ctx.pred["logits"], ctx.pred["labels"], ctx.args.topk_list).items()}
+    n = len(ctx.pred["labels"])
+    intervals = {k: metrics.wilson_ci(round(v * n), n) for k, v in result.items()}
     plots.plot_topk(result, ctx.path("topk.png"), ctx.title)
-    return {"topk": result}, {}
+    return {"topk": result, "topk_n": n, "topk_ci95": intervals}, {}
 
 
 def attacks_at_eps(ctx):
     """FGSM / PGD / random-noise accuracy at --eps, on the first --max-batches batches."""
     a = ctx.args
-    torch.manual_seed(a.seed)
-    acc, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
-                               a.max_batches, ctx.record)
-    print(f"at eps {a.eps * 255:.1f}/255 on {n} images: clean {100 * acc['clean']:.2f}%  "
-          f"FGSM {100 * acc['fgsm']:.2f}%  PGD-{a.iters} {100 * acc['pgd']:.2f}%  "
-          f"noise {100 * acc['noise']:.2f}%", flush=True)
-    return {**{f"{k}_accuracy": acc[k] for k in ATTACK_NAMES},
-            "attack_subset_clean_accuracy": acc["clean"]}, {"attacks": n}
+    correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
+                                   a.max_batches, a.seed, ctx.record, restarts=a.restarts)
+    out = metrics.with_interval("attack_subset_clean_accuracy", correct["clean"], n)
+    for name in ATTACK_NAMES:
+        out.update(metrics.with_interval(f"{name}_accuracy", correct[name], n))
+    print(f"at eps {a.eps * 255:.1f}/255 on {n} images: clean {_pm(out, 'attack_subset_clean')}  "
+          f"FGSM {_pm(out, 'fgsm')}  PGD-{a.iters} {_pm(out, 'pgd')}  noise {_pm(out, 'noise')}",
+          flush=True)
+    return out, {"attacks": n}
+
+
+def _pm(result, name):
+    """'27.3 ± 2.7%': an accuracy with half the width of its 95% interval."""
+    acc, (low, high) = result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]
+    return f"{100 * acc:.1f} ± {100 * (high - low) / 2:.1f}%"
+
+
+class _ContiguousInputGrad(torch.nn.Module):
+    """The model, handing back input gradients in the standard (NCHW) memory layout.
+
+    Our models run channels-last, so their input gradients come back channels-last;
+    torchattacks' FAB calls .view() on them and fails ("view size is not compatible
+    with input tensor's size and stride"). The wrapper changes no number."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(_ContiguousGrad.apply(x))
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def autoattack_ensemble(model, eps, version, n_classes, seed):
+    """[(name, attack)] of AutoAttack's `version`, each configured as torchattacks.AutoAttack
+    configures it (tests/test_eval.py checks that against the library's own ensemble)."""
+    import torchattacks
+
+    common = {"eps": eps, "norm": "Linf", "seed": seed, "n_restarts": 1}
+    make = {
+        "apgd-ce": lambda: torchattacks.APGD(model, loss="ce", **common),
+        "apgd-t": lambda: torchattacks.APGDT(model, n_classes=n_classes, **common),
+        "fab-t": lambda: torchattacks.FAB(model, multi_targeted=True, n_classes=n_classes, **common),
+        "square": lambda: torchattacks.Square(model, n_queries=5000, **common),
+    }
+    return [(name, make[name]()) for name in AUTOATTACK_VERSIONS[version]]
+
+
+def autoattack(ctx):
+    """AutoAttack (torchattacks' port of Croce & Hein 2020) on a seeded sample: each attack
+    of the ensemble runs on the images every earlier one failed on, as AutoAttack does;
+    robust accuracy is recorded after each. An attack that raises is reported, and the
+    accuracy after it stays an upper bound; nothing is dropped silently."""
+    a = ctx.args
+    n = len(ctx.dataset) if a.autoattack_samples == 0 else min(a.autoattack_samples, len(ctx.dataset))
+    x_all, y_all = ctx.dataset[ctx.order[:n]]
+    model = _ContiguousInputGrad(ctx.model).eval()
+    start = time.time()
+    robust = torch.zeros(n, dtype=torch.bool)
+    pgd_correct = 0
+    pgd_gen = torch.Generator().manual_seed(a.seed)
+    for lo in range(0, n, a.batch_size):
+        x, y = x_all[lo:lo + a.batch_size].to(ctx.device), y_all[lo:lo + a.batch_size].to(ctx.device)
+        with torch.no_grad():
+            robust[lo:lo + len(y)] = (model(x).argmax(1) == y).cpu()
+        x_pgd = run_attack("pgd", ctx.model, _to(x, ctx.device), y, a.eps, a.alpha, a.iters,
+                           a.restarts, pgd_gen)
+        with torch.no_grad():
+            pgd_correct += (ctx.model(x_pgd).argmax(1) == y).sum().item()
+    per_attack, errors = {"clean": robust.float().mean().item()}, {}
+    n_classes = len(ctx.class_names)
+    for name, attack in autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed):
+        alive = robust.nonzero().flatten()
+        t0 = time.time()
+        try:
+            chunks = alive.split(a.batch_size) if len(alive) else ()  # none left to attack
+            for chunk in tqdm(chunks, desc=f"AutoAttack {name}", leave=False, disable=None):
+                x, y = x_all[chunk].to(ctx.device), y_all[chunk].to(ctx.device)
+                x_adv = attack(x, y)
+                ctx.record.add(f"autoattack/{name}", x, x_adv)
+                with torch.no_grad():
+                    robust[chunk] &= (model(x_adv).argmax(1) == y).cpu()
+        except Exception as exc:  # e.g. a library bug on some inputs: say so, keep the rest
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"WARNING: AutoAttack's {name} failed ({errors[name]}); the AutoAttack "
+                  "accuracy is an upper bound without it", flush=True)
+        per_attack[name] = robust.float().mean().item()
+        print(f"AutoAttack {name}: robust accuracy {100 * per_attack[name]:.2f}% on {n} images "
+              f"({time.time() - t0:.0f}s)", flush=True)
+    out = metrics.with_interval("autoattack_accuracy", int(robust.sum()), n)
+    out.update(metrics.with_interval("autoattack_pgd_accuracy", pgd_correct, n))
+    out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
+                         "attacks": list(AUTOATTACK_VERSIONS[a.autoattack_version]),
+                         "per_attack": per_attack, "errors": errors, "complete": not errors,
+                         "pgd_same_sample": {"iters": a.iters, "alpha": a.alpha,
+                                             "accuracy": pgd_correct / n},
+                         "seconds": round(time.time() - start, 1)}
+    print(f"AutoAttack ({a.autoattack_version}) at eps {a.eps * 255:.1f}/255: "
+          f"{_pm(out, 'autoattack')} on {n} images; PGD-{a.iters} on the same images "
+          f"{_pm(out, 'autoattack_pgd')}" + (f"; FAILED: {', '.join(errors)}" if errors else ""),
+          flush=True)
+    return out, {"autoattack": n}
 
 
 def robustness_sweep(ctx):
-    """Component 9: clean / FGSM / PGD / noise accuracy for each eps of the sweep."""
+    """Component 9: clean / FGSM / PGD / noise accuracy for each eps of the sweep, with
+    95% intervals; the 'clean' line is the accuracy on the attacked images."""
     a = ctx.args
-    torch.manual_seed(a.seed)
-    out = {"epsilons": a.sweep_epsilons, "fgsm": [], "pgd": [], "noise": [], "alphas": [],
-           "iters": a.iters}
-    for eps in a.sweep_epsilons:
-        alpha = eps * a.alpha / a.eps if a.eps > 0 else a.alpha  # same step/radius ratio
-        acc, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, eps, alpha, a.iters,
-                                   a.sweep_max_batches, desc=f"sweep eps {eps * 255:.0f}/255")
+    out = {"epsilons": a.sweep_epsilons, "alphas": sweep_alphas(a), "iters": a.iters,
+           **{name: [] for name in ATTACK_NAMES}, **{f"{name}_ci95": [] for name in ATTACK_NAMES}}
+    for eps, alpha in zip(a.sweep_epsilons, out["alphas"]):
+        correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, eps, alpha, a.iters,
+                                       a.sweep_max_batches, a.seed, restarts=a.restarts,
+                                       desc=f"sweep eps {eps * 255:.0f}/255")
         for name in ATTACK_NAMES:
-            out[name].append(acc[name])
-        out["alphas"].append(alpha)
-        out["clean"], out["n"] = acc["clean"], n
+            out[name].append(correct[name] / n)
+            out[f"{name}_ci95"].append(metrics.wilson_ci(correct[name], n))
+        out["clean"], out["clean_ci95"], out["n"] = (correct["clean"] / n,
+                                                     metrics.wilson_ci(correct["clean"], n), n)
+    if "autoattack_accuracy" in ctx.results:
+        out["autoattack"] = {"eps": a.eps, "accuracy": ctx.results["autoattack_accuracy"],
+                             "ci95": ctx.results["autoattack_accuracy_ci95"],
+                             "n": ctx.results["autoattack_accuracy_n"]}
     plots.plot_robustness_sweep({ctx.args.name: out}, ctx.path("robustness_sweep.png"), ctx.title)
     return {"robustness_sweep": out}, {"sweep": out["n"]}
 
 
+def sweep_alphas(a):
+    """The PGD step for each eps of the sweep: the same step/radius ratio as at --eps."""
+    return [eps * a.alpha / a.eps if a.eps > 0 else a.alpha for eps in a.sweep_epsilons]
+
+
 def pgd_iter_sweep(ctx):
-    """Component 10: PGD accuracy vs iterations at --eps, with clean/FGSM/noise references."""
+    """Component 10: PGD accuracy vs iterations at --eps, with clean/FGSM/noise references
+    and 95% intervals; the same random starts for every iteration count."""
     a = ctx.args
-    torch.manual_seed(a.seed)
     refs, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
-                                a.iter_sweep_max_batches, ctx.record, attacks=("fgsm", "noise"),
-                                desc="iteration sweep references")
-    out = {"iters": a.pgd_iters_list, "pgd": [], "eps": a.eps, "alpha": a.alpha,
-           "clean": refs["clean"], "fgsm": refs["fgsm"], "noise": refs["noise"], "n": n}
+                                a.iter_sweep_max_batches, a.seed, ctx.record,
+                                attacks=("fgsm", "noise"), desc="iteration sweep references")
+    out = {"iters": a.pgd_iters_list, "pgd": [], "pgd_ci95": [], "eps": a.eps, "alpha": a.alpha,
+           "n": n, **{k: refs[k] / n for k in ("clean", "fgsm", "noise")},
+           **{f"{k}_ci95": metrics.wilson_ci(refs[k], n) for k in ("clean", "fgsm", "noise")}}
     for iters in a.pgd_iters_list:
-        torch.manual_seed(a.seed)  # the same random starts for every iteration count
-        acc, _ = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, iters,
-                                   a.iter_sweep_max_batches, ctx.record, attacks=("pgd",),
-                                   desc=f"PGD-{iters}")
-        out["pgd"].append(acc["pgd"])
+        correct, _ = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, iters,
+                                       a.iter_sweep_max_batches, a.seed, ctx.record,
+                                       attacks=("pgd",), desc=f"PGD-{iters}", restarts=a.restarts)
+        out["pgd"].append(correct["pgd"] / n)
+        out["pgd_ci95"].append(metrics.wilson_ci(correct["pgd"], n))
     plots.plot_pgd_iter_sweep({ctx.args.name: out}, ctx.path("pgd_iter_sweep.png"), ctx.title)
     return {"pgd_iter_sweep": out}, {"iter_sweep": n}
 
@@ -376,24 +514,29 @@ def pgd_iter_sweep(ctx):
 COMPONENT_FUNCTIONS = {
     "umap": feature_projection, "grid": sample_grid, "confusion": confusion,
     "prf1": precision_recall_f1, "calibration": calibration, "coverage": confidence_coverage,
-    "topk": topk, "attacks": attacks_at_eps, "sweep": robustness_sweep,
-    "iter-sweep": pgd_iter_sweep,
+    "topk": topk, "attacks": attacks_at_eps, "autoattack": autoattack,
+    "sweep": robustness_sweep, "iter-sweep": pgd_iter_sweep,
 }
 COMPONENT_FILES = {
     "umap": ["umap.png"], "grid": ["grid.png"], "confusion": ["confusion.png", "per_class.png"],
     "prf1": ["prf1.png"], "calibration": ["calibration.png"],
     "coverage": ["confidence_coverage.png"], "topk": ["topk.png"], "attacks": [],
+    "autoattack": [],
     "sweep": ["robustness_sweep.png"], "iter-sweep": ["pgd_iter_sweep.png"],
 }
 
 
 def sanity_checks(result, ctx):
     """The attack sanity checks, printed, with a visible warning for each failure."""
+    aa = None
+    if "autoattack" in result:
+        aa = {"accuracy": result["autoattack_accuracy"], "n": result["autoattack"]["n"],
+              "pgd_accuracy": result["autoattack_pgd_accuracy"]}
     checks, details = metrics.attack_sanity_checks(
         result["attack_subset_clean_accuracy"], result["fgsm_accuracy"], result["pgd_accuracy"],
         result["noise_accuracy"], result["n_samples"]["attacks"], ctx.args.eps,
         ctx.record.max_perturbation, (ctx.record.low, ctx.record.high),
-        result.get("robustness_sweep"), result.get("pgd_iter_sweep"))
+        result.get("robustness_sweep"), result.get("pgd_iter_sweep"), aa)
     for check, ok in checks.items():
         status = "ok " if ok else "WARNING: FAILED"
         print(f"sanity check {status} {check}: {details[check]}", flush=True)
@@ -402,6 +545,17 @@ def sanity_checks(result, ctx):
 
 
 # ----------------------------------------------------------------------------- main
+
+def training_validation_split(ckpt, dataset, val_size=None):
+    """(val_size, seed) of the validation split: on the checkpoint's own dataset, the split
+    its run carved and selected on (recorded in config.json's data.split), so temperature
+    fitting never sees training images; on another dataset, that dataset's default split.
+    `val_size` overrides the size."""
+    data = ckpt.get("config", {}).get("data", {})
+    if data.get("dataset") != dataset or "split" not in data:
+        return val_size, 0
+    return val_size or data["split"]["val_size"], data["split"]["seed"]
+
 
 def load_model(path, device):
     try:
@@ -419,10 +573,7 @@ def main(argv=None):
     start = time.time()
     model, ckpt = load_model(args.checkpoint, device)
     train_args = ckpt.get("config", {}).get("args", {})
-    # On the training dataset, carve the validation split exactly as training did.
-    same_data = train_args.get("dataset") == args.dataset
-    val_size = args.val_size or (train_args.get("val_size") if same_data else None)
-    split_seed = train_args.get("seed", 0) if same_data else 0
+    val_size, split_seed = training_validation_split(ckpt, args.dataset, args.val_size)
     download = not args.no_download
     try:
         dataset, info = datasets.build_eval_split(args.dataset, args.split, args.data_root,
@@ -442,7 +593,7 @@ def main(argv=None):
     # sorted by class (the CIFAR-10 copy is), so the first N images would not be a sample.
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
     attack_loader = datasets.batch_loader(dataset, args.batch_size, sampler=order.tolist())
-    ctx = Context(model, dataset, attack_loader, device, args,
+    ctx = Context(model, dataset, attack_loader, order.tolist(), device, args,
                   f"{args.name} on {info['description']} ({args.split})", info["class_names"],
                   val_set)
     print(f"evaluating {args.checkpoint} on {info['description']} {args.split} "
@@ -457,12 +608,13 @@ def main(argv=None):
               "command": utils.command_line("eval.py", argv),
               "params": {k: v for k, v in vars(args).items() if k not in ("checkpoint", "out")},
               "n_samples": {}, "timings_s": {}, "files": {}}
+    ctx.results = result
     with timed(result["timings_s"], "predictions"):
         ctx.pred = collect_predictions(model, datasets.batch_loader(dataset, args.batch_size), device)
-    result["clean_accuracy"] = float(ctx.pred["correct"].mean())
+    result.update(metrics.with_interval("clean_accuracy", int(ctx.pred["correct"].sum()),
+                                        len(ctx.pred["labels"])))
     result["n_samples"]["clean"] = len(ctx.pred["labels"])
-    print(f"clean accuracy {100 * result['clean_accuracy']:.2f}% on "
-          f"{len(ctx.pred['labels'])} images", flush=True)
+    print(f"clean accuracy {_pm(result, 'clean')} on {len(ctx.pred['labels'])} images", flush=True)
 
     for name in COMPONENTS:
         if name in args.components:

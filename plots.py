@@ -6,11 +6,11 @@ Figures are built with matplotlib's object API (no pyplot, no global backend sta
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
 
 # One colour per attack, the same in every figure.
 COLORS = {"clean": "#222222", "fgsm": "#1f77b4", "pgd": "#d62728", "noise": "#2ca02c",
-          "train": "#1f77b4", "val": "#ff7f0e"}
+          "autoattack": "#9467bd", "train": "#1f77b4", "val": "#ff7f0e"}
 
 
 def _save(fig, path):
@@ -215,10 +215,18 @@ def plot_topk(topk, path, title):
     _save(fig, path)
 
 
+def _band(ax, x, intervals, color):
+    """A 95% interval band under a curve, when the numbers carry one."""
+    if intervals:
+        ax.fill_between(x, [100 * lo for lo, _ in intervals], [100 * hi for _, hi in intervals],
+                        color=color, alpha=0.15, lw=0)
+
+
 def plot_robustness_sweep(curves, path, title):
-    """Accuracy vs eps. `curves`: {label: {'epsilons', 'fgsm', 'pgd', 'noise', 'clean'}};
+    """Accuracy vs eps with 95% bands. `curves`: {label: {'epsilons', 'fgsm', 'pgd', 'noise',
+    'clean', 'n', optional '<attack>_ci95' lists and 'autoattack' {eps, accuracy, ci95, n}}};
     several models share the axes (line style per model, colour per attack)."""
-    fig = Figure(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5.2))
     ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
     for i, (label, c) in enumerate(curves.items()):
@@ -226,20 +234,30 @@ def plot_robustness_sweep(curves, path, title):
         ls = styles[i % len(styles)]
         prefix = f"{label}: " if len(curves) > 1 else ""
         for attack in ("noise", "fgsm", "pgd"):
+            name = {"noise": "random noise", "fgsm": "FGSM", "pgd": f"PGD-{c.get('iters', '')}"}[attack]
             ax.plot(eps, [100 * a for a in c[attack]], ls, marker="o", ms=4,
-                    color=COLORS[attack], label=f"{prefix}{attack.upper() if attack != 'noise' else 'random noise'}")
+                    color=COLORS[attack], label=f"{prefix}{name}")
+            _band(ax, eps, c.get(f"{attack}_ci95"), COLORS[attack])
         ax.axhline(100 * c["clean"], color=COLORS["clean"], ls=ls, lw=1,
-                   label=f"{prefix}clean {100 * c['clean']:.1f}%")
-    ax.set(title=f"{title}\naccuracy under L-inf attacks vs eps", xlabel="eps (x/255, pixel units)",
-           ylabel="accuracy (%)", ylim=(0, 100))
+                   label=f"{prefix}clean on these {c.get('n', '?')} images {100 * c['clean']:.1f}%")
+        aa = c.get("autoattack")
+        if aa:
+            low, high = aa["ci95"]
+            ax.errorbar([255 * aa["eps"]], [100 * aa["accuracy"]],
+                        yerr=[[100 * (aa["accuracy"] - low)], [100 * (high - aa["accuracy"])]],
+                        fmt="*", ms=11, capsize=4, color=COLORS["autoattack"],
+                        label=f"{prefix}AutoAttack {100 * aa['accuracy']:.1f}% (n={aa['n']})")
+    n = next(iter(curves.values())).get("n", "?")
+    ax.set(title=f"{title}\naccuracy under L-inf attacks vs eps (n={n} per point, 95% bands)",
+           xlabel="eps (x/255, pixel units)", ylabel="accuracy (%)", ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     _save(fig, path)
 
 
 def plot_pgd_iter_sweep(curves, path, title):
-    """PGD accuracy vs iterations at fixed eps, with clean / FGSM / noise references."""
-    fig = Figure(figsize=(8, 5))
+    """PGD accuracy vs iterations at fixed eps (95% bands), with clean / FGSM / noise references."""
+    fig = Figure(figsize=(8, 5.2))
     ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
     for i, (label, c) in enumerate(curves.items()):
@@ -247,13 +265,19 @@ def plot_pgd_iter_sweep(curves, path, title):
         prefix = f"{label}: " if len(curves) > 1 else ""
         ax.plot(c["iters"], [100 * a for a in c["pgd"]], ls, marker="o", color=COLORS["pgd"],
                 label=f"{prefix}PGD")
+        _band(ax, c["iters"], c.get("pgd_ci95"), COLORS["pgd"])
         for ref in ("clean", "noise", "fgsm"):
             name = {"clean": "clean", "noise": "random noise", "fgsm": "FGSM"}[ref]
             ax.axhline(100 * c[ref], color=COLORS[ref], ls=ls, lw=1,
                        label=f"{prefix}{name} {100 * c[ref]:.1f}%")
-    eps = next(iter(curves.values()))["eps"]
+    first = next(iter(curves.values()))
+    iters = sorted({k for c in curves.values() for k in c["iters"]})
     ax.set_xscale("log")
-    ax.set(title=f"{title}\nPGD accuracy vs iterations (eps {255 * eps:.0f}/255)",
+    ax.set_xticks(iters)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set(title=f"{title}\nPGD accuracy vs iterations (eps {255 * first['eps']:.0f}/255, "
+                 f"n={first.get('n', '?')} images, 95% bands)",
            xlabel="PGD iterations (log scale)", ylabel="accuracy (%)", ylim=(0, 100))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper right")

@@ -5,7 +5,7 @@ import torchattacks
 
 import datasets
 import utils
-from attacks import fgsm_attack, pgd_attack, random_noise
+from attacks import ATTACKS, fgsm_attack, fgsm_rs_attack, pgd_attack, random_noise, run_attack
 from models import resnet18
 
 EPS = 8 / 255
@@ -20,14 +20,19 @@ def _batch(n=16):
     return torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,))
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd", "noise"])
+def test_the_registry_names_every_attack_of_the_study():
+    assert set(ATTACKS) == {"fgsm", "fgsm_rs", "pgd", "noise"}
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        run_attack("cw", None, None, None, EPS)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_output_stays_in_the_eps_ball_and_pixel_range(small_model, name):
     x, y = _batch()
     x[:4] = 0.0  # corners of the pixel range must still clamp
     x[4:8] = 1.0
-    x_adv = {"fgsm": lambda: fgsm_attack(small_model, x, y, EPS),
-             "pgd": lambda: pgd_attack(small_model, x, y, EPS, 2 / 255, 5),
-             "noise": lambda: random_noise(x, EPS)}[name]()
+    x_adv = run_attack(name, small_model, x, y, EPS, iters=5, restarts=2,
+                       generator=torch.Generator().manual_seed(0))
     assert x_adv.shape == x.shape
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -35,11 +40,62 @@ def test_output_stays_in_the_eps_ball_and_pixel_range(small_model, name):
     assert not x_adv.requires_grad
 
 
+def test_the_notebook_calls_keep_working(small_model):
+    x, y = _batch()
+    for x_adv in (fgsm_attack(small_model, x, y, EPS), pgd_attack(small_model, x, y, EPS, 2 / 255, 3),
+                  random_noise(x, EPS)):
+        assert (x_adv - x).abs().max() <= EPS + 1e-6
+
+
+@pytest.mark.parametrize("name", ["fgsm_rs", "pgd", "noise"])
+def test_randomness_comes_from_the_generator_given(small_model, name):
+    x, y = _batch()
+    state = torch.get_rng_state()
+    a = run_attack(name, small_model, x, y, EPS, iters=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    b = run_attack(name, small_model, x, y, EPS, iters=2, generator=torch.Generator().manual_seed(3))
+    c = run_attack(name, small_model, x, y, EPS, iters=2, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_fgsm_rs_differs_from_fgsm_and_steps_1_25_eps_from_a_random_start(small_model):
+    x, y = _batch()
+    x = x.clamp(0.1, 0.9)  # away from the pixel range's edges, so only the ball clips
+    rs = fgsm_rs_attack(small_model, x, y, EPS, generator=torch.Generator().manual_seed(0))
+    plain = fgsm_attack(small_model, x, y, EPS)
+    assert (rs - x).abs().max() <= EPS + 1e-6
+    assert not torch.equal(rs, plain)
+    # plain FGSM lands on the ball's corners; a 1.25 eps step from a uniform start lands
+    # inside it for the pixels whose start was against the gradient's sign
+    assert ((plain - x).abs() - EPS).abs().max() < 1e-6
+    assert ((rs - x).abs() < EPS - 1e-4).float().mean() > 0.05
+    assert run_attack("fgsm_rs", small_model, x, y, EPS).shape == x.shape  # alpha defaults
+
+
+def test_pgd_restarts_are_never_weaker_than_the_first_start(digits_model):
+    model, _, _ = digits_model
+    test, _ = datasets.build_eval_split("digits", "test")
+    x, y = test[list(range(128))]
+    eps = 4 / 255  # small enough that the random start matters
+
+    def wrong(restarts):
+        x_adv = pgd_attack(model, x, y, eps, eps / 4, 3, restarts=restarts,
+                           generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            return model.eval()(x_adv).argmax(1) != y
+    one, five = wrong(1), wrong(5)
+    assert (five | ~one).all()  # every image fooled by one start is fooled with five
+    assert five.sum() >= one.sum()
+    with pytest.raises(ValueError, match="restarts"):
+        pgd_attack(model, x, y, eps, eps / 4, 3, restarts=0)
+
+
 def test_eps_zero_returns_the_input(small_model):
     x, y = _batch()
     assert torch.equal(fgsm_attack(small_model, x, y, 0.0), x)
     assert torch.equal(pgd_attack(small_model, x, y, 0.0, 2 / 255, 3), x)
     assert torch.equal(random_noise(x, 0.0), x)
+    assert torch.equal(fgsm_rs_attack(small_model, x, y, 0.0), x)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -52,7 +108,8 @@ def test_modes_are_restored_and_parameter_grads_untouched(small_model, training)
     hook = small_model.register_forward_pre_hook(lambda m, inp: seen_modes.append(m.training))
     x, y = _batch()
     fgsm_attack(small_model, x, y, EPS)
-    pgd_attack(small_model, x, y, EPS, 2 / 255, 3)
+    pgd_attack(small_model, x, y, EPS, 2 / 255, 3, restarts=2)
+    fgsm_rs_attack(small_model, x, y, EPS)
     hook.remove()
     assert seen_modes and not any(seen_modes)  # attacked in eval mode
     assert {n: m.training for n, m in small_model.named_modules()} == modes

@@ -10,10 +10,12 @@ import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
-# batch each must compute exactly the averaged gradient one process computes.
-FLAGS = ["--dataset", "synthetic", "--train-subset", "128", "--val-size", "200",
+# batch each must compute exactly the averaged gradient one process computes, and attack
+# the same global batches (the --adv-prob coin is flipped once per global batch).
+FLAGS = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "200",
          "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--no-augment",
-         "--use-bn", "false", "--adv-train", "--attack", "fgsm", "--adv-prob", "1", "--seed", "0"]
+         "--use-bn", "false", "--adv-train", "--attack", "fgsm", "--adv-prob", "0.5",
+         "--robust-val-samples", "64", "--seed", "0"]
 
 
 def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
@@ -35,7 +37,10 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
     assert config["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch_size": 32,
                                      "per_process_batch_size": 16, "lr": 0.02, "amp": None}
     history = json.loads((tmp_path / "ddp" / "training_history.json").read_text())
-    assert history[0]["adv_batch_fraction"] == 1.0 and len(history) == 1
+    single_history = json.loads((tmp_path / "single" / "training_history.json").read_text())
+    fraction = single_history[0]["adv_batch_fraction"]
+    assert 0 < fraction < 1 and history[0]["adv_batch_fraction"] == fraction
+    assert len(history) == 1
     events = os.listdir(tmp_path / "ddp" / "tensorboard")
     assert len(events) == 1  # only rank 0 logs
 

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+import attacks
 import eval as evaluate
+import metrics
 import utils
 
 FAST = ["--batch-size", "64", "--max-batches", "2", "--sweep-max-batches", "1",
         "--iter-sweep-max-batches", "1", "--sweep-epsilons", "0,4/255,16/255,64/255",
         "--pgd-iters-list", "1,3,10", "--umap-samples", "300", "--eps", "16/255",
-        "--alpha", "4/255"]
+        "--alpha", "4/255", "--autoattack-samples", "64", "--autoattack-version", "fast"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,8 @@ def test_sanity_checks_pass_on_a_sound_attack(evaluated, capsys):
     result, _ = evaluated
     assert set(result["sanity_checks"]) == {
         "perturbation_within_eps", "adversarial_in_pixel_range", "pgd_le_fgsm_le_clean",
-        "fgsm_le_noise", "pgd_large_eps_near_zero", "more_pgd_iters_not_weaker"}
+        "fgsm_le_noise", "pgd_large_eps_near_zero", "more_pgd_iters_not_weaker",
+        "autoattack_le_pgd", "pgd_overestimate"}
     assert all(result["sanity_checks"].values()), result["sanity_details"]
     assert max(result["max_perturbation"].values()) <= 16 / 255 + 1e-6
 
@@ -82,9 +85,9 @@ def test_sanity_checks_pass_on_a_sound_attack(evaluated, capsys):
 def test_a_broken_attack_is_flagged(digits_model, tmp_path, monkeypatch, capsys):
     _, _, run_dir = digits_model
 
-    def weak_pgd(model, x, y, eps, alpha, iters, random_start=True):
+    def weak_pgd(model, x, y, eps, alpha, iters, restarts, generator):
         return (x + 2 * eps).clamp(0, 1)  # ignores the gradient and leaves the eps-ball
-    monkeypatch.setattr(evaluate, "pgd_attack", weak_pgd)
+    monkeypatch.setitem(attacks.ATTACKS, "pgd", weak_pgd)
     result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
                             "--out", str(tmp_path / "broken"), "--components", "attacks", "sweep",
                             "iter-sweep"] + FAST)
@@ -94,6 +97,74 @@ def test_a_broken_attack_is_flagged(digits_model, tmp_path, monkeypatch, capsys)
     assert checks["pgd_large_eps_near_zero"] is False
     assert "WARNING: FAILED perturbation_within_eps" in capsys.readouterr().out
     assert json.loads((tmp_path / "broken.metrics.json").read_text())["sanity_checks"] == checks
+
+
+def test_every_accuracy_carries_its_count_and_interval(evaluated):
+    result, _ = evaluated
+    for key in ("clean_accuracy", "attack_subset_clean_accuracy", "fgsm_accuracy",
+                "pgd_accuracy", "noise_accuracy", "autoattack_accuracy"):
+        n = result[f"{key}_n"]
+        assert result[f"{key}_ci95"] == metrics.wilson_ci(round(result[key] * n), n), key
+        low, high = result[f"{key}_ci95"]
+        assert low <= result[key] <= high, key
+    assert result["clean_accuracy_n"] == 497 and result["pgd_accuracy_n"] == 128
+    for sweep in ("robustness_sweep", "pgd_iter_sweep"):
+        s = result[sweep]
+        assert len(s["pgd_ci95"]) == len(s["pgd"])
+        assert all(lo <= a <= hi for a, (lo, hi) in zip(s["pgd"], s["pgd_ci95"]))
+    assert len(result["per_class_accuracy_ci95"]) == 10 and set(result["topk_ci95"]) == {"1", "2", "3", "5"}
+    assert set(result["selective_accuracy_ci95"]) == {"0.8", "0.9"}
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd(evaluated):
+    result, _ = evaluated
+    aa = result["autoattack"]
+    assert aa["version"] == "fast" and aa["n"] == 64 and aa["complete"] and not aa["errors"]
+    assert list(aa["per_attack"]) == ["clean", "apgd-ce", "apgd-t"]
+    steps = list(aa["per_attack"].values())
+    assert all(b <= a for a, b in zip(steps, steps[1:]))  # each attack only removes images
+    assert result["autoattack_accuracy"] == steps[-1]
+    assert result["autoattack_accuracy"] <= result["autoattack_pgd_accuracy"]
+    assert result["autoattack_pgd_accuracy"] < steps[0]  # the model is attackable at 16/255
+    assert result["robustness_sweep"]["autoattack"]["accuracy"] == result["autoattack_accuracy"]
+
+
+def test_our_autoattack_ensemble_is_the_librarys(digits_model):
+    import torchattacks
+    model, _, _ = digits_model
+    ours = [a for _, a in evaluate.autoattack_ensemble(model, 8 / 255, "standard", 10, 0)]
+    theirs = torchattacks.AutoAttack(model, eps=8 / 255, version="standard", seed=0)._autoattack.attacks
+    assert [type(a) for a in ours] == [type(a) for a in theirs]
+    for a, b in zip(ours, theirs):
+        for attr in ("eps", "norm", "steps", "n_restarts", "loss", "n_queries", "n_target_classes",
+                     "multi_targeted", "seed"):
+            assert getattr(a, attr, None) == getattr(b, attr, None), (type(a).__name__, attr)
+
+
+def test_fab_runs_on_a_channels_last_model(digits_model):
+    # torchattacks 3.5.1's FAB .view()s the input gradient, which a channels-last model
+    # returns channels-last: "view size is not compatible with input tensor's size and stride"
+    import torchattacks
+    model, _, _ = digits_model
+    model = model.to(memory_format=torch.channels_last).eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
+    fab = torchattacks.FAB(model, eps=8 / 255, multi_targeted=True, n_classes=10, steps=3, seed=0)
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        fab(x, y)
+    wrapped = evaluate._ContiguousInputGrad(model)
+    fab = torchattacks.FAB(wrapped, eps=8 / 255, multi_targeted=True, n_classes=10, steps=3, seed=0)
+    x_adv = fab(x, y)
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), model(x))
+
+
+def test_the_validation_split_is_the_one_training_carved():
+    ckpt = {"config": {"data": {"dataset": "cifar10",
+                                "split": {"seed": 3, "val_size": 500, "train_subset": None}}}}
+    assert evaluate.training_validation_split(ckpt, "cifar10") == (500, 3)
+    assert evaluate.training_validation_split(ckpt, "cifar10", 200) == (200, 3)
+    assert evaluate.training_validation_split(ckpt, "mnist") == (None, 0)  # another dataset
 
 
 def test_a_model_is_evaluated_on_another_dataset(digits_model, tmp_path):

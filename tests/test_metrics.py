@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -97,14 +99,18 @@ def test_per_class_report_matches_scikit_learn():
 def _checks(**overrides):
     kw = dict(clean=0.9, fgsm=0.3, pgd=0.1, noise=0.85, n=1000, eps=8 / 255,
               max_perturbation={"fgsm": 8 / 255, "pgd": 8 / 255, "noise": 8 / 255},
-              x_range=(0.0, 1.0), sweep={"epsilons": [0, 8 / 255, 64 / 255], "pgd": [0.9, 0.1, 0.0]},
-              iter_sweep={"iters": [1, 5, 10], "pgd": [0.3, 0.12, 0.1], "n": 512})
+              x_range=(0.0, 1.0),
+              sweep={"epsilons": [0, 8 / 255, 64 / 255], "pgd": [0.9, 0.1, 0.0], "n": 256},
+              iter_sweep={"iters": [1, 5, 10], "pgd": [0.3, 0.12, 0.1], "n": 512},
+              autoattack={"accuracy": 0.08, "pgd_accuracy": 0.1, "n": 1000})
     kw.update(overrides)
     return metrics.attack_sanity_checks(**kw)[0]
 
 
 def test_sanity_checks_pass_for_a_sound_attack():
-    assert all(_checks().values()) and len(_checks()) == 6
+    assert all(_checks().values()) and len(_checks()) == 8
+    # checks whose sweep did not run are absent, not passed
+    assert len(_checks(sweep=None, iter_sweep=None, autoattack=None)) == 4
 
 
 @pytest.mark.parametrize("overrides, failing", [
@@ -113,10 +119,35 @@ def test_sanity_checks_pass_for_a_sound_attack():
     ({"pgd": 0.5}, "pgd_le_fgsm_le_clean"),            # PGD weaker than FGSM
     ({"fgsm": 0.95, "pgd": 0.9, "noise": 0.96}, "pgd_le_fgsm_le_clean"),  # attack raises accuracy
     ({"fgsm": 0.88, "noise": 0.6}, "fgsm_le_noise"),   # gradient masking sign
-    ({"sweep": {"epsilons": [0, 64 / 255], "pgd": [0.9, 0.5]}}, "pgd_large_eps_near_zero"),
+    ({"sweep": {"epsilons": [0, 64 / 255], "pgd": [0.9, 0.5], "n": 256}}, "pgd_large_eps_near_zero"),
+    ({"sweep": {"epsilons": [0, 64 / 255], "pgd": [0.9, 60 / 256], "n": 256}}, "pgd_large_eps_near_zero"),
+    ({"autoattack": {"accuracy": 0.2, "pgd_accuracy": 0.1, "n": 1000}}, "autoattack_le_pgd"),
+    ({"autoattack": {"accuracy": 0.03, "pgd_accuracy": 0.1, "n": 1000}}, "pgd_overestimate"),
     ({"iter_sweep": {"iters": [1, 5, 10], "pgd": [0.3, 0.1, 0.4], "n": 512}}, "more_pgd_iters_not_weaker"),
 ])
 def test_sanity_checks_catch_a_broken_attack(overrides, failing):
     checks = _checks(**overrides)
     assert checks[failing] is False
     assert all(v for k, v in checks.items() if k != failing)
+
+
+def test_a_check_fails_on_evidence_not_on_a_samples_luck():
+    # 26 of 256 images (10.2%) against a 10% bound: within sampling noise, so no alarm
+    assert _checks(sweep={"epsilons": [0, 64 / 255], "pgd": [0.9, 26 / 256], "n": 256})[
+        "pgd_large_eps_near_zero"]
+    # PGD 1 point above FGSM on 100 images is noise; 10 points on 1,000 is not
+    assert _checks(pgd=0.31, fgsm=0.30, n=100)["pgd_le_fgsm_le_clean"]
+    assert not _checks(pgd=0.40, fgsm=0.30, n=1000)["pgd_le_fgsm_le_clean"]
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (273, 1000), (1, 2)])
+def test_wilson_interval_matches_the_formula(k, n):
+    z = 1.959963984540054  # the 97.5% normal quantile
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = metrics.wilson_ci(k, n)
+    assert low == pytest.approx(max(0.0, centre - half), abs=1e-9)
+    assert high == pytest.approx(min(1.0, centre + half), abs=1e-9)
+    entry = metrics.with_interval("pgd_accuracy", k, n)
+    assert entry == {"pgd_accuracy": p, "pgd_accuracy_n": n, "pgd_accuracy_ci95": [low, high]}

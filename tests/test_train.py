@@ -121,10 +121,19 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     run(tmp_path, "--epochs", "1")
     with pytest.raises(SystemExit, match="use_bn"):
         run(tmp_path, "--epochs", "1", "--use-bn", "false", "--resume")
-    with pytest.raises(SystemExit, match="--lr 0.02 \\(now 0.05\\)"):
+    with pytest.raises(SystemExit, match="--lr was 0.02, now 0.05"):
         run(tmp_path, "--epochs", "1", "--lr", "0.05", "--resume")
+    # every flag that changes the result is guarded, each one named
+    with pytest.raises(SystemExit) as err:
+        run(tmp_path, "--epochs", "1", "--eps", "4/255", "--label-smoothing", "0.1",
+            "--weight-decay", "0", "--circle-m", "0.3", "--resume")
+    for flag in ("--eps", "--label-smoothing", "--weight-decay", "--circle-m"):
+        assert f"{flag} was" in str(err.value), flag
+    assert "Traceback" not in str(err.value)
     with pytest.raises(SystemExit, match="no .*last.pth"):
         run(tmp_path, "--epochs", "1", "--resume", name="empty")
+    # flags that change nothing computed may differ
+    run(tmp_path, "--epochs", "1", "--workers", "1", "--device", "cpu", "--resume")
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -241,3 +250,64 @@ def test_mnist_few_thousand_images_one_epoch_reaches_95_percent(tmp_path, data_r
                         "--out-dir", str(tmp_path)])
     assert final["n_test"] == 10000 and final["data_description"] == "MNIST (pixel-exact)"
     assert final["test_accuracy"] >= 0.95
+
+
+# ----------------------------------------------------------------------------- robustness
+
+def test_robust_selection_keeps_the_most_robust_epoch_and_flags_a_collapse(tmp_path, monkeypatch,
+                                                                           capsys):
+    scripted = iter([0.20, 0.40, 0.10])  # epoch 3 collapses while clean accuracy rises
+    monkeypatch.setattr(train, "robust_val_accuracy", lambda *a, **k: next(scripted))
+    final, out = run(tmp_path, "--epochs", "3", "--schedule", "onecycle", "--adv-train",
+                     "--attack", "fgsm_rs", "--adv-prob", "0.5", "--eps", "2/255")
+    history = json.loads((out / "training_history.json").read_text())
+    assert [h["val_pgd_acc"] for h in history] == [0.20, 0.40, 0.10]
+    assert history[2]["val_acc"] > history[1]["val_acc"]  # the premise of the collapse
+    assert final["selected_by"] == "robust" and final["best_epoch"] == 2
+    assert utils.load_checkpoint(str(out / "best.pth"))["epoch"] == 2
+    assert final["best_val_pgd_acc"] == 0.40 and final["robust_collapse_epochs"] == [3]
+    assert history[2]["robust_collapse"] and "catastrophic overfitting" in capsys.readouterr().out
+
+
+def test_selection_score_and_collapse_rule():
+    history = [{"val_acc": 0.5, "val_pgd_acc": 0.3}, {"val_acc": 0.7, "val_pgd_acc": 0.1}]
+    assert max(history, key=lambda h: train.selection_score(h, "robust")) is history[0]
+    assert max(history, key=lambda h: train.selection_score(h, "clean")) is history[1]
+    tie = [{"val_acc": 0.4, "val_pgd_acc": 0.0}, {"val_acc": 0.6, "val_pgd_acc": 0.0}]
+    assert max(tie, key=lambda h: train.selection_score(h, "robust")) is tie[1]
+    assert train.robust_collapse(history) and not train.robust_collapse(history[:1])
+    assert not train.robust_collapse([history[1], history[0]])  # clean fell too: no collapse
+    assert train.parse_args(["--adv-train"]).select_by == "robust"
+    assert train.parse_args([]).select_by == "clean"
+    assert train.parse_args(["--adv-train", "--attack", "fgsm_rs"]).alpha == pytest.approx(10 / 255)
+    assert train.parse_args(["--adv-train"]).alpha == pytest.approx(2 / 255)
+
+
+def test_the_robust_validation_accuracy_is_pgd_on_a_fixed_sample(tmp_path):
+    final, out = run(tmp_path, "--epochs", "2", "--adv-train", "--attack", "fgsm",
+                     "--adv-prob", "1", "--eps", "2/255", "--robust-val-samples", "100",
+                     "--select-by", "clean")
+    history = json.loads((out / "training_history.json").read_text())
+    for h in history:
+        assert 0 <= h["val_pgd_acc"] <= h["val_acc"] + 0.05
+        assert round(h["val_pgd_acc"] * 100) == h["val_pgd_acc"] * 100  # 100 images
+    assert final["selected_by"] == "clean"
+
+
+def test_loader_workers_do_not_change_the_weights(tmp_path):
+    # augmentation, the adversarial coin flip and the attacks' starts all draw from seeded
+    # generators of their own, never from a worker process's global state
+    flags = ["--epochs", "1", "--adv-train", "--attack", "fgsm_rs", "--adv-prob", "0.5",
+             "--train-subset", "160", "--robust-val-samples", "32"]
+    _, a = run(tmp_path, *flags, "--workers", "0", name="w0")
+    _, b = run(tmp_path, *flags, "--workers", "2", name="w2")
+    wa = utils.load_checkpoint(str(a / "last.pth"))
+    wb = utils.load_checkpoint(str(b / "last.pth"))
+    assert 0 < wa["history"][0]["adv_batch_fraction"] < 1
+    for key in wa["model"]:
+        assert torch.equal(wa["model"][key], wb["model"][key]), key
+
+
+def test_a_huge_learning_rate_stops_the_run(tmp_path):
+    with pytest.raises(SystemExit, match="diverged|loss became"):
+        run(tmp_path, "--epochs", "2", "--lr", "1e6")
