@@ -20,10 +20,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+import attacks
 import datasets
 import utils
-import attacks
-from attacks import ATTACKS
 from losses import CircleLoss, LabelSmoothingCrossEntropy
 from models import load_torchvision_weights, resnet18
 from plots import plot_training_curves
@@ -101,7 +100,7 @@ def build_parser():
     a = p.add_argument_group("adversarial training")
     a.add_argument("--adv-train", action="store_true",
                    help="replace batches by adversarial ones with probability --adv-prob")
-    a.add_argument("--attack", choices=tuple(ATTACKS), default="pgd",
+    a.add_argument("--attack", choices=tuple(attacks.ATTACKS), default="pgd",
                    help="training attack: fgsm (the study's, no random start), fgsm_rs (random "
                         "start, one step of --alpha), pgd, noise (random signs)")
     a.add_argument("--eps", type=utils.pixel_value, default=8 / 255,
@@ -293,8 +292,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         if args.adv_train and torch.rand((), generator=generators["coin"]).item() < args.adv_prob:
-            x = ATTACKS[args.attack](plain, x, y, args.eps, args.alpha, args.iters, 1,
-                                     generators["attack"])
+            x = attacks.ATTACKS[args.attack](plain, x, y, args.eps, args.alpha, args.iters, 1,
+                                             generators["attack"])
             totals[3] += 1
 
         with autocast(args, device):
@@ -328,7 +327,7 @@ ROBUST_VAL_ITERS = 10
 
 
 def robust_val_accuracy(model, loader, args, device):
-    """PGD-10 accuracy at --eps (step eps/4: 2/255 at 8/255, as eval.py) on the fixed
+    """PGD-10 accuracy at --eps (step eps/4: eval.py's 2/255 at 8/255) on the fixed
     validation sample, with the same random starts every epoch so epochs compare."""
     generator = torch.Generator().manual_seed(args.seed)
     correct = seen = 0
@@ -468,9 +467,27 @@ def main(argv=None):
     dist = Distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     try:
         return fit(args, argv, dist.device if dist else device, dist)
+    except KeyboardInterrupt:
+        if dist is None or dist.rank == 0:
+            print(interrupted_message(args, argv), file=sys.stderr, flush=True)
+        raise
     finally:
         if dist is not None:
             dist.close()
+
+
+def interrupted_message(args, argv):
+    """What an interrupted run has kept, and the command that continues it."""
+    last = os.path.join(args.out_dir, "last.pth")
+    try:
+        epoch = utils.load_checkpoint(last)["epoch"]
+    except utils.CheckpointError:
+        return (f"\ninterrupted before the first epoch finished: nothing is saved in "
+                f"{args.out_dir} yet; run the same command again to start over")
+    again = [a for a in argv if a != "--resume"] + ["--resume"]
+    return (f"\ninterrupted: {last} holds epochs 1-{epoch} of {args.epochs} (and best.pth the "
+            f"best of them); the epoch in progress is lost. Continue from epoch {epoch + 1} with:\n"
+            f"  {utils.command_line('train.py', again)}")
 
 
 def fit(args, argv, device, dist=None):
@@ -607,4 +624,7 @@ def fit(args, argv, device, dist=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)  # the message above says what to do; no traceback

@@ -89,7 +89,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path):
     assert acc == pytest.approx(final["test_accuracy"], abs=1e-6)
 
 
-def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, capsys):
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
              "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128"]
     _, straight = run(tmp_path, *flags, name="straight")
@@ -105,6 +105,9 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, *flags, name="resumed")
+    message = capsys.readouterr().err
+    assert "holds epochs 1-1 of 3" in message and "from epoch 2" in message
+    assert message.strip().endswith("--resume") and "train.py --dataset synthetic" in message
     assert utils.load_checkpoint(str(tmp_path / "resumed" / "last.pth"))["epoch"] == 1
     monkeypatch.setattr(train, "train_one_epoch", real_epoch)
     run(tmp_path, *flags, "--resume", name="resumed")
