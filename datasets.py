@@ -1,7 +1,7 @@
 """Datasets of the study as 3x32x32 float tensors in [0, 1] with int labels.
 
 Real data is read from `<data-root>/<dataset>-<split>.npz` (uint8 `images` N,H,W,C and
-int64 `labels`; see ../shared/data/README.md). When a file is missing and downloads are
+int64 `labels`; see the README's "Data" section). When a file is missing and downloads are
 allowed, torchvision fetches the dataset once and the same file is written, so later runs
 read arrays directly. Data that cannot be had raises DatasetUnavailableError; nothing
 ever falls back to fake data. `synthetic` exists only when asked for by name.
@@ -187,7 +187,7 @@ def _sha256(path):
 
 def _how_to_provide(name, path):
     return (f"Put `{os.path.basename(path)}` (a numpy .npz with uint8 `images` N,H,W,C and "
-            f"int64 `labels` N; see ../shared/data/README.md) in the data root, "
+            f"int64 `labels` N; see the project README's \"Data\" section) in the data root, "
             f"or run once with downloads allowed (no --no-download) on a machine with internet.")
 
 

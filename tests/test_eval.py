@@ -129,16 +129,23 @@ def test_autoattack_is_at_least_as_strong_as_pgd(evaluated):
     assert result["robustness_sweep"]["autoattack"]["accuracy"] == result["autoattack_accuracy"]
 
 
-def test_our_autoattack_ensemble_is_the_librarys(digits_model):
+def test_our_autoattack_ensemble_is_the_librarys_with_the_papers_iterations(digits_model):
     import torchattacks
     model, _, _ = digits_model
     ours = [a for _, a in evaluate.autoattack_ensemble(model, 8 / 255, "standard", 10, 0)]
     theirs = torchattacks.AutoAttack(model, eps=8 / 255, version="standard", seed=0)._autoattack.attacks
     assert [type(a) for a in ours] == [type(a) for a in theirs]
     for a, b in zip(ours, theirs):
-        for attr in ("eps", "norm", "steps", "n_restarts", "loss", "n_queries", "n_target_classes",
+        for attr in ("eps", "norm", "n_restarts", "loss", "n_queries", "n_target_classes",
                      "multi_targeted", "seed"):
             assert getattr(a, attr, None) == getattr(b, attr, None), (type(a).__name__, attr)
+    # Croce & Hein's standard version: 100 iterations for APGD-CE, APGD-T and FAB-T
+    # (torchattacks.AutoAttack leaves them at 10), 9 target classes, 5,000 Square queries
+    assert [getattr(a, "steps", None) for a in ours] == [100, 100, 100, None]
+    assert [getattr(b, "steps", None) for b in theirs] == [10, 10, 10, None]
+    assert ours[1].n_target_classes == ours[2].n_target_classes == 9 and ours[3].n_queries == 5000
+    fast = evaluate.autoattack_ensemble(model, 8 / 255, "fast", 10, 0)
+    assert [name for name, _ in fast] == ["apgd-ce", "apgd-t"]
 
 
 def test_fab_runs_on_a_channels_last_model(digits_model):
