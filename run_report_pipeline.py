@@ -1,6 +1,6 @@
 """Regenerate the whole study: train the experiment matrix, evaluate it, write report/.
 
-    python run_report_pipeline.py --data-root ../shared/data --ablation-dataset cifar10
+    python run_report_pipeline.py --data-root ../shared/data
 
 Every run is the command a person would type (train.py / eval.py main(argv)), written into
 the report. Runs whose outputs are complete for the same command are skipped (--force redoes
@@ -26,6 +26,7 @@ import utils
 PROFILES = {
     # Synthetic data, tiny budgets: exercises the whole chain in about two minutes.
     "smoke": {
+        "no_download": True,  # a test-sized profile never pulls a dataset from the internet
         "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn",
                      "digits": "synthetic"},
         "standard": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02},
@@ -37,7 +38,8 @@ PROFILES = {
         "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05},
         "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 32, "umap_samples": 200, "pgd_iters_list": "1,2,5",
-                 "sweep_epsilons": "0,2/255,8/255,32/255"},
+                 "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 32,
+                 "autoattack_version": "fast"},
     },
     # Real data sized for a 2-core CPU: the whole matrix in under an hour. These schedules
     # underfit, so CIFAR-10 drops the colour jitter, and adversarial training attacks every
@@ -55,7 +57,8 @@ PROFILES = {
         "finetune": {"epochs": 5, "train_subset": 1000, "batch_size": 64, "lr": 0.05},
         "eval": {"max_batches": 4, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 256, "umap_samples": 2000, "pgd_iters_list": "1,2,5,10,20",
-                 "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255"},
+                 "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255",
+                 "autoattack_samples": 1000, "autoattack_version": "fast"},
     },
     # The study's long schedules, for a GPU (use --device cuda; --stem cifar is worth it there).
     "full": {
@@ -69,7 +72,8 @@ PROFILES = {
         "finetune": {"epochs": 20, "train_subset": 1000, "batch_size": 64, "lr": 0.05},
         "eval": {"max_batches": 40, "sweep_max_batches": 8, "iter_sweep_max_batches": 8,
                  "batch_size": 256, "umap_samples": 5000, "pgd_iters_list": "1,2,5,10,20,50,100",
-                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"},
+                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255",
+                 "autoattack_samples": 0, "autoattack_version": "standard"},
     },
 }
 
@@ -107,7 +111,7 @@ def build_matrix(args, profile):
     """The experiment matrix as an ordered list of runs (dependencies come first)."""
     ds, root, ck = profile["datasets"], args.data_root, args.checkpoints
     common = ["--seed", str(args.seed), "--device", args.device]
-    if args.no_download:
+    if args.no_download or profile.get("no_download"):
         common.append("--no-download")
     fast = ["--schedule", "onecycle", "--nesterov"]
     runs = []
@@ -125,12 +129,17 @@ def build_matrix(args, profile):
                 "--data-root", root, "--out", os.path.join(ck, "eval", name),
                 "--batch-size", str(e["batch_size"]), "--seed", str(args.seed),
                 "--device", args.device]
-        if args.no_download:
+        if args.no_download or profile.get("no_download"):
             argv.append("--no-download")
         # cost in training-image units: a forward pass ~0.3, an attack step ~0.8
         cost = 0.3 * 10000
         if components:
             argv += ["--components"] + components
+        if not components or "autoattack" in components:
+            argv += ["--autoattack-samples", str(e["autoattack_samples"]),
+                     "--autoattack-version", e["autoattack_version"]]
+            # APGD-CE's 100 steps on every image, APGD-T's 9 x 100 on the ~third left
+            cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
         if not components or "attacks" in components:
             argv += ["--max-batches", str(e["max_batches"]),
                      "--sweep-max-batches", str(e["sweep_max_batches"]),
@@ -181,6 +190,8 @@ def build_matrix(args, profile):
     train("cifar10_standard", "cifar10", "standard", cifar)
     train("cifar10_fgsm_at", "cifar10", "adversarial", cifar, adv_flags + ["--attack", "fgsm"],
           adv_iters=1)
+    train("cifar10_fgsm_rs_at", "cifar10", "adversarial", cifar,
+          adv_flags + ["--attack", "fgsm_rs"], adv_iters=1)
     train("cifar10_pgd_at", "cifar10", "adversarial", cifar, pgd_flags, adv_iters=adv["iters"])
     train("cifar10_circle", "cifar10", "adversarial", cifar, ["--circle-weight", "0.1"])
     train("cifar10_circle_pgd_at", "cifar10", "adversarial", cifar,
@@ -189,8 +200,9 @@ def build_matrix(args, profile):
     # Diagnostics: every component on the standard and PGD-trained models; attacks on the rest.
     for model in ("cifar10_standard", "cifar10_pgd_at"):
         evaluate(f"eval_{model}", model, cifar, "diagnostics")
-    for model in ("cifar10_fgsm_at", "cifar10_circle", "cifar10_circle_pgd_at"):
-        evaluate(f"eval_{model}", model, cifar, "robustness", components=["attacks"])
+    for model in ("cifar10_fgsm_at", "cifar10_fgsm_rs_at", "cifar10_circle",
+                  "cifar10_circle_pgd_at"):
+        evaluate(f"eval_{model}", model, cifar, "robustness", components=["attacks", "autoattack"])
     return runs
 
 
@@ -292,6 +304,19 @@ def _pct(value):
     return "not run" if value is None else f"{100 * value:.2f}"
 
 
+def _pm(value, ci95):
+    """An accuracy with half its 95% interval's width, in points: '27.3 ± 2.7'."""
+    if value is None:
+        return "not run"
+    if not ci95:
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} ± {100 * (ci95[1] - ci95[0]) / 2:.1f}"
+
+
+ROBUST_KEYS = ("clean_accuracy", "attack_subset_clean_accuracy", "fgsm_accuracy",
+               "pgd_accuracy", "noise_accuracy", "autoattack_accuracy")
+
+
 def _load_results(runs):
     """Numbers of every run, read only from the files train.py and eval.py wrote."""
     results = {}
@@ -363,19 +388,23 @@ def write_report(args, profile_name, runs, results, report_dir, wall_time):
     utils.save_csv(cross_rows, os.path.join(sum_dir, "cross_domain_summary.csv"))
 
     # --- robustness table
-    cifar_models = ["cifar10_standard", "cifar10_fgsm_at", "cifar10_pgd_at", "cifar10_circle",
-                    "cifar10_circle_pgd_at"]
+    cifar_models = ["cifar10_standard", "cifar10_fgsm_at", "cifar10_fgsm_rs_at", "cifar10_pgd_at",
+                    "cifar10_circle", "cifar10_circle_pgd_at"]
     robust_rows = []
     for model in cifar_models:
         e = res(f"eval_{model}")
         row = {"model": model, "status": "ok" if e else why(f"eval_{model}")}
         if e:
-            row.update({"clean_accuracy": e["clean_accuracy"],
-                        "attack_subset_clean": e["attack_subset_clean_accuracy"],
-                        "fgsm_accuracy": e["fgsm_accuracy"], "pgd_accuracy": e["pgd_accuracy"],
-                        "noise_accuracy": e["noise_accuracy"], "n_attacked": e["n_samples"]["attacks"],
+            row.update({key: e.get(key) for key in ROBUST_KEYS})
+            row.update({f"{key}_ci95": e.get(f"{key}_ci95") for key in ROBUST_KEYS})
+            row.update({"n_attacked": e["n_samples"]["attacks"],
+                        "n_autoattack": e.get("autoattack", {}).get("n"),
+                        "autoattack_version": e.get("autoattack", {}).get("version"),
+                        "autoattack_errors": "; ".join(
+                            f"{k}: {v}" for k, v in e.get("autoattack", {}).get("errors", {}).items()),
                         "eps": e["params"]["eps"], "pgd_iters": e["params"]["iters"],
-                        "sanity_checks_passed": all(e["sanity_checks"].values())})
+                        "sanity_checks_passed": sum(e["sanity_checks"].values()),
+                        "sanity_checks_run": len(e["sanity_checks"])})
         robust_rows.append(row)
     utils.save_csv(robust_rows, os.path.join(sum_dir, "robustness_summary.csv"))
 
@@ -483,16 +512,25 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
     ok = [r for r in robust_rows if r["status"] == "ok"]
     if ok:
         p = ok[0]
-        md.append(f"Accuracy at eps {p['eps'] * 255:.0f}/255 on a seeded random sample of "
-                  f"{p['n_attacked']} test images (PGD-{p['pgd_iters']} with random start; random "
-                  "noise is a ±eps sign pattern). Clean accuracy is on the whole test split.")
-    md += ["", _table(["model", "clean (%)", "clean, attacked subset (%)", "FGSM (%)", "PGD (%)",
-                       "noise (%)", "sanity checks"],
-                      [[r["model"]] + ([_pct(r["clean_accuracy"]), _pct(r["attack_subset_clean"]),
-                                        _pct(r["fgsm_accuracy"]), _pct(r["pgd_accuracy"]),
-                                        _pct(r["noise_accuracy"]),
-                                        "all passed" if r["sanity_checks_passed"] else "FAILED (see below)"]
-                                       if r["status"] == "ok" else [r["status"]] + [""] * 5)
+        md.append(f"Accuracy (%, ± half the 95% Wilson interval) at eps {p['eps'] * 255:.0f}/255 "
+                  f"on a seeded random sample of {p['n_attacked']} test images (PGD-{p['pgd_iters']} "
+                  "with random start; random noise is a ±eps sign pattern) and, for AutoAttack "
+                  f"({p['autoattack_version']} version, torchattacks), the first {p['n_autoattack']} "
+                  "images of the same sample. Clean accuracy is on the whole test split. AutoAttack "
+                  "is the number to trust; a PGD number well above it is a sign of gradient masking.")
+
+    def checks(r):
+        text = f"{r['sanity_checks_passed']} of {r['sanity_checks_run']} passed"
+        return text if r["sanity_checks_passed"] == r["sanity_checks_run"] else f"**{text}** (see below)"
+    md += ["", _table(["model", "clean", "clean, attacked subset", "FGSM", "PGD", "AutoAttack",
+                       "noise", "sanity checks"],
+                      [[r["model"]] + ([_pm(r[k], r[f"{k}_ci95"]) for k in ROBUST_KEYS[:4]]
+                                       + [_pm(r["autoattack_accuracy"], r["autoattack_accuracy_ci95"])
+                                          + (f" (incomplete: {r['autoattack_errors']})"
+                                             if r["autoattack_errors"] else ""),
+                                          _pm(r["noise_accuracy"], r["noise_accuracy_ci95"]),
+                                          checks(r)]
+                                       if r["status"] == "ok" else [r["status"]] + [""] * 6)
                        for r in robust_rows])]
     std, pgd = results.get("eval_cifar10_standard"), results.get("eval_cifar10_pgd_at")
     if std and pgd:
@@ -500,6 +538,9 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
                f"{_pct(std['pgd_accuracy'])}% to {_pct(pgd['pgd_accuracy'])}% "
                f"({100 * (pgd['pgd_accuracy'] - std['pgd_accuracy']):+.1f} points) at a clean-accuracy "
                f"cost of {100 * (std['clean_accuracy'] - pgd['clean_accuracy']):.1f} points."]
+        if "autoattack_accuracy" in std and "autoattack_accuracy" in pgd:
+            md[-1] += (f" Under AutoAttack: {_pm(std['autoattack_accuracy'], std['autoattack_accuracy_ci95'])}%"
+                       f" -> {_pm(pgd['autoattack_accuracy'], pgd['autoattack_accuracy_ci95'])}%.")
         epochs = {name: len(results[name]["history"]) for name in ("cifar10_standard", "cifar10_pgd_at")
                   if name in results}
         if len(set(epochs.values())) == 2:
@@ -573,6 +614,9 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
 
 # ----------------------------------------------------------------------------- main
 
+REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
@@ -582,12 +626,18 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
                    help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
-    p.add_argument("--ablation-dataset", choices=("svhn", "cifar10", "mnist"), default="svhn",
-                   help="dataset of the ablations (the study uses svhn)")
+    p.add_argument("--ablation-dataset", choices=("svhn", "cifar10", "mnist"), default="cifar10",
+                   help="dataset of the ablations (the study names svhn, which is not "
+                        "available offline)")
     p.add_argument("--pretrained-weights", default=None, metavar="PATH",
                    help="torchvision resnet18 ImageNet weights for the frozen-extractor rows")
-    p.add_argument("--checkpoints", default="checkpoints", help="where runs write")
-    p.add_argument("--report-dir", default="report", help="where the report goes")
+    p.add_argument("--checkpoints", default=None,
+                   help="where runs write (default: checkpoints/<profile>, so profiles never "
+                        "overwrite each other's runs)")
+    p.add_argument("--report-dir", default=None,
+                   help=f"where the report goes (default: report/ for the {REPORT_PROFILE} "
+                        "profile, which made the committed report; report/<profile>/ for the "
+                        "others, so they never overwrite it)")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN",
                    help="run only these runs (and report on everything on disk)")
     p.add_argument("--force", action="store_true", help="redo runs that are up to date")
@@ -596,6 +646,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="device of every run")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.checkpoints is None:
+        args.checkpoints = os.path.join("checkpoints", args.profile)
+    if args.report_dir is None:
+        args.report_dir = "report" if args.profile == REPORT_PROFILE else os.path.join("report", args.profile)
     return args
 
 

@@ -44,9 +44,12 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert "train.py --dataset synthetic" in by_run["cifar10_pgd_at"]["command"]
 
     robust = {r["model"]: r for r in _csv(report / "summary" / "robustness_summary.csv")}
-    assert set(robust) == {"cifar10_standard", "cifar10_fgsm_at", "cifar10_pgd_at",
-                           "cifar10_circle", "cifar10_circle_pgd_at"}
+    assert set(robust) == {"cifar10_standard", "cifar10_fgsm_at", "cifar10_fgsm_rs_at",
+                           "cifar10_pgd_at", "cifar10_circle", "cifar10_circle_pgd_at"}
     assert all(r["status"] == "ok" for r in robust.values())
+    for r in robust.values():  # AutoAttack beside PGD, every accuracy with its interval
+        low, high = json.loads(r["autoattack_accuracy_ci95"])
+        assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "32"
     cross = _csv(report / "summary" / "cross_domain_summary.csv")
     mnist_to_svhn = [r for r in cross if r["source"] == "mnist" and r["target"] == "svhn"][0]
     assert mnist_to_svhn["direct_status"].startswith("not run") and mnist_to_svhn["direct_accuracy"] == ""
@@ -54,6 +57,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
 
     text = (report / "REPORT.md").read_text()
     assert "SYNTHETIC DATA" in text and "not run: svhn" in text
+    assert "| AutoAttack |" in text and " ± " in text and " passed" in text
     assert "python train.py --dataset synthetic" in text and "git commit" in text
     summary = json.loads((report / "figures" / "metrics_summary.json").read_text())
     assert summary["runs"]["cifar10_standard"]["status"] == "done"
@@ -109,6 +113,18 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
     monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
     pipeline.execute(run, runs, force=False)
     assert seen and seen[0][-1] == "--resume"
+
+
+def test_profiles_write_where_they_cannot_overwrite_each_other():
+    smoke = pipeline.parse_args(["--profile", "smoke"])
+    quick = pipeline.parse_args([])
+    assert quick.report_dir == "report" and smoke.report_dir == os.path.join("report", "smoke")
+    assert quick.checkpoints == os.path.join("checkpoints", "quick")
+    assert smoke.checkpoints == os.path.join("checkpoints", "smoke")
+    assert quick.ablation_dataset == "cifar10"
+    # the smoke profile never downloads: every command it builds says so
+    for run in pipeline.build_matrix(smoke, pipeline.PROFILES["smoke"]):
+        assert "--no-download" in run.argv, run.name
 
 
 def test_unknown_run_names_are_rejected():
