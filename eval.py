@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 import time
 import warnings
 from contextlib import contextmanager
@@ -604,9 +605,9 @@ def main(argv=None):
     # sorted by class (the CIFAR-10 copy is), so the first N images would not be a sample.
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
     attack_loader = datasets.batch_loader(dataset, args.batch_size, sampler=order.tolist())
-    ctx = Context(model, dataset, attack_loader, order.tolist(), device, args,
-                  f"{args.name} on {info['description']} ({args.split})", info["class_names"],
-                  val_set)
+    title = textwrap.fill(f"{args.name} on {info['description']}, {args.split} split", 70)
+    ctx = Context(model, dataset, attack_loader, order.tolist(), device, args, title,
+                  info["class_names"], val_set)
     print(f"evaluating {args.checkpoint} on {info['description']} {args.split} "
           f"({len(dataset)} images) on {device}", flush=True)
 

@@ -139,8 +139,8 @@ def plot_prf1(precision, recall, f1, class_names, macro, path, title):
                label=f"{name} (macro {100 * macro[name]:.1f}%)")
     _class_axis(ax, class_names, "x")
     ax.set(title=f"{title}\nper-class precision, recall and F1", xlabel="class",
-           ylabel="score (%)", ylim=(0, 105))
-    ax.legend(loc="lower right", fontsize=8)
+           ylabel="score (%)", ylim=(0, 122), yticks=range(0, 101, 20))
+    ax.legend(loc="upper center", ncol=3, fontsize=8)  # in the band above 100%, over no bar
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
