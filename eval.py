@@ -370,31 +370,6 @@ def _pm(result, name):
     return f"{100 * acc:.1f} ± {100 * (high - low) / 2:.1f}%"
 
 
-class _ContiguousInputGrad(torch.nn.Module):
-    """The model, handing back input gradients in the standard (NCHW) memory layout.
-
-    Our models run channels-last, so their input gradients come back channels-last;
-    torchattacks' FAB calls .view() on them and fails ("view size is not compatible
-    with input tensor's size and stride"). The wrapper changes no number."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(_ContiguousGrad.apply(x))
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous()
-
-
 AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
 
 
@@ -426,8 +401,12 @@ def autoattack(ctx):
     accuracy after it stays an upper bound; nothing is dropped silently."""
     a = ctx.args
     n = len(ctx.dataset) if a.autoattack_samples == 0 else min(a.autoattack_samples, len(ctx.dataset))
+    # Standard (NCHW) layout, never channels-last: torchattacks 3.5.1's FAB .view()s the
+    # input gradient, which keeps a channels-last input's layout, and fails ("view size is
+    # not compatible with input tensor's size and stride"). The model may be channels-last.
     x_all, y_all = ctx.dataset[ctx.order[:n]]
-    model = _ContiguousInputGrad(ctx.model).eval()
+    x_all = x_all.contiguous()
+    model = ctx.model.eval()
     start = time.time()
     robust = torch.zeros(n, dtype=torch.bool)
     pgd_correct = 0

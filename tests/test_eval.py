@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import attacks
+import datasets
 import eval as evaluate
 import metrics
 import utils
@@ -148,22 +149,29 @@ def test_our_autoattack_ensemble_is_the_librarys_with_the_papers_iterations(digi
     assert [name for name, _ in fast] == ["apgd-ce", "apgd-t"]
 
 
-def test_fab_runs_on_a_channels_last_model(digits_model):
-    # torchattacks 3.5.1's FAB .view()s the input gradient, which a channels-last model
-    # returns channels-last: "view size is not compatible with input tensor's size and stride"
+def test_fab_runs_in_the_standard_ensemble(digits_model, tmp_path, monkeypatch):
+    # torchattacks 3.5.1's FAB .view()s the input gradient, which keeps a channels-last
+    # input's layout: "view size is not compatible with input tensor's size and stride".
+    # eval.py hands AutoAttack standard-layout inputs, so all four attacks run.
     import torchattacks
-    model, _, _ = digits_model
-    model = model.to(memory_format=torch.channels_last).eval()
-    x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
-    fab = torchattacks.FAB(model, eps=8 / 255, multi_targeted=True, n_classes=10, steps=3, seed=0)
+    model, _, run_dir = digits_model
+    x, y = datasets.build_eval_split("digits", "test")[0][list(range(0, 497, 10))]
+    fab = torchattacks.FAB(model.eval(), eps=16 / 255, multi_targeted=True, n_classes=10,
+                           steps=20, seed=0)
     with pytest.raises(RuntimeError, match="view size is not compatible"):
-        fab(x, y)
-    wrapped = evaluate._ContiguousInputGrad(model)
-    fab = torchattacks.FAB(wrapped, eps=8 / 255, multi_targeted=True, n_classes=10, steps=3, seed=0)
-    x_adv = fab(x, y)
-    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
-    with torch.no_grad():
-        torch.testing.assert_close(wrapped(x), model(x))
+        fab(x.contiguous(memory_format=torch.channels_last), y)
+    assert (fab(x, y) - x).abs().max() <= 16 / 255 + 1e-6
+    # eval.py's own path, with FAB-T alone and fewer iterations to keep the test short
+    monkeypatch.setitem(evaluate.AUTOATTACK_VERSIONS, "standard", ("fab-t",))
+    monkeypatch.setattr(evaluate, "AUTOATTACK_STEPS", 20)
+    result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
+                            "--out", str(tmp_path / "aa"), "--components", "autoattack",
+                            "--autoattack-version", "standard", "--autoattack-samples", "24",
+                            "--eps", "16/255", "--batch-size", "64"])
+    aa = result["autoattack"]
+    assert aa["complete"] and not aa["errors"], aa["errors"]
+    assert list(aa["per_attack"]) == ["clean", "fab-t"]
+    assert aa["per_attack"]["fab-t"] < aa["per_attack"]["clean"]  # FAB really attacked
 
 
 def test_the_validation_split_is_the_one_training_carved():
