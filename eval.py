@@ -365,9 +365,8 @@ def attacks_at_eps(ctx):
 
 
 def _pm(result, name):
-    """'27.3 ± 2.7%': an accuracy with half the width of its 95% interval."""
-    acc, (low, high) = result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]
-    return f"{100 * acc:.1f} ± {100 * (high - low) / 2:.1f}%"
+    """'27.3 ± 2.7%': the accuracy `name` of `result` with its interval."""
+    return utils.plus_minus(result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]) + "%"
 
 
 AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version

@@ -310,7 +310,7 @@ def _pm(value, ci95):
         return "not run"
     if not ci95:
         return f"{100 * value:.1f}"
-    return f"{100 * value:.1f} ± {100 * (ci95[1] - ci95[0]) / 2:.1f}"
+    return utils.plus_minus(value, ci95)
 
 
 ROBUST_KEYS = ("clean_accuracy", "attack_subset_clean_accuracy", "fgsm_accuracy",

@@ -222,6 +222,12 @@ def environment_info():
     }
 
 
+def plus_minus(value, ci95):
+    """'27.3 ± 2.7': a fraction in percent with half the width of its 95% interval, as the
+    logs and the report print every accuracy."""
+    return f"{100 * value:.1f} ± {100 * (ci95[1] - ci95[0]) / 2:.1f}"
+
+
 def command_line(script, argv):
     import shlex
     return " ".join(["python", script] + [shlex.quote(a) for a in argv])
