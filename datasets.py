@@ -15,26 +15,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("svhn", "mnist", "cifar10", "digits", "synthetic")
-REAL_DATASETS = ("svhn", "mnist", "cifar10", "digits")
-DIGIT_DATASETS = ("svhn", "mnist", "digits")
+DATASETS = ("svhn", "mnist", "usps", "mnistm", "cifar10", "digits", "synthetic")
+REAL_DATASETS = ("svhn", "mnist", "usps", "mnistm", "cifar10", "digits")
+DIGIT_DATASETS = ("mnist", "usps", "digits", "mnistm", "svhn")  # the transfer domains
+
+# How a digit lands in the 32x32 frame. "mnist" (the default) is MNIST's own convention
+# for every digit dataset: the digit in a ~20-pixel box, centred, with margin. MNIST (28x28,
+# digit in a 20x20 box) is zero-padded; USPS and scikit-learn digits, whose digits fill their
+# 16x16 and 8x8 frames, are scaled to 20x20 and then padded. "fill" scales each dataset's own
+# frame to 32x32, so USPS and scikit-learn digits fill it (MNIST's digit grows to ~23 px).
+# 32x32 datasets (CIFAR-10, SVHN, MNIST-M, synthetic) are the same under both.
+FRAMINGS = ("mnist", "fill")
+DIGIT_BOX = 20
 
 CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
                 "dog", "frog", "horse", "ship", "truck"),
-    **{name: tuple(str(i) for i in range(10)) for name in ("svhn", "mnist", "digits")},
+    **{name: tuple(str(i) for i in range(10)) for name in DIGIT_DATASETS},
     "synthetic": tuple(f"pattern{i}" for i in range(10)),
 }
 
-# Per-channel mean/std of each train split as this module delivers it (after MNIST
-# padding to 32x32 and 3 channels, digits upscaling). tests/test_datasets.py recomputes
+# Per-channel mean/std of each train split as this module delivers it (3 channels, 32x32,
+# default "mnist" framing). tests/test_datasets.py recomputes
 # them from the data. SVHN's are the published statistics of its train split; SVHN cannot
 # be checked on machines without the data.
 NORM_STATS = {
     "cifar10": ((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)),
     "mnist": ((0.1000, 0.1000, 0.1000), (0.2752, 0.2752, 0.2752)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "digits": ((0.3052, 0.3052, 0.3052), (0.3236, 0.3236, 0.3236)),
+    "digits": ((0.1193, 0.1193, 0.1193), (0.2514, 0.2514, 0.2514)),
+    "usps": ((0.0993, 0.0993, 0.0993), (0.2520, 0.2520, 0.2520)),
+    "mnistm": ((0.4774, 0.4737, 0.4467), (0.2489, 0.2467, 0.2637)),
     "synthetic": ((0.4986, 0.5055, 0.5009), (0.2049, 0.2028, 0.2073)),
 }
 
@@ -45,6 +56,8 @@ AUGMENT = {
     "svhn": {"pad": 4, "flip": False, "jitter": 0.0},
     "mnist": {"pad": 2, "flip": False, "jitter": 0.0},
     "digits": {"pad": 2, "flip": False, "jitter": 0.0},
+    "usps": {"pad": 2, "flip": False, "jitter": 0.0},
+    "mnistm": {"pad": 2, "flip": False, "jitter": 0.0},
     "synthetic": {"pad": 2, "flip": False, "jitter": 0.0},
 }
 
@@ -54,6 +67,8 @@ KNOWN_FILES = {
     "70e4ac07061418e21d1d1b862caaf926b5ee04c948a8753583ea90475436c42f": "CIFAR-10 (JPEG q75 copy)",
     "18bec0c3df52ba9179dbdd3f6fc2463fb18bbf1441c2984acde287dcb40162d0": "MNIST (pixel-exact)",
     "e9689ea30ab7f74fe116e3e2be85aac5b985f5b4a38e697fae60d53479b02e4f": "MNIST (pixel-exact)",
+    "747b5423852d0731c696bfa06ac91e036747a513e932f46d964a50dca6c546a4": "USPS (Hull 1994), 7,291/2,007 split",
+    "ba03bdd5fbe78c83f6c2b2730a68339d124db364f01f89723723ace99bad3ae9": "USPS (Hull 1994), 7,291/2,007 split",
 }
 
 DIGITS_TEST_SIZE = 497  # of scikit-learn's 1,797 digits; the rest (1,300) is train
@@ -221,6 +236,8 @@ def load_arrays(name, split, data_root="data", download=True):
         return _synthetic_arrays(split)
 
     path = os.path.join(data_root, f"{name}-{split}.npz")
+    if name == "mnistm" and not os.path.exists(path):
+        path = _mnistm_file(split, data_root, download)
     if not os.path.exists(path):
         if not download:
             raise DatasetUnavailableError(
@@ -261,22 +278,80 @@ def load_arrays(name, split, data_root="data", download=True):
     return images, labels, provenance
 
 
+MNISTM_SEED = 0
+MNISTM_TEST_BACKGROUNDS = 10000  # CIFAR-10 train images kept apart for the test split
+
+
+def build_mnistm(digits, backgrounds, seed):
+    """MNIST-M as Ganin & Lempitsky (2015) build it: each digit blended over a colour
+    photo, per channel |background - digit|, so strokes invert the photo's colours.
+
+    `digits`: uint8 (N, 32, 32) MNIST digits framed in 32x32; `backgrounds`: uint8
+    (M, 32, 32, 3) photos. Each digit gets a photo drawn with replacement (and a random
+    horizontal flip) from a generator seeded with `seed`. The paper crops BSDS500 photos;
+    a CIFAR-10 image is already a 32x32 crop of a photo, our frame's size.
+    """
+    rng = np.random.default_rng(seed)
+    choice = rng.integers(0, len(backgrounds), len(digits))
+    flip = rng.random(len(digits)) < 0.5
+    out = np.empty((len(digits), 32, 32, 3), np.uint8)
+    for start in range(0, len(digits), 10000):  # bounded memory for int16 arithmetic
+        end = start + 10000
+        bg = backgrounds[choice[start:end]].astype(np.int16)
+        bg[flip[start:end]] = bg[flip[start:end], :, ::-1]
+        out[start:end] = np.abs(bg - digits[start:end, :, :, None].astype(np.int16))
+    return out
+
+
+def cache_dir(data_root):
+    """Where derived datasets (MNIST-M) are written: the data root if it is writable,
+    else a user cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.access(data_root, os.W_OK):
+        return data_root
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "cnn-robustness-study", "data")
+
+
+def _mnistm_file(split, data_root, download):
+    """Path of mnistm-<split>.npz, built once from MNIST and CIFAR-10 if no copy exists."""
+    path = os.path.join(cache_dir(data_root), f"mnistm-{split}.npz")
+    if os.path.exists(path):
+        return path
+    try:
+        digits, labels, mnist = load_arrays("mnist", split, data_root, download)
+        photos, _, cifar = load_arrays("cifar10", "train", data_root, download)
+    except DatasetUnavailableError as exc:
+        raise DatasetUnavailableError(
+            f"mnistm ({split}) is built from MNIST and CIFAR-10, and one is missing: {exc}") from exc
+    # disjoint photo pools: the test split's backgrounds are never seen in training
+    order = np.random.default_rng(MNISTM_SEED).permutation(len(photos))
+    pool = order[:-MNISTM_TEST_BACKGROUNDS] if split == "train" else order[-MNISTM_TEST_BACKGROUNDS:]
+    images = build_mnistm(to_chw32(digits)[:, 0].numpy(), photos[pool],
+                          seed=[MNISTM_SEED, split == "test"])
+    provenance = (f"MNIST-M construction (Ganin & Lempitsky 2015) with CIFAR-10 backgrounds: MNIST "
+                  f"{split} digits (sha256 {mnist['sha256'][:12]}) blended |photo - digit| over "
+                  f"{len(pool):,} CIFAR-10 train photos (sha256 {cifar['sha256'][:12]}), seed {MNISTM_SEED}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez_compressed(tmp, images=images, labels=labels, provenance=np.array(provenance))
+    os.replace(tmp, path)
+    print(f"built {path} ({len(labels):,} images): {provenance}", flush=True)
+    return path
+
+
 def _digits_arrays(split):
-    """scikit-learn's bundled 8x8 digits, upscaled to 32x32 with a fixed split."""
+    """scikit-learn's bundled 8x8 digits (framed into 32x32 by to_chw32), fixed split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    images = np.round(digits.images[..., None] * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
     labels = digits.target.astype(np.int64)
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_SIZE,
                                            stratify=labels, random_state=0)
     idx = idx_train if split == "train" else idx_test
     provenance = {"dataset": "digits", "split": split, "n": int(len(idx)),
-                  "description": "scikit-learn 8x8 digits, bilinear upscaled to 32x32 "
-                                 "(fixed stratified split, seed 0)"}
+                  "description": "scikit-learn 8x8 digits (fixed stratified split, seed 0)"}
     return images[idx], labels[idx], provenance
 
 
@@ -295,18 +370,28 @@ def _synthetic_arrays(split):
     return images, labels.numpy().astype(np.int64), provenance
 
 
-def to_chw32(images):
-    """uint8 N,H,W,C -> uint8 tensor N,C,32,32 (28x28 MNIST is zero-padded, not resized)."""
+def to_chw32(images, framing="mnist"):
+    """uint8 N,H,W,C -> uint8 tensor N,C,32,32, framed as FRAMINGS describes."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-    h, w = x.shape[-2:]
-    if (h, w) != (32, 32):
-        if h > 32 or w > 32:
-            raise ValueError(f"images of {h}x{w} are larger than 32x32")
-        top, left = (32 - h) // 2, (32 - w) // 2
-        x = F.pad(x, (left, 32 - w - left, top, 32 - h - top))
     if x.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {x.shape[1]}")
-    return x
+    h, w = x.shape[-2:]
+    if h > 32 or w > 32:
+        raise ValueError(f"images of {h}x{w} are larger than 32x32")
+    if framing == "fill" and (h, w) != (32, 32):
+        return _resize(x, 32)
+    if h < DIGIT_BOX and w < DIGIT_BOX:  # a digit that fills its small frame: into MNIST's box
+        x, h, w = _resize(x, DIGIT_BOX), DIGIT_BOX, DIGIT_BOX
+    top, left = (32 - h) // 2, (32 - w) // 2
+    return F.pad(x, (left, 32 - w - left, top, 32 - h - top))
+
+
+def _resize(x, size):
+    """Bilinear upscaling of uint8 images to size x size."""
+    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def default_val_size(n_train):
@@ -314,10 +399,11 @@ def default_val_size(n_train):
 
 
 def build_splits(name, data_root="data", download=True, val_size=None, train_subset=None,
-                 augment=True, seed=0, jitter=None):
+                 augment=True, seed=0, jitter=None, framing="mnist"):
     """Train (augmented if asked) / validation (carved from train) / test datasets.
 
-    `jitter` overrides the dataset's colour-jitter strength (None keeps AUGMENT's); only
+    `framing` places small digits in the 32x32 frame (see FRAMINGS). `jitter` overrides
+    the dataset's colour-jitter strength (None keeps AUGMENT's); only
     datasets whose AUGMENT entry flips (the natural-image ones) accept a non-zero value.
 
     The validation split is a seeded, stratified draw from the train file, so the
@@ -348,15 +434,15 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
         rng = np.random.default_rng(seed)
         train_idx = np.sort(rng.choice(train_idx, size=train_subset, replace=False))
 
-    all_images = to_chw32(images)
+    all_images = to_chw32(images, framing)
     all_labels = torch.from_numpy(labels)
     splits = Splits(
         train=ArrayDataset(all_images[train_idx], all_labels[train_idx], name, aug),
         val=ArrayDataset(all_images[val_idx], all_labels[val_idx], name),
-        test=ArrayDataset(to_chw32(test_images), torch.from_numpy(test_labels), name),
+        test=ArrayDataset(to_chw32(test_images, framing), torch.from_numpy(test_labels), name),
     )
     splits.info = {
-        **_info(name, [prov_train, prov_test]),
+        **_info(name, [prov_train, prov_test], framing),
         "mean": list(NORM_STATS[name][0]), "std": list(NORM_STATS[name][1]),
         "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_labels)},
         "split": {"seed": seed, "val_size": val_size, "train_subset": train_subset},
@@ -365,18 +451,27 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     return splits
 
 
-def _info(name, files):
-    """What every output says about the data: the dataset, its provenance, its classes."""
-    return {"dataset": name, "synthetic": name == "synthetic",
-            "description": files[0]["description"], "class_names": list(CLASS_NAMES[name]),
-            "files": files}
+FRAMING_TEXT = {"mnist": "digit in a 20-px box centred in 32x32", "fill": "frame scaled to fill 32x32"}
+FRAMED = ("mnist", "usps", "digits")  # the datasets whose frame is smaller than 32x32
 
 
-def build_eval_split(name, split="test", data_root="data", download=True, val_size=None, seed=0):
+def _info(name, files, framing):
+    """What every output says about the data: the dataset, its provenance, its framing, its
+    classes."""
+    description = files[0]["description"]
+    if name in FRAMED:
+        description += f"; {FRAMING_TEXT[framing]}"
+    return {"dataset": name, "synthetic": name == "synthetic", "description": description,
+            "framing": framing, "class_names": list(CLASS_NAMES[name]), "files": files}
+
+
+def build_eval_split(name, split="test", data_root="data", download=True, val_size=None, seed=0,
+                     framing="mnist"):
     """One unaugmented split ('train', 'val' or 'test') for evaluation."""
     if split in ("train", "val"):
         splits = build_splits(name, data_root, download, val_size=val_size, augment=False,
-                              seed=seed)
+                              seed=seed, framing=framing)
         return getattr(splits, split), splits.info
     images, labels, prov = load_arrays(name, "test", data_root, download)
-    return ArrayDataset(to_chw32(images), torch.from_numpy(labels), name), _info(name, [prov])
+    dataset = ArrayDataset(to_chw32(images, framing), torch.from_numpy(labels), name)
+    return dataset, _info(name, [prov], framing)

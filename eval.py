@@ -63,6 +63,9 @@ def build_parser():
     p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
                    help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
+    p.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
+                   help="how small digits (USPS, scikit-learn digits) sit in the 32x32 frame: "
+                        "mnist = in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
     p.add_argument("--split", choices=("test", "val", "train"), default="test",
                    help="split to evaluate (val is carved from train as in training)")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.metrics.json, PREFIX.*.png")
@@ -567,9 +570,9 @@ def main(argv=None):
     download = not args.no_download
     try:
         dataset, info = datasets.build_eval_split(args.dataset, args.split, args.data_root,
-                                                  download, val_size, split_seed)
+                                                  download, val_size, split_seed, args.framing)
         val_set = (datasets.build_eval_split(args.dataset, "val", args.data_root, download,
-                                             val_size, split_seed)[0]
+                                             val_size, split_seed, args.framing)[0]
                    if "calibration" in args.components else None)
     except (datasets.DatasetUnavailableError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")

@@ -52,6 +52,9 @@ def build_parser():
                    help="CIFAR-10 brightness/contrast/saturation jitter: factors drawn from "
                         "[1-S, 1+S] (default: the dataset's, "
                         f"{datasets.AUGMENT['cifar10']['jitter']:g} for cifar10)")
+    d.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
+                   help="how small digits (USPS, scikit-learn digits) sit in the 32x32 frame: "
+                        "mnist = in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
     d.add_argument("--train-subset", type=utils.positive_int, default=None,
                    help="train on a seeded subset of N images (default: all)")
     d.add_argument("--val-size", type=utils.positive_int, default=None,
@@ -502,7 +505,7 @@ def fit(args, argv, device, dist=None):
     try:
         splits = datasets.build_splits(args.dataset, args.data_root, not args.no_download,
                                        args.val_size, args.train_subset, args.augment, args.seed,
-                                       args.color_jitter)
+                                       args.color_jitter, args.framing)
         model, model_args = build_model(args, splits.info)
     except (datasets.DatasetUnavailableError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")

@@ -20,10 +20,21 @@ def test_normalization_stats_match_the_train_split(name):
     torch.testing.assert_close(std, torch.tensor(datasets.NORM_STATS[name][1]), atol=2e-4, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def own_root(data_root, tmp_path_factory):
+    """A writable data root holding links to the real files, so MNIST-M is built and cached
+    there (never in the shared data folder)."""
+    root = tmp_path_factory.mktemp("data")
+    for name in os.listdir(data_root):
+        if name.endswith(".npz") and not name.startswith("mnistm"):
+            os.symlink(os.path.abspath(os.path.join(data_root, name)), root / name)
+    return str(root)
+
+
 @pytest.mark.real_data
-@pytest.mark.parametrize("name", ["mnist", "cifar10"])
-def test_normalization_stats_match_the_real_train_split(name, data_root):
-    mean, std = _stats(name, data_root)
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "usps", "mnistm"])
+def test_normalization_stats_match_the_real_train_split(name, own_root):
+    mean, std = _stats(name, own_root)
     torch.testing.assert_close(mean, torch.tensor(datasets.NORM_STATS[name][0]), atol=2e-4, rtol=0)
     torch.testing.assert_close(std, torch.tensor(datasets.NORM_STATS[name][1]), atol=2e-4, rtol=0)
 
@@ -74,6 +85,83 @@ def test_mnist_style_images_are_padded_to_32_and_three_channels():
     ds = datasets.ArrayDataset(x, torch.zeros(5, dtype=torch.long), "mnist")
     batch, _ = ds[[0, 1]]
     assert batch.shape == (2, 3, 32, 32) and torch.equal(batch[:, 0], batch[:, 2])
+
+
+def test_framing_puts_small_digits_in_mnists_box_or_fills_the_frame():
+    usps_like = np.full((2, 16, 16, 1), 255, np.uint8)  # a digit that fills its 16x16 frame
+    boxed = datasets.to_chw32(usps_like)
+    assert boxed.shape == (2, 1, 32, 32)
+    rows = torch.nonzero(boxed[0, 0].sum(1)).flatten()
+    cols = torch.nonzero(boxed[0, 0].sum(0)).flatten()
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (6, 25, 6, 25)  # 20 px, centred
+    filled = datasets.to_chw32(usps_like, "fill")
+    assert bool((filled == 255).all())
+    eight = np.zeros((1, 8, 8, 1), np.uint8)
+    eight[0, 2:6, 3:5] = 200
+    assert datasets.to_chw32(eight)[0, 0, :6].sum() == 0  # sklearn digits get the same margin
+    photo = np.random.randint(0, 256, (1, 32, 32, 3), dtype=np.uint8)  # 32x32 is left alone
+    for framing in datasets.FRAMINGS:
+        assert torch.equal(datasets.to_chw32(photo, framing)[0], torch.from_numpy(photo[0]).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="framing"):
+        datasets.to_chw32(photo, "stretch")
+
+
+@pytest.mark.real_data
+def test_usps_loads_framed_like_mnist_with_its_provenance(own_root):
+    splits = datasets.build_splits("usps", own_root, download=False)
+    assert splits.info["sizes"] == {"train": 6562, "val": 729, "test": 2007}
+    assert splits.info["description"].startswith("USPS (Hull 1994)")
+    assert "20-px box" in splits.info["description"] and splits.info["framing"] == "mnist"
+    counts = torch.bincount(torch.cat([splits.train.labels, splits.val.labels]), minlength=10)
+    assert counts.tolist() == [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]  # README's
+    x, y = splits.test[list(range(64))]
+    assert x.shape == (64, 3, 32, 32) and 0 <= x.min() and x.max() == 1.0
+    assert x[:, :, :6].sum() == 0 and x[:, :, 26:].sum() == 0  # the margin of MNIST's framing
+    filled = datasets.build_eval_split("usps", "test", own_root, False, framing="fill")
+    assert filled[0].images[:, :, :6].sum() > 0 and "fill 32x32" in filled[1]["description"]
+
+
+@pytest.mark.real_data
+def test_mnistm_is_mnist_blended_over_cifar10_photos(own_root):
+    images, labels, prov = datasets.load_arrays("mnistm", "test", own_root, download=False)
+    _, mnist_labels, _ = datasets.load_arrays("mnist", "test", own_root, download=False)
+    assert images.shape == (10000, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(labels, mnist_labels)  # MNIST's labels, in MNIST's order
+    assert "MNIST-M construction" in prov["description"] and "CIFAR-10" in prov["description"]
+    assert prov["path"] == os.path.join(own_root, "mnistm-test.npz")  # cached beside the data
+    # coloured: the channels differ (a grey image would have R == G == B)
+    assert np.abs(images[..., 0].astype(int) - images[..., 1]).mean() > 5
+    # each image is |photo - digit| for one CIFAR-10 train photo (perhaps mirrored)
+    digits = datasets.to_chw32(datasets.load_arrays("mnist", "test", own_root, False)[0])[:, 0].numpy()
+    photos, _, _ = datasets.load_arrays("cifar10", "train", own_root, download=False)
+    for i in range(3):
+        background = digits[i] == 0
+        candidates = np.concatenate([photos, photos[:, :, ::-1]])
+        match = (candidates[:, background] == images[i][background]).all(axis=(1, 2))
+        assert match.any()
+        photo = candidates[np.argmax(match)].astype(int)
+        assert np.array_equal(images[i], np.abs(photo - digits[i][..., None]))
+    # deterministic: rebuilding from the same files gives the same images
+    os.remove(prov["path"])
+    again, _, _ = datasets.load_arrays("mnistm", "test", own_root, download=False)
+    assert np.array_equal(again, images)
+
+
+def test_mnistm_names_what_is_missing_and_caches_outside_a_read_only_root(tmp_path, monkeypatch):
+    with pytest.raises(datasets.DatasetUnavailableError, match="built from MNIST and CIFAR-10") as err:
+        datasets.load_arrays("mnistm", "test", str(tmp_path), download=False)
+    assert "mnist-test.npz" in str(err.value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.os, "access", lambda path, mode: False)
+    assert datasets.cache_dir(str(tmp_path)).startswith(str(tmp_path / "cache"))
+
+
+def test_mnistm_construction_is_seeded():
+    digits = np.random.default_rng(0).integers(0, 256, (50, 32, 32), dtype=np.uint8)
+    photos = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    a = datasets.build_mnistm(digits, photos, seed=3)
+    assert np.array_equal(a, datasets.build_mnistm(digits, photos, seed=3))
+    assert not np.array_equal(a, datasets.build_mnistm(digits, photos, seed=4))
 
 
 def test_augmentation_crops_and_flips_only_where_label_preserving():
@@ -150,6 +238,30 @@ def test_svhn_fixture_loads_through_the_real_path(tmp_path):
     assert datasets.build_splits("svhn", str(tmp_path), jitter=0.0).info["augment"]["jitter"] == 0
     with pytest.raises(ValueError, match="cifar10 only"):
         datasets.build_splits("svhn", str(tmp_path), download=False, jitter=0.1)
+
+
+def test_svhn_mat_files_convert_to_pixels_and_labels(tmp_path, monkeypatch):
+    """SVHN's real layout, as torchvision finds it: X is 32x32x3xN uint8, y is Nx1 with 10
+    standing for the digit 0. Only torchvision's checksum is bypassed."""
+    import scipy.io
+    import torchvision
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 32, 3, 12), dtype=np.uint8)
+    digits = np.array([10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3])
+    raw = tmp_path / "torchvision"
+    raw.mkdir()
+    scipy.io.savemat(raw / "test_32x32.mat", {"X": x, "y": digits[:, None].astype(np.uint8)})
+    for module in (torchvision.datasets.utils, torchvision.datasets.svhn):  # no md5 of the real file
+        monkeypatch.setattr(module, "check_integrity", lambda *args, **kwargs: True)
+    images, labels, prov = datasets.load_arrays("svhn", "test", str(tmp_path), download=True)
+    assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images[5], x[:, :, :, 5])  # image i is X[:, :, :, i], rows first
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 3]  # 10 is the digit 0
+    assert prov["description"] == "svhn downloaded by torchvision"
+    split = datasets.build_eval_split("svhn", "test", str(tmp_path), download=False)[0]
+    batch, y = split[[5]]
+    assert torch.equal(batch[0], torch.from_numpy(x[:, :, :, 5]).permute(2, 0, 1).float() / 255)
 
 
 def test_bad_files_are_rejected_with_their_path(tmp_path):
