@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import attacks
 import datasets
+import metrics
 import utils
 from losses import CircleLoss, LabelSmoothingCrossEntropy
 from models import load_torchvision_weights, resnet18
@@ -610,7 +611,9 @@ def fit(args, argv, device, dist=None):
     test_loss, test_acc = utils.evaluate(best, datasets.batch_loader(splits.test, 512), device)
     # the first of equal scores, as is_best keeps it
     best_row = max(history, key=lambda h: selection_score(h, args.select_by))
-    final = {"test_accuracy": test_acc, "test_loss": test_loss, "selected_by": args.select_by,
+    final = {"test_accuracy": test_acc, "test_loss": test_loss,
+             "test_accuracy_ci95": metrics.wilson_ci(round(test_acc * len(splits.test)), len(splits.test)),
+             "selected_by": args.select_by,
              "best_epoch": best_row["epoch"], "best_val_acc": best_row["val_acc"],
              **({"best_val_pgd_acc": best_row["val_pgd_acc"]} if "val_pgd_acc" in best_row else {}),
              "robust_collapse_epochs": [h["epoch"] for h in history if h.get("robust_collapse")],
