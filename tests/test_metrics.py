@@ -138,6 +138,9 @@ def test_a_check_fails_on_evidence_not_on_a_samples_luck():
     # PGD 1 point above FGSM on 100 images is noise; 10 points on 1,000 is not
     assert _checks(pgd=0.31, fgsm=0.30, n=100)["pgd_le_fgsm_le_clean"]
     assert not _checks(pgd=0.40, fgsm=0.30, n=1000)["pgd_le_fgsm_le_clean"]
+    # PGD 5 of 64 images above AutoAttack is within noise of the 5-point bound; 70 of 1,000 is not
+    assert _checks(autoattack={"accuracy": 24 / 64, "pgd_accuracy": 29 / 64, "n": 64})["pgd_overestimate"]
+    assert not _checks(autoattack={"accuracy": 0.30, "pgd_accuracy": 0.37, "n": 1000})["pgd_overestimate"]
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (273, 1000), (1, 2)])
