@@ -5,7 +5,7 @@
 
 The model is rebuilt from the checkpoint alone, and may be evaluated on any dataset
 (e.g. an SVHN model on MNIST). Writes PREFIX.metrics.json (every number, plus attack
-sanity checks) and one PREFIX.<component>.png per figure.
+sanity checks) and one PREFIX.<figure>.png per figure (named as in the report).
 """
 
 import argparse
@@ -72,7 +72,10 @@ def build_parser():
     p.add_argument("--name", default=None,
                    help="model name for titles (default: the checkpoint's folder name)")
     p.add_argument("--components", nargs="+", choices=COMPONENTS, default=list(COMPONENTS),
-                   help="components to run (default: all)")
+                   metavar="NAME",
+                   help="components to run, each writing PREFIX.<figure>.png: " + "; ".join(
+                       f"{name}: {', '.join(f.removesuffix('.png') for f in files) or 'numbers only'}"
+                       for name, files in COMPONENT_FILES.items()) + " (default: all)")
     p.add_argument("--batch-size", type=utils.positive_int, default=256, help="evaluation batch size")
     p.add_argument("--eps", type=utils.pixel_value, default=8 / 255,
                    help="attack radius, pixel units (default: 8/255)")
@@ -238,7 +241,7 @@ def feature_projection(ctx):
         points = PCA(n_components=2, random_state=ctx.args.seed).fit_transform(feats)
         method, error = "PCA (UMAP failed)", f"{type(exc).__name__}: {exc}"
         print(f"WARNING: UMAP failed ({error}); the projection uses PCA", flush=True)
-    plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.path("umap.png"),
+    plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.path("umap_features.png"),
                                   ctx.title)
     return {"feature_projection": {"method": method, "error": error}}, {"umap": len(labels)}
 
@@ -278,7 +281,7 @@ def sample_grid(ctx):
     with torch.no_grad():
         preds = {k: ctx.model(v).argmax(1).tolist() for k, v in rows.items()}
     plots.plot_sample_grid({k: v.cpu() for k, v in rows.items()}, y.tolist(), preds,
-                           ctx.class_names, ctx.path("grid.png"), ctx.title)
+                           ctx.class_names, ctx.path("adv_examples.png"), ctx.title)
     return {}, {"grid": len(y)}
 
 
@@ -286,9 +289,9 @@ def confusion(ctx):
     """Component 4: row-normalized confusion matrix and per-class accuracy."""
     report = ctx.report
     plots.plot_confusion(report["confusion_matrix_normalized"], ctx.class_names,
-                         ctx.path("confusion.png"), ctx.title)
+                         ctx.path("confusion_matrix.png"), ctx.title)
     plots.plot_per_class_accuracy(report["per_class_accuracy"], ctx.class_names,
-                                  ctx.pred["correct"].mean(), ctx.path("per_class.png"), ctx.title)
+                                  ctx.pred["correct"].mean(), ctx.path("per_class_accuracy.png"), ctx.title)
     cm = report["confusion_matrix"]
     return {"confusion_matrix": cm.tolist(),
             "per_class_accuracy": report["per_class_accuracy"].tolist(),
@@ -303,7 +306,7 @@ def precision_recall_f1(ctx):
     macro = {"precision": report["macro_precision"], "recall": report["macro_recall"],
              "F1": report["macro_f1"]}
     plots.plot_prf1(report["precision"], report["recall"], report["f1"], ctx.class_names, macro,
-                    ctx.path("prf1.png"), ctx.title)
+                    ctx.path("classwise_prf1.png"), ctx.title)
     return {"macro_precision": macro["precision"], "macro_recall": macro["recall"],
             "macro_f1": macro["F1"],
             "per_class": {"class_names": ctx.class_names, **{
@@ -322,7 +325,7 @@ def calibration(ctx):
     ece_t = metrics.expected_calibration_error(scaled, pred["labels"], bins_n)
     bins = metrics.calibration_bins(pred["confidence"], pred["correct"], bins_n)
     bins_t = metrics.calibration_bins(scaled.max(1), scaled.argmax(1) == pred["labels"], bins_n)
-    plots.plot_calibration(bins, ece, bins_t, ece_t, temperature, ctx.path("calibration.png"),
+    plots.plot_calibration(bins, ece, bins_t, ece_t, temperature, ctx.path("reliability_diagram.png"),
                            ctx.title)
     return {"ece": ece, "ece_temperature_scaled": ece_t, "temperature": temperature,
             "calibration_bins": {k: np.asarray(v).tolist() for k, v in bins.items()}}, \
@@ -349,7 +352,7 @@ def topk(ctx):
         ctx.pred["logits"], ctx.pred["labels"], ctx.args.topk_list).items()}
     n = len(ctx.pred["labels"])
     intervals = {k: metrics.wilson_ci(round(v * n), n) for k, v in result.items()}
-    plots.plot_topk(result, ctx.path("topk.png"), ctx.title)
+    plots.plot_topk(result, ctx.path("topk_accuracy.png"), ctx.title)
     return {"topk": result, "topk_n": n, "topk_ci95": intervals}, {}
 
 
@@ -511,9 +514,9 @@ COMPONENT_FUNCTIONS = {
     "sweep": robustness_sweep, "iter-sweep": pgd_iter_sweep,
 }
 COMPONENT_FILES = {
-    "umap": ["umap.png"], "grid": ["grid.png"], "confusion": ["confusion.png", "per_class.png"],
-    "prf1": ["prf1.png"], "calibration": ["calibration.png"],
-    "coverage": ["confidence_coverage.png"], "topk": ["topk.png"], "attacks": [],
+    "umap": ["umap_features.png"], "grid": ["adv_examples.png"], "confusion": ["confusion_matrix.png", "per_class_accuracy.png"],
+    "prf1": ["classwise_prf1.png"], "calibration": ["reliability_diagram.png"],
+    "coverage": ["confidence_coverage.png"], "topk": ["topk_accuracy.png"], "attacks": [],
     "autoattack": [],
     "sweep": ["robustness_sweep.png"], "iter-sweep": ["pgd_iter_sweep.png"],
 }

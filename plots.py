@@ -3,6 +3,8 @@
 Figures are built with matplotlib's object API (no pyplot, no global backend state).
 """
 
+import textwrap
+
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -303,3 +305,35 @@ def plot_run_comparison(histories, path, title):
     ax_loss.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def plot_transfer_matrix(panels, targets, path, title):
+    """Heatmaps of accuracy, source (rows) x target (columns), one per panel.
+
+    `panels`: list of (panel title, row labels, cells) where cells[i][j] is None (not run)
+    or (accuracy, [low, high]) with the 95% interval. Each cell prints the accuracy in %
+    and the interval's half-width; grey cells were not run.
+    """
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#dddddd")
+    width = 1.2 * len(targets) + 2.2
+    fig = Figure(figsize=(width * len(panels), 0.75 * max(len(p[1]) for p in panels) + 2.2))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), gridspec_kw={"wspace": 0.35}))
+    for ax, (panel_title, rows, cells) in zip(axes, panels):
+        values = np.array([[np.nan if c is None else 100 * c[0] for c in row] for row in cells])
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        for i, row in enumerate(cells):
+            for j, cell in enumerate(row):
+                if cell is None:
+                    ax.text(j, i, "not run", ha="center", va="center", fontsize=7, color="#555555")
+                    continue
+                acc, (low, high) = 100 * cell[0], cell[1]
+                ax.text(j, i, f"{acc:.1f}\n±{50 * (high - low):.1f}", ha="center", va="center",
+                        fontsize=8, color="white" if acc < 60 else "black")
+        ax.set_xticks(range(len(targets)), targets)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set(title=textwrap.fill(panel_title, 38), xlabel="target domain (test split)",
+               ylabel="source")
+    fig.colorbar(image, ax=list(axes), label="accuracy (%)", shrink=0.8)
+    fig.suptitle(title, y=0.98)
+    fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -29,8 +29,9 @@ def evaluated(digits_model, tmp_path_factory):
 
 def test_every_file_is_written_with_a_real_image(evaluated):
     result, out = evaluated
-    expected = ["umap", "grid", "confusion", "per_class", "prf1", "calibration",
-                "confidence_coverage", "topk", "robustness_sweep", "pgd_iter_sweep"]
+    expected = ["umap_features", "adv_examples", "confusion_matrix", "per_class_accuracy",
+                "classwise_prf1", "reliability_diagram", "confidence_coverage", "topk_accuracy",
+                "robustness_sweep", "pgd_iter_sweep"]
     for name in expected:
         path = f"{out}.{name}.png"
         assert os.path.exists(path), name
@@ -220,8 +221,16 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_mod
 
 
 def test_every_help_text_states_its_default():
+    """Each option says its default (in words where it is unset), or that it is required;
+    an on/off switch says neither, and nothing prints "(default: None)"."""
     parser = evaluate.build_parser()
     formatter = parser._get_formatter()
     for action in parser._actions:
-        if action.dest != "help" and not action.required:
-            assert "default" in formatter._get_help_string(action), f"--{action.dest}"
+        if action.dest == "help":
+            continue
+        text = formatter._get_help_string(action)
+        if action.required:
+            assert text.endswith("(required)"), f"--{action.dest}"
+        elif action.nargs != 0:
+            assert "default" in text and not (action.default is None and "%(default)" in text), \
+                f"--{action.dest}"

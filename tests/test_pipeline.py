@@ -9,7 +9,8 @@ import run_report_pipeline as pipeline
 FIGURES = ["training_curves.png", "umap_features.png", "adv_examples.png",
            "confusion_matrix.png", "per_class_accuracy.png", "classwise_prf1.png",
            "reliability_diagram.png", "confidence_coverage.png", "topk_accuracy.png",
-           "robustness_sweep.png", "pgd_iter_sweep.png", "metrics_summary.json"]
+           "robustness_sweep.png", "pgd_iter_sweep.png", "transfer_matrix.png",
+           "metrics_summary.json"]
 
 
 def _csv(path):
@@ -20,7 +21,9 @@ def _csv(path):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    argv = ["--profile", "smoke", "--data-root", str(root / "no_data"), "--no-download",
+    # the real data root where there is one (USPS is a real domain of the smoke profile)
+    data = os.environ.get("DATA_ROOT") or str(root / "no_data")
+    argv = ["--profile", "smoke", "--data-root", data, "--no-download",
             "--ablation-dataset", "cifar10", "--checkpoints", str(root / "checkpoints"),
             "--report-dir", str(root / "report")]
     code = pipeline.main(argv)
@@ -50,13 +53,26 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     for r in robust.values():  # AutoAttack beside PGD, every accuracy with its interval
         low, high = json.loads(r["autoattack_accuracy_ci95"])
         assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "32"
-    cross = _csv(report / "summary" / "cross_domain_summary.csv")
-    mnist_to_svhn = [r for r in cross if r["source"] == "mnist" and r["target"] == "svhn"][0]
-    assert mnist_to_svhn["direct_status"].startswith("not run") and mnist_to_svhn["direct_accuracy"] == ""
-    assert any(r["source"] == "imagenet" and "no weights" in r["finetune_status"] for r in cross)
+    cross = {(r["source"], r["target"]): r for r in _csv(report / "summary" / "cross_domain_summary.csv")}
+    to_svhn = cross["digits", "svhn"]
+    assert to_svhn["direct_status"].startswith("not run: svhn") and to_svhn["direct_accuracy"] == ""
+    assert any(r["source"] == "imagenet" and "no weights" in r["finetune_status"] for r in cross.values())
+    has_usps = os.path.exists(os.path.join(pipeline.parse_args(smoke[1]).data_root, "usps-test.npz"))
+    for pair in (("digits", "usps"), ("usps", "digits")):  # two real domains, both directions
+        row = cross[pair]
+        if not has_usps:
+            assert row["finetune_status"].startswith("not run: usps")
+            continue
+        assert row["direct_status"] == row["finetune_status"] == "ok", row
+        for key in ("direct_accuracy", "finetuned_accuracy", "target_only_accuracy"):
+            assert 0.0 <= float(row[key]) <= 1.0, key
+        low, high = json.loads(row["direct_ci95"])
+        assert low <= float(row["direct_accuracy"]) <= high
+    assert cross["cifar10", "digits"]["finetune_status"] == "ok"  # the CIFAR-10 model as extractor
 
     text = (report / "REPORT.md").read_text()
     assert "SYNTHETIC DATA" in text and "not run: svhn" in text
+    assert ("Framing matters: the digits model reads usps digits" in text) == has_usps
     assert "| AutoAttack |" in text and " ± " in text and " passed" in text
     assert "python train.py --dataset synthetic" in text and "git commit" in text
     summary = json.loads((report / "figures" / "metrics_summary.json").read_text())
@@ -127,9 +143,13 @@ def test_profiles_write_where_they_cannot_overwrite_each_other():
         assert "--no-download" in run.argv, run.name
 
 
-def test_unknown_run_names_are_rejected():
+def test_unknown_run_names_are_rejected_and_list_names_them(capsys):
     with pytest.raises(SystemExit, match="unknown runs"):
         pipeline.main(["--profile", "smoke", "--only", "nope"])
+    assert pipeline.main(["--profile", "smoke", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    runs = pipeline.build_matrix(pipeline.parse_args(["--profile", "smoke"]), pipeline.PROFILES["smoke"])
+    assert listed == [r.name for r in runs] and "transfer_usps_to_digits_finetune" in listed
 
 
 @pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
