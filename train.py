@@ -72,11 +72,14 @@ def build_parser():
     m.add_argument("--dropout", type=utils.probability, default=0.0,
                    help="dropout before the classifier")
     m.add_argument("--init-from", default=None, metavar="CKPT",
-                   help="start from this train.py checkpoint's weights (transfer)")
+                   help="start from this train.py checkpoint's weights (transfer) (default: "
+                        "random initialization)")
     m.add_argument("--freeze-features", action="store_true",
-                   help="train only the classifier (fc); BatchNorm statistics stay frozen")
+                   help="fit a new classifier (fc, freshly initialised) on the frozen features "
+                        "of --init-from or --pretrained-weights; BatchNorm statistics stay frozen")
     m.add_argument("--pretrained-weights", default=None, metavar="PATH",
-                   help="torchvision resnet18 ImageNet state dict (.pth) to start from")
+                   help="torchvision resnet18 ImageNet state dict (.pth) to start from "
+                        "(default: none)")
 
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=utils.positive_int, default=30, help="training epochs")
@@ -88,10 +91,12 @@ def build_parser():
     o.add_argument("--nesterov", action="store_true", help="Nesterov momentum for SGD")
     o.add_argument("--weight-decay", type=utils.nonnegative_float, default=5e-4,
                    help="weight decay")
-    o.add_argument("--schedule", choices=("multistep", "onecycle", "constant"),
-                   default="multistep",
-                   help="multistep: lr x0.1 at 50%% and 75%% of training; onecycle: warm-up "
-                        "then cosine decay to ~0")
+    o.add_argument("--schedule", choices=("onecycle", "multistep", "constant"),
+                   default="onecycle",
+                   help="onecycle (default): a quarter of the steps warm up to --lr, then "
+                        "cosine decay to ~0, good at any budget; multistep: the study's "
+                        "schedule, lr x0.1 at 50%% and 75%% of training (it needs long runs); "
+                        "constant: --lr throughout")
     o.add_argument("--label-smoothing", type=_below_one("label smoothing"), default=0.0,
                    help="label smoothing eps (target 1-eps, others eps/(K-1))")
     o.add_argument("--circle-weight", type=utils.nonnegative_float, default=0.0,
@@ -124,8 +129,13 @@ def build_parser():
                         "adversarial or --select-by robust run (a fixed seeded sample)")
 
     r = p.add_argument_group("run")
-    r.add_argument("--amp", action="store_true",
-                   help="bf16 autocast for the training forward pass (CPU with bf16 support, CUDA)")
+    r.add_argument("--amp", nargs="?", const="bf16", choices=("auto", "bf16", "off"),
+                   default="auto",
+                   help="bf16 autocast of the training forward pass: auto (default) uses it on "
+                        "CUDA and on CPUs with bf16 instructions (avx512_bf16, amx_bf16), where "
+                        "it is faster, and fp32 elsewhere (without them bf16 is emulated and "
+                        "several times slower); bare --amp means bf16; what was used is in "
+                        "config.json and the log")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--out-dir", default="checkpoints/run", help="where the run writes")
@@ -201,7 +211,7 @@ def build_model(args, info):
     model = resnet18(**model_args)
     if source is not None:
         state = source["model"]
-        if state["fc.weight"].shape != model.fc.weight.shape:
+        if args.freeze_features or state["fc.weight"].shape != model.fc.weight.shape:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # new classifier
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("fc.") for k in missing):
@@ -245,11 +255,11 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     """Stepped once per batch, so resuming mid-schedule needs only its state dict."""
     total = args.epochs * steps_per_epoch
     if args.schedule == "onecycle":
-        if total < 8:
-            raise SystemExit(f"error: --schedule onecycle needs at least 8 steps, this run has "
-                             f"{total} (epochs x batches); use more data/epochs or --schedule multistep")
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=args.lr, total_steps=total, pct_start=0.25,
+        if total < 3:
+            raise SystemExit(f"error: --schedule onecycle needs at least 3 steps, this run has "
+                             f"{total} (epochs x batches); use more data/epochs or --schedule constant")
+        return torch.optim.lr_scheduler.OneCycleLR(  # a quarter warms up (2 steps at least)
+            optimizer, max_lr=args.lr, total_steps=total, pct_start=max(0.25, 2 / total),
             cycle_momentum=args.optimizer == "sgd" and args.momentum > 0)
     if args.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(
@@ -265,9 +275,21 @@ def epoch_seed(seed, epoch):
 
 # ----------------------------------------------------------------------------- the loop
 
+def resolve_amp(requested, device):
+    """("bf16" or "off", why) for --amp on this device."""
+    reason = utils.bf16_autocast_reason(device)
+    if requested == "off":
+        return "off", "--amp off"
+    if requested == "bf16":
+        return "bf16", "--amp bf16" + ("" if reason else ": this device has no bf16 instructions, "
+                                       "so expect a step several times slower than fp32")
+    return ("bf16", f"--amp auto: {reason}") if reason else (
+        "off", "--amp auto: no bf16 instructions on this device, fp32")
+
+
 def autocast(args, device):
-    """bf16 autocast when --amp is on (CPU and CUDA alike); otherwise a no-op."""
-    if not args.amp:
+    """bf16 autocast when --amp resolved to bf16 (CPU and CUDA alike); otherwise a no-op."""
+    if args.amp_used != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -496,6 +518,9 @@ def interrupted_message(args, argv):
 
 def fit(args, argv, device, dist=None):
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
+    # recorded in the run's arguments, so --resume on a machine that would choose otherwise
+    # refuses instead of changing the arithmetic mid-run
+    args.amp_used, amp_why = resolve_amp(args.amp, device)
     utils.seed_everything(args.seed)
     paths = {"last": os.path.join(args.out_dir, "last.pth"),
              "best": os.path.join(args.out_dir, "best.pth"),
@@ -535,7 +560,8 @@ def fit(args, argv, device, dist=None):
     config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,
                              "global_batch_size": args.batch_size,
                              "per_process_batch_size": args.batch_size // world,
-                             "lr": args.lr, "amp": "bf16" if args.amp else None}
+                             "lr": args.lr, "amp": args.amp_used}
+    config["precision"] = {"amp": args.amp_used, "why": amp_why}
     start_epoch, best_score, history = _resume(args, paths, model, optimizer, scheduler,
                                                  model_args, config, device)
     ddp_model = model
@@ -547,7 +573,9 @@ def fit(args, argv, device, dist=None):
         os.makedirs(args.out_dir, exist_ok=True)
         utils.save_json(config, os.path.join(args.out_dir, "config.json"))
         print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
-              f"device {device}" + (f", {world} processes" if dist else ""), flush=True)
+              f"device {device}" + (f", {world} processes" if dist else "")
+              + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} ({amp_why})",
+              flush=True)
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
 

@@ -61,11 +61,15 @@ probability = _bounded(float, 0.0, 1.0, what="probability")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """States every option's default, unless its help text already explains it."""
+    """States every option's default (or that it is required), unless its help text
+    already explains it; on/off switches and unset options say nothing more."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if action.required:
+            return text + " (required)"
+        if ("default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or not action.option_strings):  # an off switch or a default the text explains
             return text
         return text + " (default: %(default)s)"
 
@@ -206,6 +210,37 @@ def git_commit():
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides CPU speed
+
+
+def cpu_info():
+    """{'model': ..., 'flags': [the CPU_FLAGS this CPU has]} from /proc/cpuinfo (Linux);
+    elsewhere the platform's processor name and no flags."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
+def bf16_autocast_reason(device):
+    """Why bf16 autocast pays off on `device`, or None where it does not: on CUDA with bf16
+    support, and on CPUs with bf16 instructions (without them oneDNN emulates bf16 and a
+    step is several times slower than fp32)."""
+    if device.type == "cuda":
+        return "CUDA device with bf16 support" if torch.cuda.is_bf16_supported() else None
+    bf16 = [f for f in cpu_info()["flags"] if f in ("avx512_bf16", "amx_bf16")]
+    return f"CPU has {' and '.join(bf16)}" if bf16 else None
+
+
 def environment_info():
     import matplotlib
     import sklearn
@@ -216,7 +251,7 @@ def environment_info():
         "torchvision": torchvision.__version__, "numpy": np.__version__,
         "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_info(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_commit": git_commit(),
     }

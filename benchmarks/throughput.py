@@ -6,12 +6,16 @@ Measured (images/second, median of --repeats timed runs after a warm-up):
 - raw reference: torchvision's resnet18, forward + backward + SGD step on one in-memory batch;
 - our ResNet18 in the same raw step, and train.py's loop (train_one_epoch) on real CIFAR-10
   batches, data loading, augmentation, metrics and progress bar included, in fp32 and with
-  --amp (bf16 autocast; channels-last always);
+  bf16 autocast (--amp bf16; channels-last always);
 - one PGD step of attacks.pgd_attack vs one raw forward+backward, and vs torchattacks' PGD;
 - evaluation: clean forward and PGD-k, per image;
 - the hardware's reach: the floating-point operations of one training step (counted by
-  torch.utils.flop_counter) against the GFLOP/s of a large fp32 matrix product, so each
-  loop's speed reads as a fraction of what this machine can do at all.
+  torch.utils.flop_counter) against the GFLOP/s of a large matrix product in the same
+  precision (fp32, bf16), so each loop's speed reads as a fraction of what this machine
+  can do at all.
+Every measurement is warmed up until two calls agree, and the output names the CPU and
+its flags. A busy machine (load average before the start, repeats that disagree, load at
+the end above our threads) is reported as a WARNING (--strict: exit status 3).
 Paired measurements are interleaved (A, B, A, B, ...) so drift in the machine's speed hits
 both sides alike. The machines are noisy: compare ratios from one run, never absolute
 numbers across runs.
@@ -38,29 +42,54 @@ from losses import LabelSmoothingCrossEntropy  # noqa: E402
 from models import resnet18  # noqa: E402
 
 
-def timed(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def warm_up(fn, tries=12, tolerance=0.1):
+    """Call `fn` until two calls in a row agree within `tolerance`: oneDNN builds its
+    primitives per shape, layout and mode on first use, and threads spin up, so the first
+    calls of every new measurement are slow by a varying amount."""
+    last = None
+    for _ in range(tries):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        now = time.perf_counter() - t0
+        if last is not None and abs(now - last) <= tolerance * min(now, last):
+            return
+        last = now
 
 
-def interleaved(fns, repeats, warmup=1):
-    """Median seconds of each function in `fns` (a dict), timed in alternation."""
+def interleaved(fns, repeats):
+    """Seconds of every call of each function in `fns` (a dict), warmed up, then timed in
+    alternation (A, B, A, B, ...) so drift in the machine's speed hits all alike."""
     for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+        warm_up(fn)
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def timed(fn, repeats):
+    return interleaved({"fn": fn}, repeats)["fn"]
+
+
+class Timings:
+    """Median seconds per measurement, and each one's spread between repeats."""
+
+    def __init__(self):
+        self.spread = {}
+
+    def median(self, name, times):
+        self.spread[name] = (max(times) - min(times)) / statistics.median(times)
+        return statistics.median(times)
+
+
+def machine_load(threads):
+    """Reasons to distrust timings taken now: another process using the CPUs."""
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return load1, ([f"1-minute load average {load1:.2f} before the benchmark started: another "
+                    f"process is using the CPU"] if load1 > 0.5 else [])
 
 
 def step_flops(model, x, y):
@@ -73,10 +102,11 @@ def step_flops(model, x, y):
     return counter.get_total_flops()
 
 
-def matmul_gflops(repeats, n=2048):
-    """fp32 GFLOP/s of an n x n matrix product: about the most this CPU does with PyTorch."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / timed(lambda: a @ b, repeats) / 1e9
+def matmul_gflops(repeats, dtype=torch.float32, n=2048):
+    """GFLOP/s of an n x n matrix product in `dtype`, the best of `repeats` warmed-up calls:
+    about the most this CPU does with PyTorch in that precision."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n ** 3 / min(timed(lambda: a @ b, repeats)) / 1e9
 
 
 def profile_step(step, rows):
@@ -137,88 +167,113 @@ def main(argv=None):
     p.add_argument("--pgd-iters", type=utils.positive_int, default=10, help="k of the PGD-k timings")
     p.add_argument("--profile-rows", type=utils.nonnegative_int, default=15,
                    help="print torch.profiler's top N ops of our raw training step (0: skip)")
+    p.add_argument("--max-spread", type=utils.positive_float, default=0.25,
+                   help="warn when a measurement's repeats differ by more than this fraction "
+                        "of their median")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 3 instead of only warning when the machine is busy")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    load_before, warnings = machine_load(torch.get_num_threads())
     torch.manual_seed(0)
     bs = args.batch_size
     x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    cpu = utils.cpu_info()
+    print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags']) or 'none of ' + str(utils.CPU_FLAGS)}; "
+          f"torch threads {torch.get_num_threads()}; load average {load_before:.2f}", flush=True)
 
     tv = torchvision.models.resnet18(num_classes=10)
     ours = resnet18().to(memory_format=torch.channels_last)
-    results = {"batch_size": bs, "torch": str(torch.__version__),
-               "threads": torch.get_num_threads(), "images_per_s": {}, "seconds": {}}
-    ips = results["images_per_s"]
+    results = {"batch_size": bs, "torch": str(torch.__version__), "cpu": cpu,
+               "threads": torch.get_num_threads(), "load_average_before": load_before,
+               "images_per_s": {}, "seconds": {}}
+    ips, t = results["images_per_s"], Timings()
 
     raw = interleaved({"tv": raw_step_fn(tv, x, y), "ours": raw_step_fn(ours, x_cl, y)},
                       args.repeats)
-    ips["raw_torchvision_fp32"] = bs / raw["tv"]
-    ips["raw_ours_fp32"] = bs / raw["ours"]
+    ips["raw_torchvision_fp32"] = bs / t.median("raw_torchvision_fp32", raw["tv"])
+    ips["raw_ours_fp32"] = bs / t.median("raw_ours_fp32", raw["ours"])
 
-    # train.py's own loop on real CIFAR-10 batches, fp32 and with --amp (bf16 autocast)
+    # train.py's own loop on real CIFAR-10 batches, fp32 and bf16 autocast
     splits = datasets.build_splits("cifar10", args.data_root, download=False)
     loader = datasets.batch_loader(splits.train, bs, shuffle=True, drop_last=True)
 
-    def train_loop(flags):
-        targs = train.parse_args(["--epochs", "1"] + flags)
+    def train_loop(amp):
+        targs = train.parse_args(["--epochs", "1", "--amp", amp])
+        targs.amp_used = amp
         model = resnet18(mean=splits.info["mean"], std=splits.info["std"]).to(
             memory_format=torch.channels_last)
         optimizer = train.build_optimizer(targs, model)
-        scheduler = train.build_scheduler(targs, optimizer, args.batches * (args.repeats + 1))
+        scheduler = train.build_scheduler(targs, optimizer, args.batches * (args.repeats + 20))
         criterion = LabelSmoothingCrossEntropy(0.0)
         return lambda: train.train_one_epoch(
             model, itertools.islice(loader, args.batches), optimizer, scheduler, criterion,
             targs, torch.device("cpu"), 1)
 
-    loops = interleaved({"train_loop_fp32": train_loop([]),
-                         "train_loop_amp": train_loop(["--amp"])}, args.repeats)
-    ips.update({key: bs * args.batches / t for key, t in loops.items()})
+    loops = interleaved({"train_loop_fp32": train_loop("off"),
+                         "train_loop_bf16": train_loop("bf16")}, args.repeats)
+    ips.update({key: bs * args.batches / t.median(key, v) for key, v in loops.items()})
 
     # attacks: one PGD step vs one raw input-gradient pass, and vs torchattacks
     import torchattacks
     ours.eval()
-    t_grad = timed(input_grad_fn(ours, x_cl, y), args.repeats)
-    t_pgd1 = timed(lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, 1), args.repeats)
     ta = torchattacks.PGD(ours, eps=8 / 255, alpha=2 / 255, steps=args.pgd_iters)
-    pgd = interleaved({"ours": lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters),
-                       "torchattacks": lambda: ta(x_cl, y)}, args.repeats)
-    t_pgdk, t_ta = pgd["ours"], pgd["torchattacks"]
-    results["seconds"].update(raw_input_grad=t_grad, pgd_1_step=t_pgd1,
-                              pgd_k=t_pgdk, torchattacks_pgd_k=t_ta)
+    attack = interleaved({
+        "raw_input_grad": input_grad_fn(ours, x_cl, y),
+        "pgd_k": lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters),
+        "torchattacks_pgd_k": lambda: ta(x_cl, y)}, args.repeats)
+    seconds = {key: t.median(key, v) for key, v in attack.items()}
+    results["seconds"].update(seconds)
     with torch.no_grad():
-        ips["eval_clean"] = bs / timed(lambda: ours(x_cl), args.repeats)
-    ips[f"eval_pgd{args.pgd_iters}"] = bs / t_pgdk
+        ips["eval_clean"] = bs / t.median("eval_clean", timed(lambda: ours(x_cl), args.repeats))
+    ips[f"eval_pgd{args.pgd_iters}"] = bs / seconds["pgd_k"]
 
     # how much of the machine a training step uses
     flops = step_flops(resnet18().to(memory_format=torch.channels_last), x_cl, y) / bs
-    peak = matmul_gflops(args.repeats)
+    peak = {"fp32": matmul_gflops(args.repeats), "bf16": matmul_gflops(args.repeats, torch.bfloat16)}
     results["hardware"] = {
         "train_step_gflop_per_image": flops / 1e9,
-        "matmul_fp32_gflops": peak,
+        "matmul_fp32_gflops": peak["fp32"], "matmul_bf16_gflops": peak["bf16"],
         "raw_ours_gflops": flops * ips["raw_ours_fp32"] / 1e9,
-        "train_loop_gflops": flops * ips["train_loop_fp32"] / 1e9,
-        # what 8 CIFAR-10 epochs (45,000 images each) would take at the matmul's speed
-        "min_minutes_8_cifar10_epochs": 8 * 45000 * flops / (peak * 1e9) / 60,
+        "train_loop_fp32_gflops": flops * ips["train_loop_fp32"] / 1e9,
+        "train_loop_bf16_gflops": flops * ips["train_loop_bf16"] / 1e9,
+        # what 8 CIFAR-10 epochs (45,000 images each) would take at the fp32 matmul's speed
+        "min_minutes_8_cifar10_epochs": 8 * 45000 * flops / (peak["fp32"] * 1e9) / 60,
     }
 
     if args.profile_rows:
         step = raw_step_fn(resnet18().to(memory_format=torch.channels_last), x_cl, y)
         results["profile_self_cpu_share"] = profile_step(step, args.profile_rows)
 
+    hw = results["hardware"]
     results["ratios"] = {
         "train_loop_vs_raw": ips["train_loop_fp32"] / ips["raw_torchvision_fp32"],
         "raw_ours_vs_raw_torchvision": ips["raw_ours_fp32"] / ips["raw_torchvision_fp32"],
-        "train_loop_amp_vs_raw": ips["train_loop_amp"] / ips["raw_torchvision_fp32"],
-        "pgd_step_vs_raw_step": (t_pgdk / args.pgd_iters) / t_grad,
-        "pgd_step_vs_torchattacks": t_pgdk / t_ta,
-        "raw_ours_vs_matmul_peak": results["hardware"]["raw_ours_gflops"] / peak,
-        "train_loop_vs_matmul_peak": results["hardware"]["train_loop_gflops"] / peak,
+        "train_loop_bf16_vs_fp32": ips["train_loop_bf16"] / ips["train_loop_fp32"],
+        "pgd_step_vs_raw_input_grad": (seconds["pgd_k"] / args.pgd_iters) / seconds["raw_input_grad"],
+        "pgd_vs_torchattacks": seconds["pgd_k"] / seconds["torchattacks_pgd_k"],
+        "eval_clean_vs_raw_train_step": ips["eval_clean"] / ips["raw_ours_fp32"],
+        "train_loop_fp32_vs_fp32_matmul_peak": hw["train_loop_fp32_gflops"] / peak["fp32"],
+        "train_loop_bf16_vs_bf16_matmul_peak": hw["train_loop_bf16_gflops"] / peak["bf16"],
     }
-    print(f"{'measurement':36s} {'images/s':>10s}")
+    results["spread"] = t.spread
+    noisy = {k: v for k, v in t.spread.items() if v > args.max_spread}
+    if noisy:
+        warnings.append("repeats disagree by more than " f"{100 * args.max_spread:.0f}%: "
+                        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in noisy.items()))
+    load_after = machine_load(0)[0]
+    if load_after > torch.get_num_threads() + 0.75:  # more running than our own threads
+        warnings.append(f"1-minute load average {load_after:.2f} at the end, above this "
+                        f"benchmark's {torch.get_num_threads()} threads: something else ran")
+    results["warnings"] = warnings
+
+    print(f"{'measurement':36s} {'images/s':>10s} {'spread':>7s}")
     for k, v in ips.items():
-        print(f"{k:36s} {v:10.1f}")
+        spread = t.spread.get(k, t.spread.get("pgd_k") if k.startswith("eval_pgd") else None)
+        print(f"{k:36s} {v:10.1f} {100 * spread:6.0f}%")
     print(f"\n{'hardware':36s} {'value':>10s}")
-    for k, v in results["hardware"].items():
+    for k, v in hw.items():
         print(f"{k:36s} {v:10.2f}")
     if "profile_self_cpu_share" in results:
         print(f"\n{'share of a raw training step':40s} {'%':>6s}")
@@ -227,8 +282,12 @@ def main(argv=None):
     print(f"\n{'ratio':36s} {'value':>10s}")
     for k, v in results["ratios"].items():
         print(f"{k:36s} {v:10.3f}")
+    for w in warnings:
+        print(f"\nWARNING: {w}. These timings are not trustworthy; re-run on an idle machine.")
     if args.json:
         utils.save_json(results, args.json)
+    if warnings and args.strict:
+        raise SystemExit(3)
     return results
 
 

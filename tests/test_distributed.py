@@ -11,11 +11,12 @@ import utils
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
 # batch each must compute exactly the averaged gradient one process computes, and attack
-# the same global batches (the --adv-prob coin is flipped once per global batch).
+# the same global batches (the --adv-prob coin is flipped once per global batch). fp32: bf16
+# rounding would differ between the two reductions.
 FLAGS = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "200",
          "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--no-augment",
          "--use-bn", "false", "--adv-train", "--attack", "fgsm", "--adv-prob", "0.5",
-         "--robust-val-samples", "64", "--seed", "0"]
+         "--robust-val-samples", "64", "--seed", "0", "--amp", "off"]
 
 
 def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
@@ -35,7 +36,7 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
     assert abs(ddp["test_accuracy"] - single["test_accuracy"]) <= 0.002
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch_size": 32,
-                                     "per_process_batch_size": 16, "lr": 0.02, "amp": None}
+                                     "per_process_batch_size": 16, "lr": 0.02, "amp": "off"}
     history = json.loads((tmp_path / "ddp" / "training_history.json").read_text())
     single_history = json.loads((tmp_path / "single" / "training_history.json").read_text())
     fraction = single_history[0]["adv_batch_fraction"]
@@ -45,10 +46,17 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
     assert len(events) == 1  # only rank 0 logs
 
 
-def test_bf16_autocast_trains(tmp_path):
+def test_bf16_autocast_trains_and_auto_follows_the_hardware(tmp_path, monkeypatch):
     final = train.main(["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
                         "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--amp",
                         "--out-dir", str(tmp_path)])
     assert final["test_accuracy"] > 0.5
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["distributed"]["amp"] == "bf16"
+    assert config["distributed"]["amp"] == "bf16" and config["args"]["amp_used"] == "bf16"
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils, "cpu_info", lambda: {"model": "x", "flags": ["avx2", "avx512f"]})
+    assert train.resolve_amp("auto", cpu)[0] == "off"  # bf16 would be emulated: slower
+    assert "no bf16 instructions" in train.resolve_amp("bf16", cpu)[1]
+    monkeypatch.setattr(utils, "cpu_info", lambda: {"model": "x", "flags": ["avx512_bf16"]})
+    assert train.resolve_amp("auto", cpu) == ("bf16", "--amp auto: CPU has avx512_bf16")
+    assert train.resolve_amp("off", cpu)[0] == "off"

@@ -1,0 +1,34 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import throughput  # noqa: E402
+
+
+def test_a_busy_machine_is_named_not_timed_silently(monkeypatch):
+    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (1.9, 1.5, 1.0))
+    load, warnings = throughput.machine_load(2)
+    assert load == 1.9 and len(warnings) == 1 and "another process" in warnings[0]
+    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (0.1, 0.3, 0.2))
+    assert throughput.machine_load(2)[1] == []
+
+
+def test_warm_up_runs_until_two_calls_agree(monkeypatch):
+    durations = iter([5.0, 2.0, 1.0, 1.02, 9.0])
+    calls = []
+    clock = [0.0]
+
+    def fn():
+        calls.append(1)
+        clock[0] += next(durations)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock[0])
+    throughput.warm_up(fn)
+    assert len(calls) == 4  # 5 s, 2 s, 1 s, then 1.02 s agrees with 1 s within 10%
+
+
+def test_spread_is_relative_to_the_median():
+    timings = throughput.Timings()
+    assert timings.median("step", [1.0, 1.1, 0.9]) == pytest.approx(1.0)
+    assert timings.spread["step"] == pytest.approx(0.2)
