@@ -217,6 +217,9 @@ def _download(name, split, data_root):
     if name == "cifar10":
         ds = torchvision.datasets.CIFAR10(raw, train=(split == "train"), download=True)
         return ds.data, np.asarray(ds.targets, dtype=np.int64)
+    if name == "usps":  # LIBSVM's copy, values rescaled to 0..255 by torchvision
+        ds = torchvision.datasets.USPS(raw, train=(split == "train"), download=True)
+        return ds.data[..., None], np.asarray(ds.targets, dtype=np.int64)
     if name == "svhn":
         ds = torchvision.datasets.SVHN(raw, split=split, download=True)
         # torchvision already maps SVHN's digit "0" (stored as 10) to label 0.
