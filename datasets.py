@@ -277,11 +277,15 @@ def load_arrays(name, split, data_root="data", download=True):
     digest = _sha256(path)
     provenance = {"dataset": name, "split": split, "path": os.path.abspath(path),
                   "sha256": digest, "n": int(len(labels)),
-                  "description": KNOWN_FILES.get(digest) or note or f"{name} from {path}"}
+                  # a note's first sentence names the data; the rest is kept as provenance
+                  "description": KNOWN_FILES.get(digest) or (note or f"{name} from {path}").split(". ")[0]}
+    if note:
+        provenance["note"] = note
     return images, labels, provenance
 
 
 MNISTM_SEED = 0
+MNISTM_DESCRIPTION = "MNIST-M (Ganin & Lempitsky 2015 construction, CIFAR-10 backgrounds)"
 MNISTM_TEST_BACKGROUNDS = 10000  # CIFAR-10 train images kept apart for the test split
 
 
@@ -331,9 +335,9 @@ def _mnistm_file(split, data_root, download):
     pool = order[:-MNISTM_TEST_BACKGROUNDS] if split == "train" else order[-MNISTM_TEST_BACKGROUNDS:]
     images = build_mnistm(to_chw32(digits)[:, 0].numpy(), photos[pool],
                           seed=[MNISTM_SEED, split == "test"])
-    provenance = (f"MNIST-M construction (Ganin & Lempitsky 2015) with CIFAR-10 backgrounds: MNIST "
-                  f"{split} digits (sha256 {mnist['sha256'][:12]}) blended |photo - digit| over "
-                  f"{len(pool):,} CIFAR-10 train photos (sha256 {cifar['sha256'][:12]}), seed {MNISTM_SEED}")
+    provenance = (f"{MNISTM_DESCRIPTION}. Built from MNIST {split} digits (sha256 "
+                  f"{mnist['sha256'][:12]}) blended |photo - digit| over {len(pool):,} CIFAR-10 "
+                  f"train photos (sha256 {cifar['sha256'][:12]}), seed {MNISTM_SEED}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp.npz"
     np.savez_compressed(tmp, images=images, labels=labels, provenance=np.array(provenance))

@@ -118,7 +118,7 @@ def _train_flags(budget, out_dir, dataset, data_root, common):
              "--lr", str(budget["lr"])]
     if budget.get("train_subset"):
         flags += ["--train-subset", str(budget["train_subset"])]
-    if budget.get("val_size"):
+    if budget.get("val_size") and dataset not in SMALL_DOMAINS:  # small ones keep their 10%
         flags += ["--val-size", str(budget["val_size"])]
     if dataset == "cifar10" and "color_jitter" in budget:
         flags += ["--color-jitter", str(budget["color_jitter"])]

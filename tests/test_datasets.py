@@ -127,7 +127,8 @@ def test_mnistm_is_mnist_blended_over_cifar10_photos(own_root):
     _, mnist_labels, _ = datasets.load_arrays("mnist", "test", own_root, download=False)
     assert images.shape == (10000, 32, 32, 3) and images.dtype == np.uint8
     assert np.array_equal(labels, mnist_labels)  # MNIST's labels, in MNIST's order
-    assert "MNIST-M construction" in prov["description"] and "CIFAR-10" in prov["description"]
+    assert prov["description"] == "MNIST-M (Ganin & Lempitsky 2015 construction, CIFAR-10 backgrounds)"
+    assert "MNIST test digits" in prov["note"] and "10,000 CIFAR-10 train photos" in prov["note"]
     assert prov["path"] == os.path.join(own_root, "mnistm-test.npz")  # cached beside the data
     # coloured: the channels differ (a grey image would have R == G == B)
     assert np.abs(images[..., 0].astype(int) - images[..., 1]).mean() > 5
