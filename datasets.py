@@ -458,7 +458,7 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     return splits
 
 
-FRAMING_TEXT = {"mnist": "digit in a 20-px box centred in 32x32", "fill": "frame scaled to fill 32x32"}
+FRAMING_TEXT = {"mnist": "digits in a 20-px box in 32x32", "fill": "digits scaled to fill 32x32"}
 FRAMED = ("mnist", "usps", "digits")  # the datasets whose frame is smaller than 32x32
 
 
@@ -467,7 +467,7 @@ def _info(name, files, framing):
     classes."""
     description = files[0]["description"]
     if name in FRAMED:
-        description += f"; {FRAMING_TEXT[framing]}"
+        description += f", {FRAMING_TEXT[framing]}"
     return {"dataset": name, "synthetic": name == "synthetic", "description": description,
             "framing": framing, "class_names": list(CLASS_NAMES[name]), "files": files}
 

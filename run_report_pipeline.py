@@ -372,8 +372,8 @@ def _transfer(args, profile, res, why, fig_dir):
                 "gap_closed": round((t[0] - d[0]) / gap, 3) if gap and gap > 0 else "",
                 "published_source_only": published[0] if published else "",
                 "published_source": published[1] if published else "",
-                "direct_status": "ok" if d else ("n/a: a feature extractor has no classifier for "
-                                                 "digits" if src not in domains else why(d_name)),
+                "direct_status": "ok" if d else ("n/a (no digit classifier)" if src not in domains
+                                                 else why(d_name)),
                 "finetune_status": "ok" if t else why(t_name)})
     if not args.pretrained_weights:
         rows.append({"source": "imagenet", "target": "all", "direct_status": "n/a",
@@ -429,10 +429,18 @@ def _framing_lines(profile, res, why, direct):
     if not (boxed and filled):
         return [f"Framing: {src} -> {dst} under both framings: "
                 + (why(name) if not filled else "not run: the direct row did not run"), ""]
-    return [f"Framing matters: the {src} model reads {dst} digits framed like its training data "
+    text = (f"Framing matters: the {src} model reads {dst} digits framed like its training data "
             f"(in a 20-pixel box) at {_pm(*boxed)}%, and the same digits scaled to fill the "
             f"32x32 frame (`--framing fill`) at {_pm(*filled)}% "
-            f"({100 * (filled[0] - boxed[0]):+.1f} points).", ""]
+            f"({100 * (filled[0] - boxed[0]):+.1f} points).")
+    if (src, dst) in PUBLISHED_SOURCE_ONLY:
+        published, where = PUBLISHED_SOURCE_ONLY[src, dst]
+        nearer = "fill" if abs(filled[0] - published) < abs(boxed[0] - published) else "MNIST"
+        text += (f" The published source-only {100 * published:.1f}% ({where}) is nearer the "
+                 f"{nearer} framing's number" + (": part of the shift reported between these two "
+                                                 "domains is how their digits are framed."
+                                                 if nearer == "fill" else "."))
+    return [text, ""]
 
 
 def _transfer_readings(domains, direct, tuned, in_domain, scratch_small):
@@ -457,12 +465,23 @@ def _transfer_readings(domains, direct, tuned, in_domain, scratch_small):
               and in_domain[k[1]][0] > direct[k][0]]
     if closed:
         fractions = sorted(f for f, _ in closed)
-        beats = [k for _, k in closed if scratch_small.get(k[1]) and _below(scratch_small[k[1]], tuned[k])]
+        vs_scratch = [(tuned[k], scratch_small[k[1]]) for _, k in closed if scratch_small.get(k[1])]
+        above = sum(_below(ref, t) for t, ref in vs_scratch)
+        below = sum(_below(t, ref) for t, ref in vs_scratch)
         out.append(f"Frozen-feature fine-tuning closes a median {100 * fractions[len(fractions) // 2]:.0f}% "
                    f"of the gap between direct transfer and in-domain training (range "
-                   f"{100 * fractions[0]:.0f}% to {100 * fractions[-1]:.0f}% over {len(closed)} pairs); "
-                   f"it beats training from scratch on the same target images in {len(beats)} of "
-                   f"{len(closed)} pairs.")
+                   f"{100 * fractions[0]:.0f}% to {100 * fractions[-1]:.0f}% over {len(closed)} pairs). "
+                   f"Against training from scratch on the same target images it is clearly better in "
+                   f"{above}, level within the intervals in {len(vs_scratch) - above - below} and "
+                   f"clearly worse in {below} of {len(vs_scratch)} pairs.")
+    natural = {d: tuned[("cifar10", d)] for d in domains if tuned.get(("cifar10", d))}
+    if natural:
+        digit_best = {d: max((tuned[s, d] for s in domains if s != d and tuned.get((s, d))),
+                             key=lambda v: v[0], default=None) for d in natural}
+        out.append("CIFAR-10 (natural-image) features with a new classifier reach "
+                   + ", ".join(f"{_pm(*v)}% on {d}" for d, v in natural.items())
+                   + "; the best digit-domain features reach "
+                   + ", ".join(f"{_pm(*v)}% on {d}" for d, v in digit_best.items() if v) + ".")
     colour, hand = direct.get(("mnist", "mnistm")), [(t, direct.get(("mnist", t)))
                                                      for t in HANDWRITING_TARGETS]
     hand = [(t, v) for t, v in hand if v]
@@ -720,6 +739,14 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
             md[-1] += (f" The two trained for different budgets ({epochs['cifar10_standard']} and "
                        f"{epochs['cifar10_pgd_at']} epochs), so part of that cost is the shorter "
                        "schedule, not the adversarial training.")
+    masked = [(r["model"], results[f"eval_{r['model']}"]) for r in robust_rows if r["status"] == "ok"
+              and results[f"eval_{r['model']}"]["sanity_checks"].get("pgd_overestimate") is False]
+    if masked:
+        md += ["", "**PGD overestimates robustness** (PGD-10 clearly more than 5 points above "
+               "AutoAttack on the same images, a sign of gradient masking) for "
+               + "; ".join(f"`{m}`: PGD {100 * e['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
+                           f"{100 * e['autoattack_accuracy']:.1f}%" for m, e in masked)
+               + ". Read those models' robustness from the AutoAttack column."]
     md += ["", "![robustness sweep](figures/robustness_sweep.png)",
            "![PGD iterations](figures/pgd_iter_sweep.png)", "",
            "![adversarial examples](figures/adv_examples.png)", ""]

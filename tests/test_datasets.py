@@ -118,7 +118,7 @@ def test_usps_loads_framed_like_mnist_with_its_provenance(own_root):
     assert x.shape == (64, 3, 32, 32) and 0 <= x.min() and x.max() == 1.0
     assert x[:, :, :6].sum() == 0 and x[:, :, 26:].sum() == 0  # the margin of MNIST's framing
     filled = datasets.build_eval_split("usps", "test", own_root, False, framing="fill")
-    assert filled[0].images[:, :, :6].sum() > 0 and "fill 32x32" in filled[1]["description"]
+    assert filled[0].images[:, :, :6].sum() > 0 and "digits scaled to fill 32x32" in filled[1]["description"]
 
 
 @pytest.mark.real_data

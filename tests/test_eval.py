@@ -219,18 +219,3 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_mod
         evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "svhn",
                        "--data-root", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
 
-
-def test_every_help_text_states_its_default():
-    """Each option says its default (in words where it is unset), or that it is required;
-    an on/off switch says neither, and nothing prints "(default: None)"."""
-    parser = evaluate.build_parser()
-    formatter = parser._get_formatter()
-    for action in parser._actions:
-        if action.dest == "help":
-            continue
-        text = formatter._get_help_string(action)
-        if action.required:
-            assert text.endswith("(required)"), f"--{action.dest}"
-        elif action.nargs != 0:
-            assert "default" in text and not (action.default is None and "%(default)" in text), \
-                f"--{action.dest}"

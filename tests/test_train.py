@@ -49,10 +49,11 @@ def test_eps_accepts_fractions_and_decimals():
     assert train.parse_args([]).lr == 0.1 and train.parse_args(["--optimizer", "adam"]).lr == 1e-3
 
 
-def test_every_help_text_states_its_default():
+@pytest.mark.parametrize("script", ["train", "eval"])
+def test_every_help_text_states_its_default(script):
     """Each option says its default (in words where it is unset), or that it is required;
     an on/off switch says neither, and nothing prints "(default: None)"."""
-    parser = train.build_parser()
+    parser = __import__(script).build_parser()
     formatter = parser._get_formatter()
     for action in parser._actions:
         if action.dest == "help":
@@ -260,7 +261,7 @@ def test_mnist_few_thousand_images_one_epoch_reaches_95_percent(tmp_path, data_r
                         "--schedule", "onecycle", "--lr", "0.02", "--nesterov",
                         "--out-dir", str(tmp_path)])
     assert final["n_test"] == 10000
-    assert final["data_description"] == "MNIST (pixel-exact); digit in a 20-px box centred in 32x32"
+    assert final["data_description"] == "MNIST (pixel-exact), digits in a 20-px box in 32x32"
     assert final["test_accuracy"] >= 0.95
 
 
