@@ -85,11 +85,31 @@ class Timings:
         return statistics.median(times)
 
 
+def cpu_busy(seconds=1.0):
+    """Share of all CPUs' time spent busy over the next `seconds` (Linux /proc/stat), or
+    None where that cannot be read. Unlike the load average it does not remember a job
+    that just ended, and it sees one that is running now."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def machine_load(threads):
-    """Reasons to distrust timings taken now: another process using the CPUs."""
-    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return load1, ([f"1-minute load average {load1:.2f} before the benchmark started: another "
-                    f"process is using the CPU"] if load1 > 0.5 else [])
+    """(how busy the CPUs were just before the start, reasons to distrust timings taken now)."""
+    busy = cpu_busy()
+    if busy is None:  # no /proc/stat: the 1-minute load average, which lags by a minute
+        load = os.getloadavg()[0] / (os.cpu_count() or 1) if hasattr(os, "getloadavg") else 0.0
+        busy = load
+    return busy, ([f"the CPUs were {100 * busy:.0f}% busy before the benchmark started: another "
+                   "process is using them"] if busy > 0.25 else [])
 
 
 def step_flops(model, x, y):
@@ -136,14 +156,18 @@ def profile_step(step, rows):
     return shares
 
 
-def raw_step_fn(model, x, y):
+RAW_STEPS = 5  # raw steps per timed call: one ~0.1 s step alone is too short to time well
+
+
+def raw_step_fn(model, x, y, steps=RAW_STEPS):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return step
 
 
@@ -163,7 +187,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=utils.positive_int, default=128, help="batch size")
     p.add_argument("--batches", type=utils.positive_int, default=20,
                    help="batches of train.py's loop per timed run")
-    p.add_argument("--repeats", type=utils.positive_int, default=5, help="timed runs per measurement")
+    p.add_argument("--repeats", type=utils.positive_int, default=15, help="timed runs per measurement")
     p.add_argument("--pgd-iters", type=utils.positive_int, default=10, help="k of the PGD-k timings")
     p.add_argument("--profile-rows", type=utils.nonnegative_int, default=15,
                    help="print torch.profiler's top N ops of our raw training step (0: skip)")
@@ -174,26 +198,27 @@ def main(argv=None):
                    help="exit with status 3 instead of only warning when the machine is busy")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    load_before, warnings = machine_load(torch.get_num_threads())
+    busy_before, warnings = machine_load(torch.get_num_threads())
     torch.manual_seed(0)
     bs = args.batch_size
     x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     cpu = utils.cpu_info()
     print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags']) or 'none of ' + str(utils.CPU_FLAGS)}; "
-          f"torch threads {torch.get_num_threads()}; load average {load_before:.2f}", flush=True)
+          f"torch threads {torch.get_num_threads()}; CPUs {100 * busy_before:.0f}% busy before the start",
+          flush=True)
 
     tv = torchvision.models.resnet18(num_classes=10)
     ours = resnet18().to(memory_format=torch.channels_last)
     results = {"batch_size": bs, "torch": str(torch.__version__), "cpu": cpu,
-               "threads": torch.get_num_threads(), "load_average_before": load_before,
+               "threads": torch.get_num_threads(), "cpu_busy_before": busy_before,
                "images_per_s": {}, "seconds": {}}
     ips, t = results["images_per_s"], Timings()
 
     raw = interleaved({"tv": raw_step_fn(tv, x, y), "ours": raw_step_fn(ours, x_cl, y)},
                       args.repeats)
-    ips["raw_torchvision_fp32"] = bs / t.median("raw_torchvision_fp32", raw["tv"])
-    ips["raw_ours_fp32"] = bs / t.median("raw_ours_fp32", raw["ours"])
+    ips["raw_torchvision_fp32"] = RAW_STEPS * bs / t.median("raw_torchvision_fp32", raw["tv"])
+    ips["raw_ours_fp32"] = RAW_STEPS * bs / t.median("raw_ours_fp32", raw["ours"])
 
     # train.py's own loop on real CIFAR-10 batches, fp32 and bf16 autocast
     splits = datasets.build_splits("cifar10", args.data_root, download=False)
@@ -262,8 +287,8 @@ def main(argv=None):
     if noisy:
         warnings.append("repeats disagree by more than " f"{100 * args.max_spread:.0f}%: "
                         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in noisy.items()))
-    load_after = machine_load(0)[0]
-    if load_after > torch.get_num_threads() + 0.75:  # more running than our own threads
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load_after > torch.get_num_threads() + 0.75:  # more ran than our own threads
         warnings.append(f"1-minute load average {load_after:.2f} at the end, above this "
                         f"benchmark's {torch.get_num_threads()} threads: something else ran")
     results["warnings"] = warnings

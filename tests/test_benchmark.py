@@ -8,11 +8,32 @@ import throughput  # noqa: E402
 
 
 def test_a_busy_machine_is_named_not_timed_silently(monkeypatch):
-    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (1.9, 1.5, 1.0))
-    load, warnings = throughput.machine_load(2)
-    assert load == 1.9 and len(warnings) == 1 and "another process" in warnings[0]
-    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (0.1, 0.3, 0.2))
+    monkeypatch.setattr(throughput, "cpu_busy", lambda seconds=1.0: 0.93)
+    busy, warnings = throughput.machine_load(2)
+    assert busy == 0.93 and len(warnings) == 1 and "another process" in warnings[0]
+    monkeypatch.setattr(throughput, "cpu_busy", lambda seconds=1.0: 0.02)
     assert throughput.machine_load(2)[1] == []
+
+
+def test_cpu_busy_sees_a_spinning_process():
+    import multiprocessing
+    idle = throughput.cpu_busy(0.3)
+    if idle is None:
+        pytest.skip("no /proc/stat on this system")
+    spinners = [multiprocessing.Process(target=_spin) for _ in range(os.cpu_count() or 1)]
+    for p in spinners:
+        p.start()
+    try:
+        busy = throughput.cpu_busy(0.5)
+    finally:
+        for p in spinners:
+            p.terminate()
+    assert busy > 0.6 and busy > idle
+
+
+def _spin():
+    while True:
+        pass
 
 
 def test_warm_up_runs_until_two_calls_agree(monkeypatch):
