@@ -406,7 +406,7 @@ def default_val_size(n_train):
 
 
 def build_splits(name, data_root="data", download=True, val_size=None, train_subset=None,
-                 augment=True, seed=0, jitter=None, framing="mnist"):
+                 augment=True, seed=0, jitter=None, framing="mnist", subset_at_most=False):
     """Train (augmented if asked) / validation (carved from train) / test datasets.
 
     `framing` places small digits in the 32x32 frame (see FRAMINGS). `jitter` overrides
@@ -415,7 +415,8 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
 
     The validation split is a seeded, stratified draw from the train file, so the
     class-sorted CIFAR-10 copy gives a balanced one; `train_subset` then takes a seeded
-    subset of what remains (for small-target fine-tuning and demo runs).
+    subset of what remains (for small-target fine-tuning and demo runs; with
+    `subset_at_most` it is a cap, so a smaller dataset is used whole).
     """
     from sklearn.model_selection import train_test_split
 
@@ -434,6 +435,8 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
         raise ValueError(f"--val-size must be between 1 and {n - 1} for {name}, got {val_size}")
     train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, stratify=labels,
                                           random_state=seed)
+    if train_subset is not None and subset_at_most:  # a cap (--demo), not a demand
+        train_subset = min(train_subset, len(train_idx))
     if train_subset is not None:
         if not 0 < train_subset <= len(train_idx):
             raise ValueError(f"--train-subset must be between 1 and {len(train_idx)} for "

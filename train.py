@@ -30,7 +30,7 @@ from plots import plot_training_curves
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEMO_EPOCHS, DEMO_SUBSET = 2, 2000
+DEMO_EPOCHS, DEMO_SUBSET, DEMO_BATCH = 5, 2000, 32
 
 
 class NonFiniteLossError(RuntimeError):
@@ -142,8 +142,9 @@ def build_parser():
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last.pth")
     r.add_argument("--demo", action="store_true",
-                   help=f"tiny budget: {DEMO_EPOCHS} epochs on {DEMO_SUBSET} images "
-                        "unless --epochs/--train-subset are given")
+                   help=f"tiny budget: {DEMO_EPOCHS} epochs on {DEMO_SUBSET} images (all, if fewer) "
+                        f"in batches of {DEMO_BATCH}, unless --epochs/--train-subset/--batch-size "
+                        "are given")
     return p
 
 
@@ -152,8 +153,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
 
     if args.demo:
-        if "--epochs" not in (argv if argv is not None else sys.argv[1:]):
+        given = argv if argv is not None else sys.argv[1:]
+        if "--epochs" not in given:
             args.epochs = DEMO_EPOCHS
+        if "--batch-size" not in given:  # enough steps for BatchNorm's statistics to settle
+            args.batch_size = DEMO_BATCH
         args.train_subset = args.train_subset or DEMO_SUBSET
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
@@ -531,7 +535,7 @@ def fit(args, argv, device, dist=None):
     try:
         splits = datasets.build_splits(args.dataset, args.data_root, not args.no_download,
                                        args.val_size, args.train_subset, args.augment, args.seed,
-                                       args.color_jitter, args.framing)
+                                       args.color_jitter, args.framing, subset_at_most=args.demo)
         model, model_args = build_model(args, splits.info)
     except (datasets.DatasetUnavailableError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")

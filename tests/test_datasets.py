@@ -74,6 +74,8 @@ def test_train_subset_is_seeded_and_sized():
     assert len(a.train) == 200 and torch.equal(a.train.images, b.train.images)
     with pytest.raises(ValueError, match="--train-subset"):
         datasets.build_splits("digits", train_subset=10**6)
+    capped = datasets.build_splits("digits", train_subset=10**6, subset_at_most=True)  # --demo
+    assert len(capped.train) == 1170
 
 
 def test_mnist_style_images_are_padded_to_32_and_three_channels():

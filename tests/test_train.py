@@ -324,3 +324,12 @@ def test_loader_workers_do_not_change_the_weights(tmp_path):
 def test_a_huge_learning_rate_stops_the_run(tmp_path):
     with pytest.raises(SystemExit, match="diverged|loss became"):
         run(tmp_path, "--epochs", "2", "--lr", "1e6")
+
+
+def test_the_readmes_first_run_works_on_the_bundled_digits(tmp_path):
+    """`train.py --dataset digits --demo`: 5 epochs on all 1,170 training digits (fewer
+    than the demo's 2,000), with the default schedule, and it learns."""
+    final = train.main(["--dataset", "digits", "--demo", "--out-dir", str(tmp_path)])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert final["epochs"] == 5 and config["data"]["sizes"]["train"] == 1170
+    assert config["args"]["schedule"] == "onecycle" and final["test_accuracy"] > 0.8
