@@ -314,8 +314,7 @@ def plot_transfer_matrix(panels, targets, path, title):
     or (accuracy, [low, high]) with the 95% interval. Each cell prints the accuracy in %
     and the interval's half-width; grey cells were not run.
     """
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     width = 1.2 * len(targets) + 2.2
     fig = Figure(figsize=(width * len(panels), 0.75 * max(len(p[1]) for p in panels) + 2.2))
     axes = np.atleast_1d(fig.subplots(1, len(panels), gridspec_kw={"wspace": 0.35}))
