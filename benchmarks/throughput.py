@@ -56,14 +56,19 @@ def warm_up(fn, tries=12, tolerance=0.1):
         last = now
 
 
-def interleaved(fns, repeats):
+def interleaved(fns, repeats, settle=False):
     """Seconds of every call of each function in `fns` (a dict), warmed up, then timed in
-    alternation (A, B, A, B, ...) so drift in the machine's speed hits all alike."""
+    alternation (A, B, A, B, ...) so drift in the machine's speed hits all alike. With
+    `settle`, one untimed call precedes each timed one: switching between fp32 and bf16
+    training makes the first step after the switch slow by a varying amount (measured: a
+    bf16 loop alone varies 2% between calls, alternated with fp32 24%)."""
     for fn in fns.values():
         warm_up(fn)
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if settle:
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -237,7 +242,7 @@ def main(argv=None):
             targs, torch.device("cpu"), 1)
 
     loops = interleaved({"train_loop_fp32": train_loop("off"),
-                         "train_loop_bf16": train_loop("bf16")}, args.repeats)
+                         "train_loop_bf16": train_loop("bf16")}, args.repeats, settle=True)
     ips.update({key: bs * args.batches / t.median(key, v) for key, v in loops.items()})
 
     # attacks: one PGD step vs one raw input-gradient pass, and vs torchattacks
