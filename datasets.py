@@ -26,6 +26,8 @@ DIGIT_DATASETS = ("mnist", "usps", "digits", "mnistm", "svhn")  # the transfer d
 # frame to 32x32, so USPS and scikit-learn digits fill it (MNIST's digit grows to ~23 px).
 # 32x32 datasets (CIFAR-10, SVHN, MNIST-M, synthetic) are the same under both.
 FRAMINGS = ("mnist", "fill")
+FRAMING_HELP = ("how small digits (USPS, scikit-learn digits) sit in the 32x32 frame: mnist = "
+                "in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
 DIGIT_BOX = 20
 
 CLASS_NAMES = {

@@ -64,8 +64,7 @@ def build_parser():
                    help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
-                   help="how small digits (USPS, scikit-learn digits) sit in the 32x32 frame: "
-                        "mnist = in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
+                   help=datasets.FRAMING_HELP)
     p.add_argument("--split", choices=("test", "val", "train"), default="test",
                    help="split to evaluate (val is carved from train as in training)")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.metrics.json, PREFIX.*.png")

@@ -54,8 +54,7 @@ def build_parser():
                         "[1-S, 1+S] (default: the dataset's, "
                         f"{datasets.AUGMENT['cifar10']['jitter']:g} for cifar10)")
     d.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
-                   help="how small digits (USPS, scikit-learn digits) sit in the 32x32 frame: "
-                        "mnist = in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
+                   help=datasets.FRAMING_HELP)
     d.add_argument("--train-subset", type=utils.positive_int, default=None,
                    help="train on a seeded subset of N images (default: all)")
     d.add_argument("--val-size", type=utils.positive_int, default=None,
