@@ -350,7 +350,7 @@ def _transfer(args, profile, res, why, fig_dir):
     n_target = profile["finetune"]["train_subset"]
     in_domain = {d: _accuracy(res(f"{d}_scratch")) for d in domains}
     scratch_small = {d: _accuracy(res(f"{d}_target_only")) for d in domains}
-    direct, tuned, rows = {}, {}, []
+    direct, tuned, closed, rows = {}, {}, {}, []
     sources = domains + ["cifar10"] + (["imagenet"] if args.pretrained_weights else [])
     for src in sources:
         for dst in domains:
@@ -360,7 +360,8 @@ def _transfer(args, profile, res, why, fig_dir):
             direct[src, dst] = _accuracy(res(d_name)) if src in domains else None
             tuned[src, dst] = _accuracy(res(t_name))
             d, t, full = direct[src, dst], tuned[src, dst], in_domain[dst]
-            gap = full[0] - d[0] if d and t and full else None
+            if d and t and full and full[0] > d[0]:  # the share of the gap the new head closes
+                closed[src, dst] = (t[0] - d[0]) / (full[0] - d[0])
             published = PUBLISHED_SOURCE_ONLY.get((src, dst))
             rows.append({
                 "source": src, "target": dst,
@@ -369,7 +370,7 @@ def _transfer(args, profile, res, why, fig_dir):
                 "direct_accuracy": d[0] if d else "", "direct_ci95": d[1] if d else "",
                 "finetuned_accuracy": t[0] if t else "", "finetuned_ci95": t[1] if t else "",
                 "target_only_accuracy": scratch_small[dst][0] if scratch_small[dst] else "",
-                "gap_closed": round((t[0] - d[0]) / gap, 3) if gap and gap > 0 else "",
+                "gap_closed": round(closed[src, dst], 3) if (src, dst) in closed else "",
                 "published_source_only": published[0] if published else "",
                 "published_source": published[1] if published else "",
                 "direct_status": "ok" if d else ("n/a (no digit classifier)" if src not in domains
@@ -413,7 +414,7 @@ def _transfer(args, profile, res, why, fig_dir):
                    if r.get("published_source_only") else "-"] for r in rows]), "",
           "![transfer matrix](figures/transfer_matrix.png)", ""]
     md += _framing_lines(profile, res, why, direct)
-    md += ["Reading: " + " ".join(_transfer_readings(domains, direct, tuned, in_domain,
+    md += ["Reading: " + " ".join(_transfer_readings(domains, direct, tuned, closed,
                                                       scratch_small)), "",
            "Published source-only numbers are for reference only: they come from LeNet-style "
            "networks under those papers' protocols (ADDA samples 2,000 MNIST and 1,800 USPS "
@@ -443,8 +444,9 @@ def _framing_lines(profile, res, why, direct):
     return [text, ""]
 
 
-def _transfer_readings(domains, direct, tuned, in_domain, scratch_small):
-    """Sentences computed from the matrix: harder direction, gap closed, kind of shift."""
+def _transfer_readings(domains, direct, tuned, closed, scratch_small):
+    """Sentences computed from the matrix: harder direction, gap closed (`closed`: pair ->
+    share of the gap to in-domain training), kind of shift."""
     out = []
     pairs = [(a, b) for i, a in enumerate(domains) for b in domains[i + 1:]
              if direct.get((a, b)) and direct.get((b, a))]
@@ -460,12 +462,9 @@ def _transfer_readings(domains, direct, tuned, in_domain, scratch_small):
                 parts.append(f"{a} <-> {b} shows no difference the intervals can see "
                              f"({100 * ab[0]:.1f}% vs {100 * ba[0]:.1f}%)")
         out.append("Direction: " + "; ".join(parts) + ".")
-    closed = [((tuned[k][0] - direct[k][0]) / (in_domain[k[1]][0] - direct[k][0]), k)
-              for k in direct if direct[k] and tuned.get(k) and in_domain.get(k[1])
-              and in_domain[k[1]][0] > direct[k][0]]
     if closed:
-        fractions = sorted(f for f, _ in closed)
-        vs_scratch = [(tuned[k], scratch_small[k[1]]) for _, k in closed if scratch_small.get(k[1])]
+        fractions = sorted(closed.values())
+        vs_scratch = [(tuned[k], scratch_small[k[1]]) for k in closed if scratch_small.get(k[1])]
         above = sum(_below(ref, t) for t, ref in vs_scratch)
         below = sum(_below(t, ref) for t, ref in vs_scratch)
         out.append(f"Frozen-feature fine-tuning closes a median {100 * fractions[len(fractions) // 2]:.0f}% "
