@@ -107,7 +107,7 @@ def cpu_busy(seconds=1.0):
     return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def machine_load(threads):
+def machine_load():
     """(how busy the CPUs were just before the start, reasons to distrust timings taken now)."""
     busy = cpu_busy()
     if busy is None:  # no /proc/stat: the 1-minute load average, which lags by a minute
@@ -203,7 +203,7 @@ def main(argv=None):
                    help="exit with status 3 instead of only warning when the machine is busy")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    busy_before, warnings = machine_load(torch.get_num_threads())
+    busy_before, warnings = machine_load()
     torch.manual_seed(0)
     bs = args.batch_size
     x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))

@@ -9,10 +9,10 @@ import throughput  # noqa: E402
 
 def test_a_busy_machine_is_named_not_timed_silently(monkeypatch):
     monkeypatch.setattr(throughput, "cpu_busy", lambda seconds=1.0: 0.93)
-    busy, warnings = throughput.machine_load(2)
+    busy, warnings = throughput.machine_load()
     assert busy == 0.93 and len(warnings) == 1 and "another process" in warnings[0]
     monkeypatch.setattr(throughput, "cpu_busy", lambda seconds=1.0: 0.02)
-    assert throughput.machine_load(2)[1] == []
+    assert throughput.machine_load()[1] == []
 
 
 def test_cpu_busy_sees_a_spinning_process():
