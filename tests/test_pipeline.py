@@ -165,3 +165,23 @@ def test_every_profile_builds_commands_the_scripts_accept(profile):
             assert parsed.adv_prob == pipeline.PROFILES[profile]["adversarial"]["adv_prob"]
             if parsed.attack == "fgsm":  # the PGD step settings would only mislead there
                 assert "--alpha" not in run.argv and "--iters" not in run.argv
+
+
+def test_gap_closed_only_where_the_intervals_see_a_gap(tmp_path):
+    args = pipeline.parse_args(["--profile", "smoke"])
+    numbers = {"usps_scratch": 0.95, "digits_scratch": 0.22,  # in-domain
+               "transfer_usps_to_digits_direct": 0.21, "transfer_digits_to_usps_direct": 0.50,
+               "transfer_usps_to_digits_finetune": 0.30, "transfer_digits_to_usps_finetune": 0.80}
+
+    def res(name):
+        if name not in numbers:
+            return None
+        v = numbers[name]
+        key = "clean_accuracy" if name.endswith("_direct") else "test_accuracy"
+        return {key: v, f"{key}_ci95": [v - 0.02, v + 0.02]}
+    rows, md = pipeline._transfer(args, pipeline.PROFILES["smoke"], res, lambda n: "not run: x",
+                                  str(tmp_path))
+    by_pair = {(r["source"], r["target"]): r for r in rows}
+    assert by_pair["usps", "digits"]["gap_closed"] == ""  # 21% vs 22%: no gap to close
+    assert by_pair["digits", "usps"]["gap_closed"] == pytest.approx((0.80 - 0.50) / (0.95 - 0.50), abs=1e-3)
+    assert "over 1 pairs" in "\n".join(md)
