@@ -576,7 +576,9 @@ def main(argv=None):
         val_set = (datasets.build_eval_split(args.dataset, "val", args.data_root, download,
                                              val_size, split_seed, args.framing)[0]
                    if "calibration" in args.components else None)
-    except (datasets.DatasetUnavailableError, ValueError) as exc:
+    except datasets.DatasetUnavailableError as exc:
+        raise utils.NotAvailable(f"error: {exc}")
+    except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     if ckpt["model_args"]["num_classes"] != len(info["class_names"]):
         raise SystemExit(f"error: the model has {ckpt['model_args']['num_classes']} classes, "

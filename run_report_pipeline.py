@@ -23,18 +23,37 @@ import utils
 # ----------------------------------------------------------------------------- profiles
 # Budgets per experiment group. Any flag below can still be overridden on the command line.
 
+# Ablation variants: name -> flags added to the baseline's. "no_bn" gets its own working
+# learning rate; "no_bn_same_lr" keeps the baseline's, which is what "BatchNorm eases
+# optimization" is about.
+ABLATIONS = {
+    "baseline": [],
+    "no_bn": ["--use-bn", "false", "--lr", "0.02"],
+    "no_bn_same_lr": ["--use-bn", "false"],
+    "label_smoothing": ["--label-smoothing", "0.1"],
+    "adam": ["--optimizer", "adam", "--lr", "0.001"],
+    "no_augment": ["--no-augment"],
+    "dropout": ["--dropout", "0.3"],
+}
+# Circle Loss at gamma 256, m 0.25 starts near 150 nats on a fresh ResNet18 (CIFAR-10, batch
+# 128) against cross-entropy's 2.3-2.5: weight ~0.016 makes the two terms equal at the first
+# step. The sweep brackets that point by 4x either way; the validation split picks one.
+CIRCLE_WEIGHTS = ("0.004", "0.016", "0.064")
+
 PROFILES = {
     # Tiny budgets on a synthetic CIFAR-10 stand-in and two small real digit domains:
-    # exercises the whole chain in about two minutes.
+    # exercises the whole chain, and every outcome a run can have, in about two minutes.
     "smoke": {
         "no_download": True,  # a test-sized profile never pulls a dataset from the internet
         "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn"},
         # real but small digit domains (USPS needs the data root; SVHN is never downloaded)
         "digit_domains": ["usps", "digits", "svhn"], "framing_pair": ("digits", "usps"),
-        "standard": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02},
+        "seeds": [0, 1],
+        # a learning rate no network survives: the "diverged" outcome, end to end
+        "extra_ablations": {"diverge_check": ["--lr", "1e6"]},
+        "cifar10": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02,
+                    "iters": 2, "alpha": "4/255", "adv_prob": 0.5},
         "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
-        "adversarial": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02,
-                        "iters": 2, "alpha": "4/255", "adv_prob": 0.5},
         "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
         "digits": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
         "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05,
@@ -45,19 +64,20 @@ PROFILES = {
                  "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 32,
                  "autoattack_version": "fast"},
     },
-    # Real data sized for a 2-core CPU: the whole matrix in under an hour. These schedules
-    # underfit, so CIFAR-10 drops the colour jitter, and adversarial training attacks every
-    # batch with a 2-step PGD whose step (2.5 eps / iters) reaches the eps-ball's surface.
+    # Real data sized for a 2-core CPU: the whole matrix in about 80 minutes (AVX-512 CPU).
+    # Every CIFAR-10 model, standard or adversarially trained, has one budget, so the cost of
+    # adversarial training is not confounded with the schedule. Adversarial training attacks
+    # every batch (FGSM with a random start at step 10/255, or a 2-step PGD whose step
+    # reaches the eps-ball's surface); the short schedules drop the colour jitter.
     "quick": {
         "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn"},
         "digit_domains": ["mnist", "usps", "digits", "mnistm", "svhn"],
         "framing_pair": ("mnist", "usps"),
-        "standard": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.2,
+        "seeds": [0, 1, 2],
+        "cifar10": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.2,
+                    "iters": 2, "alpha": "10/255", "adv_prob": 1.0, "color_jitter": 0.0},
+        "ablation": {"epochs": 4, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
                      "color_jitter": 0.0},
-        "ablation": {"epochs": 2, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
-                     "color_jitter": 0.0},
-        "adversarial": {"epochs": 2, "train_subset": None, "batch_size": 128, "lr": 0.1,
-                        "iters": 2, "alpha": "10/255", "adv_prob": 1.0, "color_jitter": 0.0},
         "digit": {"epochs": 1, "train_subset": None, "batch_size": 128, "lr": 0.05},
         "digits": {"epochs": 15, "train_subset": None, "batch_size": 64, "lr": 0.05},
         "finetune": {"epochs": 10, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
@@ -68,15 +88,15 @@ PROFILES = {
                  "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255",
                  "autoattack_samples": 1000, "autoattack_version": "fast"},
     },
-    # The study's long schedules, for a GPU (use --device cuda; --stem cifar is worth it there).
+    # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
     "full": {
         "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn"},
         "digit_domains": ["mnist", "usps", "digits", "mnistm", "svhn"],
         "framing_pair": ("mnist", "usps"),
-        "standard": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "seeds": [0, 1, 2],
+        "cifar10": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
+                    "iters": 7, "alpha": "2/255", "adv_prob": 0.5},
         "ablation": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
-        "adversarial": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
-                        "iters": 7, "alpha": "2/255", "adv_prob": 0.5},
         "digit": {"epochs": 20, "train_subset": None, "batch_size": 128, "lr": 0.05},
         "digits": {"epochs": 40, "train_subset": None, "batch_size": 64, "lr": 0.05},
         "finetune": {"epochs": 20, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
@@ -95,21 +115,42 @@ SMALL_DOMAINS = ("usps", "digits")  # trained with the "digits" budget (more epo
 
 
 @dataclass
+class Choice:
+    """A flag whose value is picked when the run starts: the candidate (value -> run) whose
+    final_metrics.json has the highest `by`."""
+    flag: str
+    candidates: dict
+    by: str = "best_val_acc"
+
+
+@dataclass
 class Run:
-    """One train.py or eval.py invocation of the matrix."""
+    """One train.py or eval.py invocation of the matrix, declared once. `fields` are what the
+    report needs to place it (variant, seed, source, target, kind, model, ...)."""
     name: str
     script: str  # "train" or "eval"
     argv: list
     group: str
     needs: list = field(default_factory=list)  # names of runs whose outputs this one reads
-    status: str = "pending"  # done | skipped (up to date) | not run
-    reason: str = ""
-    seconds: float = 0.0
+    fields: dict = field(default_factory=dict)
+    choice: Choice = None
     cost: float = 1.0  # rough relative cost, for the time estimate
+    # outcome: pending | done | skipped (up to date) | not run | diverged | FAILED
+    status: str = "pending"
+    reason: str = ""
+    error_tail: str = ""  # a failure's last lines
+    seconds: float = 0.0
+
+    @property
+    def needs_all(self):
+        return self.needs + (list(self.choice.candidates.values()) if self.choice else [])
 
     @property
     def command(self):
-        return utils.command_line(f"{self.script}.py", self.argv)
+        argv = self.argv
+        if self.choice and self.choice.flag not in argv:
+            argv = argv + [self.choice.flag, f"<best of {', '.join(self.choice.candidates.values())}>"]
+        return utils.command_line(f"{self.script}.py", argv)
 
 
 def _train_flags(budget, out_dir, dataset, data_root, common):
@@ -128,25 +169,29 @@ def _train_flags(budget, out_dir, dataset, data_root, common):
 def build_matrix(args, profile):
     """The experiment matrix as an ordered list of runs (dependencies come first)."""
     ds, root, ck = profile["datasets"], args.data_root, args.checkpoints
-    common = ["--seed", str(args.seed), "--device", args.device]
+    common = ["--device", args.device]
     if args.no_download or profile.get("no_download"):
         common.append("--no-download")
     fast = ["--schedule", "onecycle", "--nesterov"]
     runs = []
 
-    def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0):
+    def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0, seed=None,
+              choice=None, **fields):
         b = profile[budget] if isinstance(budget, str) else budget
         images = b.get("train_subset") or TRAIN_IMAGES.get(dataset, 45000)
-        cost = b["epochs"] * images * (1 + b.get("adv_prob", 0) * 0.8 * adv_iters)
-        runs.append(Run(name, "train", _train_flags(b, os.path.join(ck, name), dataset, root, common)
-                        + fast + list(extra), group, list(needs), cost=cost))
+        cost = b["epochs"] * images * (1 + 0.8 * adv_iters)
+        seed = args.seed if seed is None else seed
+        argv = (_train_flags(b, os.path.join(ck, name), dataset, root, common)
+                + ["--seed", str(seed)] + fast + list(extra))
+        runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
+                        choice, cost=cost))
 
     def finetune(src, dst, model):
         train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", dst,
               ["--init-from", os.path.join(ck, model, "best.pth"), "--freeze-features"],
-              needs=[model])
+              needs=[model], source=src, target=dst, kind="finetune")
 
-    def evaluate(name, model, dataset, group, components=None, needs=(), extra=()):
+    def evaluate(name, model, dataset, group, components=None, needs=(), extra=(), **fields):
         e = profile["eval"]
         argv = ["--checkpoint", os.path.join(ck, model, "best.pth"), "--dataset", dataset,
                 "--data-root", root, "--out", os.path.join(ck, "eval", name),
@@ -177,14 +222,16 @@ def build_matrix(args, profile):
                 cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
                                                  + e["iter_sweep_max_batches"] * iters)
                 cost += 10000
-        runs.append(Run(name, "eval", argv, group, [model, *needs], cost=cost))
+        runs.append(Run(name, "eval", argv, group, [model, *needs],
+                        {"model": model, **fields}, cost=cost))
 
-    # Ablations on one dataset: baseline, BatchNorm off, label smoothing, Adam.
+    # Ablations on one dataset, every variant with every seed.
     abl = ds.get(args.ablation_dataset, args.ablation_dataset)
-    for name, extra in (("baseline", []), ("no_bn", ["--use-bn", "false", "--lr", "0.02"]),
-                        ("label_smoothing", ["--label-smoothing", "0.1"]),
-                        ("adam", ["--optimizer", "adam", "--lr", "0.001"])):
-        train(f"ablation_{args.ablation_dataset}_{name}", "ablation", "ablation", abl, extra)
+    variants = {**ABLATIONS, **profile.get("extra_ablations", {})}
+    for variant, extra in variants.items():
+        for seed in args.seeds:
+            train(f"ablation_{args.ablation_dataset}_{variant}_s{seed}", "ablation", "ablation",
+                  abl, extra, seed=seed, variant=variant)
 
     # Digit domains from scratch, then transfer: direct evaluation on the other domains; a
     # new classifier on frozen features, fitted on a small labelled target subset; and, as
@@ -194,48 +241,58 @@ def build_matrix(args, profile):
     target_only = {**profile["target_only"], "train_subset": subset,
                    "val_size": profile["finetune"].get("val_size")}
     for d in domains:
-        train(f"{d}_scratch", "digits", "digits" if d in SMALL_DOMAINS else "digit", d)
+        train(f"{d}_scratch", "digits", "digits" if d in SMALL_DOMAINS else "digit", d,
+              source=d, target=d, kind="in_domain")
     for d in domains:
-        train(f"{d}_target_only", "transfer", target_only, d)
+        train(f"{d}_target_only", "transfer", target_only, d, target=d, kind="target_only")
     for src in domains:
         for dst in domains:
             if src != dst:
                 evaluate(f"transfer_{src}_to_{dst}_direct", f"{src}_scratch", dst, "transfer",
-                         components=["confusion"])
+                         components=["confusion"], source=src, target=dst, kind="direct")
                 finetune(src, dst, f"{src}_scratch")
     src, dst = profile["framing_pair"]  # the same pair with the target's digits filling the frame
     evaluate(f"framing_{src}_to_{dst}_fill", f"{src}_scratch", dst, "transfer",
-             components=["confusion"], extra=["--framing", "fill"])
-    if args.pretrained_weights:
-        for dst in domains:
-            train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", dst,
-                  ["--pretrained-weights", args.pretrained_weights, "--freeze-features"])
+             components=["confusion"], extra=["--framing", "fill"], source=src, target=dst,
+             kind="direct_fill")
+    for dst in domains:  # declared either way: without weights they are "not run"
+        train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", dst,
+              ["--pretrained-weights", args.pretrained_weights or "<none>", "--freeze-features"],
+              source="imagenet", target=dst, kind="finetune")
+        if not args.pretrained_weights:
+            runs[-1].status = "not run"
+            runs[-1].reason = "no ImageNet weights given (--pretrained-weights PATH)"
 
-    # CIFAR-10: standard, FGSM / PGD adversarial training, Circle Loss with and without PGD-AT.
-    adv = profile["adversarial"]
-    adv_flags = ["--adv-train", "--eps", "8/255", "--adv-prob", str(adv["adv_prob"])]
-    pgd_flags = adv_flags + ["--attack", "pgd", "--alpha", adv["alpha"], "--iters", str(adv["iters"])]
+    # CIFAR-10, every model on one budget: standard, FGSM / FGSM-RS / PGD adversarial
+    # training, and Circle Loss with and without PGD-AT at the weight its sweep chose.
+    budget = profile["cifar10"]
     cifar = ds["cifar10"]
-    train("cifar10_standard", "cifar10", "standard", cifar)
-    train("cifar10_fgsm_at", "cifar10", "adversarial", cifar, adv_flags + ["--attack", "fgsm"],
-          adv_iters=1)
-    train("cifar10_fgsm_rs_at", "cifar10", "adversarial", cifar,
-          adv_flags + ["--attack", "fgsm_rs"], adv_iters=1)
-    train("cifar10_pgd_at", "cifar10", "adversarial", cifar, pgd_flags, adv_iters=adv["iters"])
-    train("cifar10_circle", "cifar10", "adversarial", cifar, ["--circle-weight", "0.1"])
-    train("cifar10_circle_pgd_at", "cifar10", "adversarial", cifar,
-          ["--circle-weight", "0.1"] + pgd_flags, adv_iters=adv["iters"])
+    sweep = {}
+    for w in CIRCLE_WEIGHTS:
+        sweep[w] = f"circle_sweep_w{w}"
+        train(sweep[w], "circle_sweep", "ablation", cifar, ["--circle-weight", w], weight=float(w))
+    circle = Choice("--circle-weight", sweep)
+    adv = ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"])]
+    pgd = adv + ["--attack", "pgd", "--alpha", budget["alpha"], "--iters", str(budget["iters"])]
+    models = {"cifar10_standard": ([], 0, None), "cifar10_circle": ([], 0, circle),
+              "cifar10_fgsm_at": (adv + ["--attack", "fgsm"], 1, None),
+              "cifar10_fgsm_rs_at": (adv + ["--attack", "fgsm_rs"], 1, None),
+              "cifar10_pgd_at": (pgd, budget["iters"], None),
+              "cifar10_circle_pgd_at": (pgd, budget["iters"], circle)}
+    for name, (extra, iters, choice) in models.items():
+        train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
+              model=name, adversarial=bool(iters), circle=choice is not None)
 
     # Natural-image features for digits: the CIFAR-10 standard model as a frozen extractor.
     for dst in domains:
         finetune("cifar10", dst, "cifar10_standard")
 
-    # Diagnostics: every component on the standard and PGD-trained models; attacks on the rest.
-    for model in ("cifar10_standard", "cifar10_pgd_at"):
-        evaluate(f"eval_{model}", model, cifar, "diagnostics")
-    for model in ("cifar10_fgsm_at", "cifar10_fgsm_rs_at", "cifar10_circle",
-                  "cifar10_circle_pgd_at"):
-        evaluate(f"eval_{model}", model, cifar, "robustness", components=["attacks", "autoattack"])
+    # Every CIFAR-10 model under the same attacks (AutoAttack included); every component on
+    # the standard and PGD-trained models.
+    for name in models:
+        full = name in ("cifar10_standard", "cifar10_pgd_at")
+        evaluate(f"eval_{name}", name, cifar, "robustness",
+                 components=None if full else ["attacks", "autoattack"], diagnostics=full)
     return runs
 
 
@@ -250,6 +307,10 @@ def _outputs(run):
     return f"{prefix}.metrics.json", f"{prefix}.metrics.json"
 
 
+def _diverged_file(run):
+    return os.path.join(os.path.dirname(_outputs(run)[0]), "diverged.json") if run.script == "train" else None
+
+
 def _recorded_command(path):
     try:
         return utils.load_json(path).get("command")
@@ -257,52 +318,144 @@ def _recorded_command(path):
         return None
 
 
-def _up_to_date(run, runs_by_name):
-    """Whether the run's outputs are complete, were made by exactly this command, and are
-    newer than the outputs of every run it reads (a retrained model makes its evaluation
-    stale even though the evaluation's command is unchanged)."""
-    done_file, command_file = _outputs(run)
-    if not os.path.exists(done_file) or _recorded_command(command_file) != run.command:
-        return False
-    made = os.path.getmtime(done_file)
-    for name in run.needs:
+def _newer_than_needs(path, run, runs_by_name):
+    """Whether `path` is newer than the outputs of every run `run` reads (a retrained model
+    makes its evaluation stale even though the evaluation's command is unchanged)."""
+    made = os.path.getmtime(path)
+    for name in run.needs_all:
         need_done = _outputs(runs_by_name[name])[0]
         if not os.path.exists(need_done) or os.path.getmtime(need_done) > made:
             return False
     return True
 
 
-UP_TO_DATE = "up to date (same command, outputs complete)"
-
-
-def execute(run, runs_by_name, force):
-    """Run one step in-process; never raises (a failure becomes the run's reason)."""
+def _up_to_date(run, runs_by_name):
+    """Whether the run's outputs are complete, were made by exactly this command, and are
+    newer than the outputs of every run it reads."""
     done_file, command_file = _outputs(run)
-    failed = [n for n in run.needs if runs_by_name[n].status == "not run"]
-    if failed:
-        run.status, run.reason = "not run", f"needs {', '.join(failed)}, which did not run"
-        return
+    if not os.path.exists(done_file) or _recorded_command(command_file) != run.command:
+        return False
+    return _newer_than_needs(done_file, run, runs_by_name)
+
+
+def _diverged_before(run, runs_by_name):
+    """The divergence record of this exact command, if it already diverged (a result: a
+    re-run would diverge again)."""
+    path = _diverged_file(run)
+    if (path and os.path.exists(path) and _recorded_command(path) == run.command
+            and _newer_than_needs(path, run, runs_by_name)):
+        return utils.load_json(path)
+    return None
+
+
+def _divergence_reason(record):
+    if "step" in record:
+        return f"loss {record['loss']} at epoch {record['epoch']}, step {record['step']}"
+    return f"validation loss {record.get('validation_loss')} after epoch {record['epoch']}"
+
+
+UP_TO_DATE = "up to date (same command, outputs complete)"
+NOT_FINISHED = ("pending", "not run", "diverged", "FAILED")
+
+
+def resolve(run, runs_by_name):
+    """Fix a Choice flag from the candidates' results; False when none of them finished."""
+    if not run.choice or run.choice.flag in run.argv:
+        return True
+    scores = {}
+    for value, name in run.choice.candidates.items():
+        done = _outputs(runs_by_name[name])[0]
+        if runs_by_name[name].status in ("done", "skipped") and os.path.exists(done):
+            scores[value] = utils.load_json(done)[run.choice.by]
+    if not scores:
+        return False
+    run.argv = run.argv + [run.choice.flag, max(scores, key=lambda v: (scores[v], v))]
+    run.fields["chosen"] = {"flag": run.choice.flag, "value": run.argv[-1], "scores": scores}
+    return True
+
+
+def blocked(run, runs_by_name):
+    """Why a run cannot start because of what it reads, or None."""
+    if run.status == "not run":  # decided when the matrix was declared
+        return run.reason
+    missing = [n for n in run.needs if runs_by_name[n].status in NOT_FINISHED]
+    if missing:
+        return "needs " + ", ".join(f"{n} ({runs_by_name[n].status})" for n in missing)
+    if run.choice and not resolve(run, runs_by_name):
+        return f"needs one of {', '.join(run.choice.candidates.values())}, none of which finished"
+    return None
+
+
+def _tail(text, lines=12):
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def call(script, argv):
+    """Run train.main / eval.main on argv in this process and classify how it ended:
+    (status, reason, error tail). Never raises, except on Ctrl-C."""
+    module = __import__(script)  # the same main(argv) a person would call
+    try:
+        module.main(argv)
+        return "done", "", ""
+    except utils.NotAvailable as exc:  # something absent that the user knows about
+        return "not run", str(exc.code).removeprefix("error: "), ""
+    except utils.Diverged as exc:
+        return "diverged", str(exc.code).removeprefix("error: "), ""
+    except SystemExit as exc:  # bad input: a file the user gave, conflicting flags, ...
+        message = str(exc.code).removeprefix("error: ")
+        return "FAILED", message, message
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a crash: the traceback's last lines go to the log and report
+        traceback.print_exc()
+        return "FAILED", f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc())
+
+
+def prepare(run, runs_by_name, force):
+    """Decide whether a run needs executing: None if so, else sets its outcome."""
+    reason = blocked(run, runs_by_name)
+    if reason:
+        run.status, run.reason = "not run", reason
+        return False
     if not force and _up_to_date(run, runs_by_name):
         run.status, run.reason = "skipped", UP_TO_DATE
-        return
+        return False
+    record = None if force else _diverged_before(run, runs_by_name)
+    if record:
+        run.status, run.reason = "diverged", _divergence_reason(record) + " (recorded earlier)"
+        return False
+    return True
+
+
+def launch_argv(run, force):
+    """The argv to execute: an interrupted training run of the same command continues."""
+    done_file, command_file = _outputs(run)
     argv = list(run.argv)
     if (run.script == "train" and not force and not os.path.exists(done_file)
             and _recorded_command(command_file) == run.command
             and os.path.exists(os.path.join(os.path.dirname(done_file), "last.pth"))):
-        argv.append("--resume")  # an interrupted run continues where it stopped
-    module = __import__(run.script)  # train or eval: the same main(argv) a person would call
+        argv.append("--resume")
+    return argv
+
+
+def finish(run, outcome, seconds):
+    """Record a run's outcome; a run that says it finished but left no result has FAILED."""
+    run.status, run.reason, run.error_tail = outcome
+    run.seconds = seconds
+    done_file = _outputs(run)[0]
+    if run.status == "done" and not os.path.exists(done_file):
+        run.status, run.reason = "FAILED", f"finished without writing {done_file}"
+    if run.status == "diverged" and _diverged_file(run) and os.path.exists(_diverged_file(run)):
+        run.reason = _divergence_reason(utils.load_json(_diverged_file(run)))
+
+
+def execute(run, runs_by_name, force):
+    """Run one step in this process; never raises (except on Ctrl-C)."""
+    if not prepare(run, runs_by_name, force):
+        return
     start = time.time()
-    try:
-        module.main(argv)
-        run.status = "done"
-    except SystemExit as exc:  # train.py / eval.py report bad input and missing data this way
-        run.status, run.reason = "not run", str(exc.code).removeprefix("error: ")
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # a crash in one run must not stop the study
-        run.status, run.reason = "not run", f"crashed: {type(exc).__name__}: {exc}"
-        traceback.print_exc()
-    run.seconds = time.time() - start
+    outcome = call(run.script, launch_argv(run, force))
+    finish(run, outcome, time.time() - start)
 
 
 def _eta(runs, i, elapsed):
@@ -818,6 +971,16 @@ def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, tr
 REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
 
 
+def _seed_list(text):
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds repeat in {text!r}")
+    return seeds
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
@@ -846,10 +1009,14 @@ def parse_args(argv=None):
                    help="print the profile's runs (name, group, command) and exit")
     p.add_argument("--force", action="store_true", help="redo runs that are up to date")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any run did not run")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run but the ablations")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                   help="seeds of every ablation variant (default: the profile's; quick: 0,1,2)")
     p.add_argument("--device", default="auto", help="device of every run")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.seeds is None:
+        args.seeds = PROFILES[args.profile]["seeds"]
     if args.checkpoints is None:
         args.checkpoints = os.path.join("checkpoints", args.profile)
     if args.report_dir is None:
@@ -882,16 +1049,31 @@ def main(argv=None):
         execute(run, by_name, args.force)
         print(f"=== {run.name}: {run.status}{': ' + run.reason if run.reason else ''} "
               f"({run.seconds:.0f}s)", flush=True)
+        if run.status == "FAILED":
+            print(f"FAILED: {run.name}\n{run.error_tail or run.reason}", file=sys.stderr, flush=True)
 
     wall = time.time() - start
     results = _load_results(runs)
     write_report(args, args.profile, runs, results, args.report_dir, wall)
-    not_run = [r for r in runs if r.status == "not run"]
-    print(f"\nreport written to {args.report_dir}/REPORT.md in {wall / 60:.1f} min; "
-          f"{len(runs) - len(not_run)} of {len(runs)} runs available", flush=True)
-    for r in not_run:
-        print(f"  not run: {r.name}: {r.reason}", flush=True)
-    if (args.strict and not_run) or len(not_run) == len(runs):
+    return exit_status(args, runs)
+
+
+def exit_status(args, runs):
+    """Summarise the outcomes; non-zero if any run FAILED (or, with --strict, did not run)."""
+    count = {s: sum(r.status == s for r in runs) for s in ("done", "skipped", "not run",
+                                                           "diverged", "FAILED")}
+    print(f"\nreport written to {args.report_dir}/REPORT.md: "
+          + ", ".join(f"{n} {s}" for s, n in count.items() if n), flush=True)
+    for r in runs:
+        if r.status in ("not run", "diverged", "FAILED"):
+            print(f"  {r.status}: {r.name}: {r.reason}", flush=True)
+    failed = [r for r in runs if r.status == "FAILED"]
+    for r in failed:
+        print(f"\nFAILED: {r.name}\n    {r.command}\n" + "\n".join(
+            "    " + line for line in (r.error_tail or r.reason).splitlines()), file=sys.stderr)
+    if failed:
+        return 2
+    if (args.strict and count["not run"]) or count["not run"] == len(runs):
         return 1
     return 0
 

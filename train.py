@@ -34,7 +34,12 @@ DEMO_EPOCHS, DEMO_SUBSET, DEMO_BATCH = 5, 2000, 32
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The training loss became NaN or inf at (epoch, step of the epoch, global step)."""
+
+    def __init__(self, loss, epoch, step, global_step):
+        super().__init__(f"loss became {loss} at epoch {epoch}, step {step} (global step "
+                         f"{global_step}); lower --lr or check the data")
+        self.record = {"loss": str(loss), "epoch": epoch, "step": step, "global_step": global_step}
 
 
 def build_parser():
@@ -314,7 +319,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
     generators = generators or epoch_generators(args.seed, epoch)
     plain = getattr(model, "module", model)
     set_train_mode(plain, args.freeze_features)
-    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, adversarial batches
+    # loss sum, correct, seen, adversarial batches, cross-entropy sum, Circle Loss sum
+    totals = torch.zeros(6, dtype=torch.float64)
+    first = None
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
                mininterval=1.0, disable=None if dist is None or dist.rank == 0 else True)
     for i, (x, y) in enumerate(bar):
@@ -327,13 +334,17 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
 
         with autocast(args, device):
             logits, feats = model(x, return_features=True)
-            loss = criterion(logits.float(), y)
-            if circle is not None:
-                loss = loss + args.circle_weight * circle(feats.float(), y)
+        # losses in fp32 outside autocast: Circle Loss scales cosine similarities by gamma
+        # (256), which would magnify bf16's rounding of them into whole nats
+        ce = criterion(logits.float(), y)
+        # the unweighted Circle term is logged beside cross-entropy, so the history shows
+        # whether --circle-weight makes it shape the objective or dominate it
+        circle_term = circle(feats.float(), y) if circle is not None else torch.zeros(())
+        loss = ce + args.circle_weight * circle_term if circle is not None else ce
         if not _all_finite(loss, dist):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {epoch}, step {i + 1} (global step "
-                f"{step0 + i + 1}); lower --lr or check the data")
+            raise NonFiniteLossError(loss.item(), epoch, i + 1, step0 + i + 1)
+        if first is None:
+            first = {"cross_entropy": ce.item(), "circle": circle_term.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -342,14 +353,22 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         totals[0] += loss.item() * y.numel()
         totals[1] += (logits.argmax(1) == y).sum().item()
         totals[2] += y.numel()
+        totals[4] += ce.item() * y.numel()
+        totals[5] += circle_term.item() * y.numel()
         bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{100 * totals[1] / totals[2]:.1f}%")
     steps = i + 1
     adv_fraction = totals[3].item() / steps
     if dist is not None:
         dist.all_reduce(totals)
         adv_fraction = totals[3].item() / (steps * dist.world)
-    return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
-            "adv_batch_fraction": adv_fraction, "steps": steps}
+    stats = {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
+             "adv_batch_fraction": adv_fraction, "steps": steps,
+             "train_cross_entropy": (totals[4] / totals[2]).item()}
+    if circle is not None:
+        stats.update(train_circle=(totals[5] / totals[2]).item(),
+                     first_step_cross_entropy=first["cross_entropy"],
+                     first_step_circle=first["circle"])
+    return stats
 
 
 ROBUST_VAL_ITERS = 10
@@ -475,6 +494,13 @@ def _resume(args, paths, model, optimizer, scheduler, model_args, config, device
     return ckpt["epoch"] + 1, ckpt["best_score"], ckpt["history"]
 
 
+def _diverged(args, config, record, rank):
+    """Record a divergence as the run's outcome (a result a re-run reproduces, not a crash)."""
+    if rank == 0:
+        utils.save_json({**record, "command": config["command"]},
+                        os.path.join(args.out_dir, "diverged.json"))
+
+
 def _record_epoch(paths, state, is_best, writer):
     """Checkpoints (atomic), history as JSON and CSV, TensorBoard scalars: rank 0 only."""
     if is_best:
@@ -536,7 +562,9 @@ def fit(args, argv, device, dist=None):
                                        args.val_size, args.train_subset, args.augment, args.seed,
                                        args.color_jitter, args.framing, subset_at_most=args.demo)
         model, model_args = build_model(args, splits.info)
-    except (datasets.DatasetUnavailableError, ValueError) as exc:
+    except datasets.DatasetUnavailableError as exc:
+        raise utils.NotAvailable(f"error: {exc}")
+    except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --init-from: {exc}")
@@ -597,13 +625,16 @@ def fit(args, argv, device, dist=None):
                                         step0=(epoch - 1) * steps_per_epoch, dist=dist,
                                         generators=epoch_generators(args.seed, epoch, rank))
             except NonFiniteLossError as exc:
-                raise SystemExit(f"error: {exc}{kept}")
+                _diverged(args, config, exc.record, rank)
+                raise utils.Diverged(f"error: {exc}{kept}")
             if rank != 0:
                 continue
             val_loss, val_acc = utils.evaluate(model, val_loader, device)
             if not math.isfinite(val_loss):
-                raise SystemExit(f"error: the validation loss became {val_loss} after epoch "
-                                 f"{epoch}: training diverged; lower --lr{kept}")
+                _diverged(args, config, {"validation_loss": str(val_loss), "epoch": epoch,
+                                         "global_step": epoch * steps_per_epoch}, rank)
+                raise utils.Diverged(f"error: the validation loss became {val_loss} after epoch "
+                                     f"{epoch}: training diverged; lower --lr{kept}")
             row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc}
             if robust_loader is not None:
                 row["val_pgd_acc"] = robust_val_accuracy(model, robust_loader, args, device)
@@ -639,12 +670,16 @@ def fit(args, argv, device, dist=None):
                          f"ResNet18 on {label}")
     best = utils.model_from_checkpoint(utils.load_checkpoint(paths["best"], device), paths["best"])
     best.to(device, memory_format=torch.channels_last)
-    test_loss, test_acc = utils.evaluate(best, datasets.batch_loader(splits.test, 512), device)
+    logits, labels = utils.predict(best, datasets.batch_loader(splits.test, 512), device)
+    test_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    test_acc = (logits.argmax(1) == labels).float().mean().item()
+    # calibration of the selected model (label smoothing's claimed effect), 10 bins as eval.py
+    test_ece = metrics.expected_calibration_error(metrics.softmax(logits.numpy()), labels.numpy())
     # the first of equal scores, as is_best keeps it
     best_row = max(history, key=lambda h: selection_score(h, args.select_by))
     final = {"test_accuracy": test_acc, "test_loss": test_loss,
              "test_accuracy_ci95": metrics.wilson_ci(round(test_acc * len(splits.test)), len(splits.test)),
-             "selected_by": args.select_by,
+             "test_ece": test_ece, "selected_by": args.select_by,
              "best_epoch": best_row["epoch"], "best_val_acc": best_row["val_acc"],
              **({"best_val_pgd_acc": best_row["val_pgd_acc"]} if "val_pgd_acc" in best_row else {}),
              "robust_collapse_epochs": [h["epoch"] for h in history if h.get("robust_collapse")],
@@ -653,6 +688,10 @@ def fit(args, argv, device, dist=None):
              "wall_time_s": prior_time + (time.time() - start),
              "train_time_s": sum(h["epoch_time_s"] for h in history),
              "command": config["command"]}
+    if circle is not None:  # the two terms at the first step, before any learning
+        final.update(initial_cross_entropy=history[0]["first_step_cross_entropy"],
+                     initial_circle=history[0]["first_step_circle"],
+                     circle_weight=args.circle_weight)
     utils.save_json(final, os.path.join(args.out_dir, "final_metrics.json"))
     print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * test_acc:.2f}% "
           f"on {len(splits.test)} {label} test images; wall time {final['wall_time_s']:.0f}s",

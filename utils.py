@@ -25,6 +25,18 @@ class CheckpointError(RuntimeError):
     """A file that is missing, unreadable, not one of our checkpoints, or of another version."""
 
 
+class NotAvailable(SystemExit):
+    """Exit of a run that cannot happen because something it needs is absent in a way the
+    user knows about (a dataset not on disk and not downloadable). On the command line it is
+    an ordinary error exit; the report pipeline records it as "not run", where any other
+    exit is a failure."""
+
+
+class Diverged(SystemExit):
+    """Exit of a training run whose loss became NaN or inf: a result, not a crash. train.py
+    writes diverged.json next to the run's config before raising it."""
+
+
 # ----------------------------------------------------------------------------- CLI helpers
 
 def pixel_value(text):
