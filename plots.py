@@ -336,3 +336,61 @@ def plot_transfer_matrix(panels, targets, path, title):
     fig.colorbar(image, ax=list(axes), label="accuracy (%)", shrink=0.8)
     fig.suptitle(title, y=0.98)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_seed_comparison(accuracy, ece, path, title):
+    """Per-variant test accuracy and ECE over seeds: a dot per seed, a bar at the mean and a
+    whisker of one sample std. `accuracy`, `ece`: {variant: [value per seed, in %]}."""
+    names = list(accuracy)
+    fig = Figure(figsize=(max(7, 1.3 * len(names) + 3), 4.6))
+    axes = fig.subplots(1, 2)
+    for ax, values, label in ((axes[0], accuracy, "test accuracy (%)"),
+                              (axes[1], ece, "ECE, 10 bins (%)")):
+        for i, name in enumerate(names):
+            v = np.asarray(values.get(name, []), dtype=float)
+            if not len(v):
+                continue
+            std = v.std(ddof=1) if len(v) > 1 else 0.0
+            ax.bar(i, v.mean(), color="#9ecae1" if name != "baseline" else "#fdae6b",
+                   yerr=std, capsize=4, width=0.6)
+            ax.plot(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, "o", ms=4,
+                    color="#222222")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set(ylabel=label, title=label.split(" (")[0] + " per variant")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_model_comparison(models, path, title):
+    """Grouped bars per model: clean / FGSM / PGD / AutoAttack accuracy with 95% interval
+    whiskers. `models`: {model: {key: (accuracy, [low, high]) or None}} with keys
+    clean_accuracy, fgsm_accuracy, pgd_accuracy, autoattack_accuracy."""
+    keys = [("clean_accuracy", "clean"), ("fgsm_accuracy", "FGSM"), ("pgd_accuracy", "PGD"),
+            ("autoattack_accuracy", "AutoAttack")]
+    colors = {"clean": COLORS["clean"], "FGSM": COLORS["fgsm"], "PGD": COLORS["pgd"],
+              "AutoAttack": COLORS["autoattack"]}
+    names = list(models)
+    fig = Figure(figsize=(max(8, 1.6 * len(names) + 2), 4.8))
+    ax = fig.subplots()
+    width = 0.8 / len(keys)
+    for k, (key, label) in enumerate(keys):
+        xs, ys, low, high = [], [], [], []
+        for i, name in enumerate(names):
+            value = models[name].get(key)
+            if value is None:
+                continue
+            acc, ci = value
+            xs.append(i + (k - 1.5) * width)
+            ys.append(100 * acc)
+            low.append(100 * (acc - ci[0]) if ci else 0)
+            high.append(100 * (ci[1] - acc) if ci else 0)
+        ax.bar(xs, ys, width, yerr=[low, high], capsize=3, color=colors[label], label=label,
+               alpha=0.85)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, ncol=4, loc="upper right")
+    _save(fig, path)

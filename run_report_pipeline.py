@@ -1,18 +1,27 @@
 """Regenerate the whole study: train the experiment matrix, evaluate it, write report/.
 
     python run_report_pipeline.py --data-root ../shared/data
+    python run_report_pipeline.py --profile full --device cuda --jobs 4      # 4 GPUs
+    python run_report_pipeline.py --profile full --launcher slurm --jobs 16  # a cluster
 
-Every run is the command a person would type (train.py / eval.py main(argv)), written into
-the report. Runs whose outputs are complete for the same command are skipped (--force redoes
-them); an interrupted training run resumes. A run that cannot happen (missing dataset,
-NaN, crash) is reported as "not run" with its reason, and the rest go on.
+The matrix is declared once, in build_matrix, as data: each run's script, flags, the runs it
+reads, and the fields the report places it by. Every run is the command a person would
+type (train.py / eval.py main(argv)), written into the report; report.py renders tables,
+figures and the claims' verdicts from the records and the files the runs wrote. Runs whose
+outputs are complete for the same command are skipped (--force redoes them); an
+interrupted training run resumes. Each run ends in one of:
+    done / skipped   its numbers are on disk;
+    not run          something it needs is absent in a way the user knows about (a dataset
+                     not available offline, no --pretrained-weights), or a run it reads did
+                     not finish;
+    diverged         its training loss became NaN/inf: a result, recorded in diverged.json;
+    FAILED           anything else (a crash, a bad file given, a missing output): the error's
+                     last lines go to the log and the top of REPORT.md, and the pipeline exits
+                     with status 2 once the other runs have finished.
 """
 
 import argparse
-import datetime
-import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -54,6 +63,7 @@ PROFILES = {
         "cifar10": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02,
                     "iters": 2, "alpha": "4/255", "adv_prob": 0.5},
         "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
+        "circle_sweep": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
         "digits": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
         "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05,
@@ -61,7 +71,7 @@ PROFILES = {
         "target_only": {"epochs": 3, "batch_size": 32, "lr": 0.05},
         "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 32, "umap_samples": 200, "pgd_iters_list": "1,2,5",
-                 "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 32,
+                 "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 16,
                  "autoattack_version": "fast"},
     },
     # Real data sized for a 2-core CPU: the whole matrix in about 80 minutes (AVX-512 CPU).
@@ -76,8 +86,12 @@ PROFILES = {
         "seeds": [0, 1, 2],
         "cifar10": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.2,
                     "iters": 2, "alpha": "10/255", "adv_prob": 1.0, "color_jitter": 0.0},
-        "ablation": {"epochs": 4, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
+        # 8 epochs: at 4 the baseline was at 48% with train accuracy no higher than test
+        # (nothing to regularize yet); the sweep only ranks weights, so 4 do there
+        "ablation": {"epochs": 8, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
                      "color_jitter": 0.0},
+        "circle_sweep": {"epochs": 4, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
+                         "color_jitter": 0.0},
         "digit": {"epochs": 1, "train_subset": None, "batch_size": 128, "lr": 0.05},
         "digits": {"epochs": 15, "train_subset": None, "batch_size": 64, "lr": 0.05},
         "finetune": {"epochs": 10, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
@@ -97,6 +111,7 @@ PROFILES = {
         "cifar10": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
                     "iters": 7, "alpha": "2/255", "adv_prob": 0.5},
         "ablation": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "circle_sweep": {"epochs": 30, "train_subset": None, "batch_size": 128, "lr": 0.1},
         "digit": {"epochs": 20, "train_subset": None, "batch_size": 128, "lr": 0.05},
         "digits": {"epochs": 40, "train_subset": None, "batch_size": 64, "lr": 0.05},
         "finetune": {"epochs": 20, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
@@ -270,7 +285,8 @@ def build_matrix(args, profile):
     sweep = {}
     for w in CIRCLE_WEIGHTS:
         sweep[w] = f"circle_sweep_w{w}"
-        train(sweep[w], "circle_sweep", "ablation", cifar, ["--circle-weight", w], weight=float(w))
+        train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
+              weight=float(w))
     circle = Choice("--circle-weight", sweep)
     adv = ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"])]
     pgd = adv + ["--attack", "pgd", "--alpha", budget["alpha"], "--iters", str(budget["iters"])]
@@ -280,8 +296,9 @@ def build_matrix(args, profile):
               "cifar10_pgd_at": (pgd, budget["iters"], None),
               "cifar10_circle_pgd_at": (pgd, budget["iters"], circle)}
     for name, (extra, iters, choice) in models.items():
+        attack = extra[extra.index("--attack") + 1] if "--attack" in extra else None
         train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
-              model=name, adversarial=bool(iters), circle=choice is not None)
+              model=name, adversarial=attack is not None, attack=attack, circle=choice is not None)
 
     # Natural-image features for digits: the CIFAR-10 standard model as a frozen extractor.
     for dst in domains:
@@ -458,235 +475,213 @@ def execute(run, runs_by_name, force):
     finish(run, outcome, time.time() - start)
 
 
-def _eta(runs, i, elapsed):
-    done_cost = sum(r.cost for r in runs[:i] if r.status == "done")
-    rest = sum(r.cost for r in runs[i:])
+def on_disk(run, runs_by_name):
+    """The outcome of a run that is not executed now, from the files it left."""
+    reason = blocked(run, runs_by_name) if run.choice else None
+    record = _diverged_before(run, runs_by_name)
+    if run.status == "not run":
+        return
+    if not reason and _up_to_date(run, runs_by_name):
+        run.status, run.reason = "skipped", UP_TO_DATE
+    elif not reason and record:
+        run.status, run.reason = "diverged", _divergence_reason(record) + " (recorded earlier)"
+    else:
+        run.status, run.reason = "not run", "not executed in this invocation and no up-to-date outputs"
+
+
+def _eta(runs, elapsed):
+    done_cost = sum(r.cost for r in runs if r.status == "done")
+    rest = sum(r.cost for r in runs if r.status == "pending")
     if not done_cost:
         return "unknown"
     return f"{rest * elapsed / done_cost / 60:.0f} min"
 
 
-# ----------------------------------------------------------------------------- transfer
-
-# Published source-only accuracies (LeNet-style networks, other protocols: reference only).
-PUBLISHED_SOURCE_ONLY = {
-    ("mnist", "usps"): (0.752, "ADDA, Tzeng et al. 2017, Table 2"),
-    ("usps", "mnist"): (0.571, "ADDA, Tzeng et al. 2017, Table 2"),
-    ("mnist", "mnistm"): (0.5225, "DANN, Ganin et al. 2016, Table 1"),
-}
-HANDWRITING_TARGETS = ("usps", "digits")  # from MNIST: a change of handwriting and scanning
+def _announce_start(run, i, total, start, runs):
+    print(f"\n=== [{i}/{total}] {run.script} {run.name} | elapsed "
+          f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, time.time() - start)}"
+          f"\n    {run.command}", flush=True)
 
 
-def _accuracy(result):
-    """(accuracy, [low, high]) of a train.py or eval.py result, or None."""
-    if not result:
-        return None
-    if "clean_accuracy" in result:
-        return result["clean_accuracy"], result["clean_accuracy_ci95"]
-    return result["test_accuracy"], result["test_accuracy_ci95"]
+def _announce_end(run):
+    print(f"=== {run.name}: {run.status}{': ' + run.reason if run.reason else ''} "
+          f"({run.seconds:.0f}s)", flush=True)
+    if run.status == "FAILED":
+        print(f"FAILED: {run.name}\n{run.error_tail or run.reason}", file=sys.stderr, flush=True)
 
 
-def _below(a, b):
-    """a's 95% interval lies wholly below b's: a difference the sample size can see."""
-    return a[1][1] < b[1][0]
+def run_serial(runs, by_name, force):
+    """Every run in matrix order, in this process: the output streams to the terminal."""
+    start = time.time()
+    for i, run in enumerate(runs, 1):
+        if run.status != "pending":
+            continue
+        if not prepare(run, by_name, force):
+            _announce_end(run)
+            continue
+        _announce_start(run, i, len(runs), start, runs)
+        t0 = time.time()
+        outcome = call(run.script, launch_argv(run, force))
+        finish(run, outcome, time.time() - t0)
+        _announce_end(run)
 
 
-def _cell(value):
-    return "not run" if value is None else _pm(*value)
+# ----------------------------------------------------------------------------- parallel
+
+def _log_path(log_dir, name):
+    return os.path.join(log_dir, f"{name}.log")
 
 
-def _transfer(args, profile, res, why, fig_dir):
-    """The transfer matrix as CSV rows, its heatmaps and its markdown section."""
-    import plots
+def call_logged(script, argv, log, threads=None):
+    """`call` with the run's output in `log` (parallel runs would interleave on a terminal);
+    `threads` caps torch's CPU threads (processes sharing cores must divide them)."""
+    import contextlib
 
-    domains = profile["digit_domains"]
-    n_target = profile["finetune"]["train_subset"]
-    in_domain = {d: _accuracy(res(f"{d}_scratch")) for d in domains}
-    scratch_small = {d: _accuracy(res(f"{d}_target_only")) for d in domains}
-    direct, tuned, closed, rows = {}, {}, {}, []
-    sources = domains + ["cifar10"] + (["imagenet"] if args.pretrained_weights else [])
-    for src in sources:
-        for dst in domains:
-            if src == dst:
-                continue
-            d_name, t_name = f"transfer_{src}_to_{dst}_direct", f"transfer_{src}_to_{dst}_finetune"
-            direct[src, dst] = _accuracy(res(d_name)) if src in domains else None
-            tuned[src, dst] = _accuracy(res(t_name))
-            d, t, full = direct[src, dst], tuned[src, dst], in_domain[dst]
-            # the share of the gap the new head closes, where there is a gap the intervals see
-            # (a gap within them makes the ratio noise: 3,250% on the smoke profile)
-            if d and t and full and _below(d, full):
-                closed[src, dst] = (t[0] - d[0]) / (full[0] - d[0])
-            published = PUBLISHED_SOURCE_ONLY.get((src, dst))
-            rows.append({
-                "source": src, "target": dst,
-                "source_test_accuracy": in_domain[src][0] if in_domain.get(src) else "",
-                "target_in_domain_accuracy": full[0] if full else "",
-                "direct_accuracy": d[0] if d else "", "direct_ci95": d[1] if d else "",
-                "finetuned_accuracy": t[0] if t else "", "finetuned_ci95": t[1] if t else "",
-                "target_only_accuracy": scratch_small[dst][0] if scratch_small[dst] else "",
-                "gap_closed": round(closed[src, dst], 3) if (src, dst) in closed else "",
-                "published_source_only": published[0] if published else "",
-                "published_source": published[1] if published else "",
-                "direct_status": "ok" if d else ("n/a (no digit classifier)" if src not in domains
-                                                 else why(d_name)),
-                "finetune_status": "ok" if t else why(t_name)})
-    if not args.pretrained_weights:
-        rows.append({"source": "imagenet", "target": "all", "direct_status": "n/a",
-                     "finetune_status": "not run: no weights (give --pretrained-weights PATH)"})
+    import torch
 
-    def matrix(values, row_names):
-        return [[in_domain[dst] if src == dst else values.get((src, dst)) for dst in domains]
-                for src in row_names]
-    plots.plot_transfer_matrix(
-        [("direct: the source model as is (diagonal: in-domain)", domains, matrix(direct, domains)),
-         (f"frozen features + new classifier on {n_target:,} target images",
-          domains + ["CIFAR-10\nfeatures", f"scratch on\n{n_target:,}"],
-          matrix(tuned, domains + ["cifar10"]) + [[scratch_small[d] for d in domains]])],
-        domains, os.path.join(fig_dir, "transfer_matrix.png"),
-        "Digit-domain transfer: test accuracy (%) with 95% intervals")
-
-    md = ["## Cross-domain transfer", "",
-          f"Domains: {', '.join(domains)}. Every digit dataset is framed the same way (MNIST's "
-          "convention: the digit in a ~20-pixel box centred in 32x32; see the README's Data "
-          "section). **Direct**: the source model evaluated on the target's test split as is. "
-          f"**Frozen features**: the source model's features frozen and a new classifier fitted "
-          f"on {n_target:,} labelled target training images. **Scratch on {n_target:,}**: the "
-          "target trained from scratch on those same images, the reference a transfer must "
-          "beat to be worth it. **In-domain**: the target trained on its whole training set. "
-          "Accuracies in %, ± half the 95% Wilson interval; *gap closed* = (frozen - direct) / "
-          "(in-domain - direct), shown where direct is clearly below in-domain.", "",
-          _table(["source", "target", "direct", "frozen features", f"scratch on {n_target:,}",
-                  "in-domain", "gap closed", "published source-only"],
-                 [[r["source"], r["target"],
-                   _cell(direct.get((r["source"], r["target"]))) if r["direct_status"] == "ok"
-                   else _short(r["direct_status"]),
-                   _cell(tuned.get((r["source"], r["target"]))) if r["finetune_status"] == "ok"
-                   else _short(r["finetune_status"]),
-                   _cell(scratch_small.get(r["target"])), _cell(in_domain.get(r["target"])),
-                   f"{100 * r['gap_closed']:.0f}%" if r.get("gap_closed", "") != "" else "-",
-                   f"{100 * r['published_source_only']:.1f} ({r['published_source']})"
-                   if r.get("published_source_only") else "-"] for r in rows]), "",
-          "![transfer matrix](figures/transfer_matrix.png)", ""]
-    md += _framing_lines(profile, res, why, direct)
-    md += ["Reading: " + " ".join(_transfer_readings(domains, direct, tuned, closed,
-                                                      scratch_small)), "",
-           "Published source-only numbers are for reference only: they come from LeNet-style "
-           "networks under those papers' protocols (ADDA samples 2,000 MNIST and 1,800 USPS "
-           "images; DANN's MNIST-M uses BSDS500 backgrounds, ours CIFAR-10 photos), not from "
-           "this ResNet18.", ""]
-    return rows, md
+    if threads:
+        torch.set_num_threads(threads)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        print(f"\n$ {utils.command_line(script + '.py', argv)}", flush=True)
+        return call(script, argv)
 
 
-def _framing_lines(profile, res, why, direct):
-    src, dst = profile["framing_pair"]
-    boxed, name = direct.get((src, dst)), f"framing_{src}_to_{dst}_fill"
-    filled = _accuracy(res(name))
-    if not (boxed and filled):
-        return [f"Framing: {src} -> {dst} under both framings: "
-                + (why(name) if not filled else "not run: the direct row did not run"), ""]
-    text = (f"Framing matters: the {src} model reads {dst} digits framed like its training data "
-            f"(in a 20-pixel box) at {_pm(*boxed)}%, and the same digits scaled to fill the "
-            f"32x32 frame (`--framing fill`) at {_pm(*filled)}% "
-            f"({100 * (filled[0] - boxed[0]):+.1f} points).")
-    if (src, dst) in PUBLISHED_SOURCE_ONLY:
-        published, where = PUBLISHED_SOURCE_ONLY[src, dst]
-        nearer = "fill" if abs(filled[0] - published) < abs(boxed[0] - published) else "MNIST"
-        text += (f" The published source-only {100 * published:.1f}% ({where}) is nearer the "
-                 f"{nearer} framing's number" + (": part of the shift reported between these two "
-                                                 "domains is how their digits are framed."
-                                                 if nearer == "fill" else "."))
-    return [text, ""]
+def _worker_init(slots, gpus):
+    """Pin one worker process to one GPU (before torch touches CUDA), round robin."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
 
 
-def _transfer_readings(domains, direct, tuned, closed, scratch_small):
-    """Sentences computed from the matrix: harder direction, gap closed (`closed`: pair ->
-    share of the gap to in-domain training), kind of shift."""
-    out = []
-    pairs = [(a, b) for i, a in enumerate(domains) for b in domains[i + 1:]
-             if direct.get((a, b)) and direct.get((b, a))]
-    if pairs:
-        parts = []
-        for a, b in pairs:
-            ab, ba = direct[a, b], direct[b, a]
-            if _below(ab, ba) or _below(ba, ab):
-                hard, easy = ((a, b), (b, a)) if ab[0] < ba[0] else ((b, a), (a, b))
-                parts.append(f"{hard[0]} -> {hard[1]} is harder than {easy[0]} -> {easy[1]} "
-                             f"({100 * direct[hard][0]:.1f}% vs {100 * direct[easy][0]:.1f}%)")
-            else:
-                parts.append(f"{a} <-> {b} shows no difference the intervals can see "
-                             f"({100 * ab[0]:.1f}% vs {100 * ba[0]:.1f}%)")
-        out.append("Direction: " + "; ".join(parts) + ".")
-    if closed:
-        fractions = sorted(closed.values())
-        vs_scratch = [(tuned[k], scratch_small[k[1]]) for k in closed if scratch_small.get(k[1])]
-        above = sum(_below(ref, t) for t, ref in vs_scratch)
-        below = sum(_below(t, ref) for t, ref in vs_scratch)
-        out.append(f"Frozen-feature fine-tuning closes a median {100 * fractions[len(fractions) // 2]:.0f}% "
-                   f"of the gap between direct transfer and in-domain training (range "
-                   f"{100 * fractions[0]:.0f}% to {100 * fractions[-1]:.0f}% over {len(closed)} pairs). "
-                   f"Against training from scratch on the same target images it is clearly better in "
-                   f"{above}, level within the intervals in {len(vs_scratch) - above - below} and "
-                   f"clearly worse in {below} of {len(vs_scratch)} pairs.")
-    natural = {d: tuned[("cifar10", d)] for d in domains if tuned.get(("cifar10", d))}
-    if natural:
-        digit_best = {d: max((tuned[s, d] for s in domains if s != d and tuned.get((s, d))),
-                             key=lambda v: v[0], default=None) for d in natural}
-        out.append("CIFAR-10 (natural-image) features with a new classifier reach "
-                   + ", ".join(f"{_pm(*v)}% on {d}" for d, v in natural.items())
-                   + "; the best digit-domain features reach "
-                   + ", ".join(f"{_pm(*v)}% on {d}" for d, v in digit_best.items() if v) + ".")
-    colour, hand = direct.get(("mnist", "mnistm")), [(t, direct.get(("mnist", t)))
-                                                     for t in HANDWRITING_TARGETS]
-    hand = [(t, v) for t, v in hand if v]
-    if colour and hand:
-        numbers = (f"MNIST -> MNIST-M {_pm(*colour)}% vs "
-                   + ", ".join(f"MNIST -> {t} {_pm(*v)}%" for t, v in hand))
-        if all(_below(colour, v) for _, v in hand):
-            out.append(f"A colour/texture shift costs more than a handwriting shift: {numbers}.")
-        elif any(_below(v, colour) for _, v in hand):
-            out.append(f"A colour/texture shift does not cost more than every handwriting shift: {numbers}.")
+def _visible_gpus():
+    """The GPU indices this machine offers, read without initialising CUDA in this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+class ProcessBackend:
+    """N worker processes on this machine: one GPU each where there are GPUs, else the CPU
+    cores divided between them."""
+
+    def __init__(self, jobs, device):
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # CUDA and OpenMP do not survive fork
+        gpus = _visible_gpus() if device in ("auto", "cuda") else []
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        slots = context.Manager().Queue()
+        for i in range(jobs):
+            slots.put(i)
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_worker_init, initargs=(slots, gpus))
+        self.where = (f"{jobs} processes, one GPU each ({', '.join(gpus)})" if gpus else
+                      f"{jobs} processes with {self.threads} CPU threads each")
+
+    def submit(self, run, argv, log):
+        return self.pool.submit(call_logged, run.script, argv, log, self.threads)
+
+    @staticmethod
+    def done(handle):
+        return handle.done()
+
+    @staticmethod
+    def outcome(handle):
+        try:
+            return handle.result()
+        except Exception as exc:  # the worker process itself died
+            return "FAILED", f"worker process: {type(exc).__name__}: {exc}", ""
+
+    def close(self):
+        self.pool.shutdown()
+
+
+class SubmititBackend:
+    """Each run a job through submitit: a Slurm cluster, or its local executor (the same
+    job files and logs, on this machine) for testing."""
+
+    def __init__(self, args, jobs):
+        import submitit
+
+        folder = os.path.join(args.checkpoints, "submitit", "%j")
+        if args.launcher == "slurm":
+            try:
+                self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            except RuntimeError as exc:  # no srun / sbatch on this machine
+                raise SystemExit(f"error: --launcher slurm: {exc} Run the pipeline on the "
+                                 "cluster's login node, or use --launcher local.")
+            params = {"timeout_min": args.slurm_timeout_min,
+                      "cpus_per_task": args.slurm_cpus, "gpus_per_node": args.slurm_gpus,
+                      "nodes": 1, "tasks_per_node": 1, "name": "cnn-robustness"}
+            if args.slurm_partition:
+                params["slurm_partition"] = args.slurm_partition
+            self.executor.update_parameters(**params)
+            self.threads = args.slurm_cpus
         else:
-            out.append(f"Colour/texture vs handwriting shift: no difference the intervals can see ({numbers}).")
-    else:
-        out.append("Colour/texture vs handwriting shift: not run (needs MNIST -> MNIST-M and "
-                   "MNIST -> USPS or digits).")
-    return out
+            self.executor = submitit.LocalExecutor(folder=folder)
+            self.threads = max(1, (os.cpu_count() or 1) // jobs)
+            self.executor.update_parameters(timeout_min=args.slurm_timeout_min)
+        self.where = f"submitit {args.launcher} jobs, logs in {os.path.dirname(folder)}"
+
+    def submit(self, run, argv, log):
+        return self.executor.submit(call_logged, run.script, argv, log, self.threads)
+
+    @staticmethod
+    def done(job):
+        return job.done()
+
+    @staticmethod
+    def outcome(job):
+        try:
+            return job.result()
+        except Exception as exc:  # the job died (killed, timed out, node failure)
+            return "FAILED", f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-500:]}", _tail(str(exc))
+
+    def close(self):
+        pass
+
+
+def run_parallel(runs, by_name, force, backend, jobs, log_dir):
+    """Runs whose inputs are ready start as soon as a slot is free; each run's output goes to
+    log_dir/<name>.log. Outcomes are the same as run_serial's."""
+    print(f"running on {backend.where}; logs in {log_dir}/", flush=True)
+    pending = [r for r in runs if r.status == "pending"]
+    running, start = {}, time.time()
+    try:
+        while pending or running:
+            progressed = False
+            for run in list(pending):
+                if len(running) >= jobs:
+                    break
+                if any(by_name[n].status in ("pending", "running") for n in run.needs_all):
+                    continue
+                pending.remove(run)
+                progressed = True
+                if not prepare(run, by_name, force):
+                    _announce_end(run)
+                    continue
+                _announce_start(run, len(runs) - len(pending), len(runs), start, runs)
+                run.status = "running"
+                running[run.name] = (run, backend.submit(run, launch_argv(run, force),
+                                                         _log_path(log_dir, run.name)), time.time())
+            for name, (run, handle, t0) in list(running.items()):
+                if backend.done(handle):
+                    finish(run, backend.outcome(handle), time.time() - t0)
+                    del running[name]
+                    progressed = True
+                    _announce_end(run)
+            if not progressed:
+                time.sleep(0.5)
+    finally:
+        backend.close()
 
 
 # ----------------------------------------------------------------------------- report
-
-DIAGNOSTIC_FIGURES = ("umap_features.png", "adv_examples.png", "confusion_matrix.png",
-                      "per_class_accuracy.png", "classwise_prf1.png", "reliability_diagram.png",
-                      "confidence_coverage.png", "topk_accuracy.png")  # as eval.py names them
-
-
-def _short(reason):
-    """The first clause of a failure reason, for table cells (the full text is in the
-    'Runs and commands' section and metrics_summary.json)."""
-    reason = reason or "not selected or not reached"
-    for cut in (": tried", ". "):
-        if cut in reason:
-            reason = reason.split(cut)[0]
-    return reason if len(reason) <= 90 else reason[:87] + "..."
-
-
-def _pct(value):
-    return "not run" if value is None else f"{100 * value:.2f}"
-
-
-def _pm(value, ci95):
-    """An accuracy with half its 95% interval's width, in points: '27.3 ± 2.7'."""
-    if value is None:
-        return "not run"
-    if not ci95:
-        return f"{100 * value:.1f}"
-    return utils.plus_minus(value, ci95)
-
-
-ROBUST_KEYS = ("clean_accuracy", "attack_subset_clean_accuracy", "fgsm_accuracy",
-               "pgd_accuracy", "noise_accuracy", "autoattack_accuracy")
-
 
 def _load_results(runs):
     """Numbers of every run, read only from the files train.py and eval.py wrote."""
@@ -704,266 +699,14 @@ def _load_results(runs):
     return results
 
 
-def write_report(args, profile_name, runs, results, report_dir, wall_time):
-    import plots
+def write_report(args, runs, results, wall_time):
+    """Render the report from the run records and the numbers their files hold."""
+    import report
 
-    env = utils.environment_info()  # before writing: the report's own files would read as dirty
-    fig_dir = os.path.join(report_dir, "figures")
-    sum_dir = os.path.join(report_dir, "summary")
-    os.makedirs(fig_dir, exist_ok=True)
-    os.makedirs(sum_dir, exist_ok=True)
-    by_name = {r.name: r for r in runs}
-
-    def res(name):
-        return results.get(name)
-
-    def why(name):
-        return f"not run: {_short(by_name[name].reason)}"
-
-    # --- training / ablation table
-    training_rows = []
-    for run in runs:
-        if run.script != "train":
-            continue
-        r = res(run.name)
-        training_rows.append({
-            "run": run.name, "group": run.group,
-            "dataset": r["data_description"] if r else "",
-            "epochs": r["epochs"] if r else "", "best_val_acc": r["best_val_acc"] if r else "",
-            "test_accuracy": r["test_accuracy"] if r else "",
-            "wall_time_s": round(r["wall_time_s"], 1) if r else "",
-            "status": "ok" if r else why(run.name), "command": run.command})
-    utils.save_csv(training_rows, os.path.join(sum_dir, "training_summary.csv"))
-
-    # --- transfer matrix, heatmaps, framing comparison
-    cross_rows, transfer_md = _transfer(args, PROFILES[profile_name], res, why, fig_dir)
-    utils.save_csv(cross_rows, os.path.join(sum_dir, "cross_domain_summary.csv"))
-
-    # --- robustness table
-    cifar_models = ["cifar10_standard", "cifar10_fgsm_at", "cifar10_fgsm_rs_at", "cifar10_pgd_at",
-                    "cifar10_circle", "cifar10_circle_pgd_at"]
-    robust_rows = []
-    for model in cifar_models:
-        e = res(f"eval_{model}")
-        row = {"model": model, "status": "ok" if e else why(f"eval_{model}")}
-        if e:
-            row.update({key: e.get(key) for key in ROBUST_KEYS})
-            row.update({f"{key}_ci95": e.get(f"{key}_ci95") for key in ROBUST_KEYS})
-            row.update({"n_attacked": e["n_samples"]["attacks"],
-                        "n_autoattack": e.get("autoattack", {}).get("n"),
-                        "autoattack_version": e.get("autoattack", {}).get("version"),
-                        "autoattack_errors": "; ".join(
-                            f"{k}: {v}" for k, v in e.get("autoattack", {}).get("errors", {}).items()),
-                        "eps": e["params"]["eps"], "pgd_iters": e["params"]["iters"],
-                        "sanity_checks_passed": sum(e["sanity_checks"].values()),
-                        "sanity_checks_run": len(e["sanity_checks"])})
-        robust_rows.append(row)
-    utils.save_csv(robust_rows, os.path.join(sum_dir, "robustness_summary.csv"))
-
-    # --- figures: comparisons drawn here, diagnostics copied from the standard model
-    histories = {r.name: res(r.name)["history"] for r in runs
-                 if r.script == "train" and res(r.name) and r.group in ("ablation", "cifar10")}
-    if histories:
-        plots.plot_run_comparison(histories, os.path.join(fig_dir, "training_curves.png"),
-                                  f"Training curves ({profile_name} profile)")
-    diag = {m: res(f"eval_{m}") for m in ("cifar10_standard", "cifar10_pgd_at") if res(f"eval_{m}")}
-    if diag:
-        title = f"{next(iter(diag.values()))['data']['description']}: standard vs PGD-trained"
-        plots.plot_robustness_sweep({m: e["robustness_sweep"] for m, e in diag.items()},
-                                    os.path.join(fig_dir, "robustness_sweep.png"), title)
-        plots.plot_pgd_iter_sweep({m: e["pgd_iter_sweep"] for m, e in diag.items()},
-                                  os.path.join(fig_dir, "pgd_iter_sweep.png"), title)
-    for model, e in diag.items():
-        target = fig_dir if model == "cifar10_standard" else os.path.join(fig_dir, model)
-        os.makedirs(target, exist_ok=True)
-        for name in DIAGNOSTIC_FIGURES:
-            source = e["files"].get(name)
-            if source and os.path.exists(source):
-                shutil.copyfile(source, os.path.join(target, name))
-
-    summary = {"profile": profile_name, "wall_time_s": wall_time,
-               "runs": {r.name: {"status": r.status, "reason": r.reason, "command": r.command,
-                                 "seconds_this_invocation": r.seconds} for r in runs},
-               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"}
-                           for k, v in results.items()}}
-    utils.save_json(summary, os.path.join(fig_dir, "metrics_summary.json"))
-    _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
-                    transfer_md, robust_rows, env)
-
-
-def _run_seconds(run, results):
-    """The wall time a run recorded itself (kept across re-invocations), else this one's."""
-    return results.get(run.name, {}).get("wall_time_s", run.seconds)
-
-
-def _table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _write_markdown(args, profile_name, runs, results, report_dir, wall_time, training_rows,
-                    transfer_md, robust_rows, env):
-    commits = {}
-    for r in results.values():
-        commit = r.get("environment", {}).get("git_commit", "unknown")
-        commits[commit] = commits.get(commit, 0) + 1
-    synthetic = any(r.get("synthetic") for r in results.values())
-    md = [f"# Generalization and adversarial robustness of a ResNet18: report ({profile_name} profile)", ""]
-    if synthetic:
-        md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
-               "patterns; its numbers say nothing about real images.", ""]
-    data_desc = sorted({r["data_description"] if "data_description" in r else r["data"]["description"]
-                        for r in results.values()})
-    total = sum(r.get("wall_time_s", 0) for r in results.values())
-    md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
-           f"`{utils.command_line('run_report_pipeline.py', args.argv)}`.",
-           f"**Total run time: {total / 60:.1f} minutes** (sum of the wall times every run "
-           f"recorded; this invocation itself took {wall_time / 60:.1f} min, re-using finished "
-           f"runs). Data: {'; '.join(data_desc)}.", ""]
-
-    # training
-    md += ["## Training and ablations", "",
-           "Test accuracy of each run's `best.pth` (chosen on the validation split carved from "
-           "train). Ablations share one budget; see Parameters.", ""]
-    md.append(_table(["run", "data", "epochs", "best val acc (%)", "test acc (%)", "wall time (s)"],
-                     [[r["run"], r["dataset"] or "-", r["epochs"] or "-",
-                       _pct(r["best_val_acc"] or None), _pct(r["test_accuracy"] or None)
-                       if r["status"] == "ok" else r["status"], r["wall_time_s"] or "-"]
-                      for r in training_rows if r["group"] in ("ablation", "digits", "cifar10")]))
-    abl = {r["run"]: r for r in training_rows if r["group"] == "ablation" and r["status"] == "ok"}
-    base = next((r for n, r in abl.items() if n.endswith("_baseline")), None)
-    if base:
-        deltas = [f"{n.split('_', 2)[-1]} {100 * (r['test_accuracy'] - base['test_accuracy']):+.2f}"
-                  for n, r in abl.items() if r is not base]
-        md += ["", f"Reading: against the baseline's {_pct(base['test_accuracy'])}% test accuracy, "
-               f"the ablations move it by (points): {', '.join(deltas)}. One seed per row; at "
-               "this budget the differences have not been checked against seed-to-seed "
-               "variation, so read them as a smoke signal, not a ranking."]
-    md += ["", "![training curves](figures/training_curves.png)", ""]
-
-    md += transfer_md
-
-    # robustness
-    md += ["## Robustness (CIFAR-10 models)", ""]
-    ok = [r for r in robust_rows if r["status"] == "ok"]
-    if ok:
-        p = ok[0]
-        md.append(f"Accuracy (%, ± half the 95% Wilson interval) at eps {p['eps'] * 255:.0f}/255 "
-                  f"on a seeded random sample of {p['n_attacked']} test images (PGD-{p['pgd_iters']} "
-                  "with random start; random noise is a ±eps sign pattern) and, for AutoAttack "
-                  f"({p['autoattack_version']} version, torchattacks), the first {p['n_autoattack']} "
-                  "images of the same sample. Clean accuracy is on the whole test split. AutoAttack "
-                  "is the number to trust; a PGD number well above it is a sign of gradient masking.")
-
-    def checks(r):
-        text = f"{r['sanity_checks_passed']} of {r['sanity_checks_run']} passed"
-        return text if r["sanity_checks_passed"] == r["sanity_checks_run"] else f"**{text}** (see below)"
-    md += ["", _table(["model", "clean", "clean, attacked subset", "FGSM", "PGD", "AutoAttack",
-                       "noise", "sanity checks"],
-                      [[r["model"]] + ([_pm(r[k], r[f"{k}_ci95"]) for k in ROBUST_KEYS[:4]]
-                                       + [_pm(r["autoattack_accuracy"], r["autoattack_accuracy_ci95"])
-                                          + (f" (incomplete: {r['autoattack_errors']})"
-                                             if r["autoattack_errors"] else ""),
-                                          _pm(r["noise_accuracy"], r["noise_accuracy_ci95"]),
-                                          checks(r)]
-                                       if r["status"] == "ok" else [r["status"]] + [""] * 6)
-                       for r in robust_rows])]
-    std, pgd = results.get("eval_cifar10_standard"), results.get("eval_cifar10_pgd_at")
-    if std and pgd:
-        before, after = [(e["pgd_accuracy"], e["pgd_accuracy_ci95"]) for e in (std, pgd)]
-        clean = [(e["clean_accuracy"], e["clean_accuracy_ci95"]) for e in (std, pgd)]
-        if _below(before, after):
-            change = (f"raises PGD accuracy from {_pm(*before)}% to {_pm(*after)}% "
-                      f"({100 * (after[0] - before[0]):+.1f} points)")
-        else:  # nothing the sample can see: say so rather than print "+0.0 points"
-            change = (f"does not raise PGD accuracy by more than the intervals can resolve "
-                      f"({_pm(*before)}% vs {_pm(*after)}%)")
-        cost = (f"at a clean-accuracy cost of {100 * (clean[0][0] - clean[1][0]):.1f} points"
-                if _below(clean[1], clean[0]) else
-                f"with no clean-accuracy difference the intervals can resolve ({_pm(*clean[0])}% "
-                f"vs {_pm(*clean[1])}%)")
-        md += ["", f"Reading: PGD adversarial training {change} {cost}."]
-        if "autoattack_accuracy" in std and "autoattack_accuracy" in pgd:
-            md[-1] += (f" Under AutoAttack: {_pm(std['autoattack_accuracy'], std['autoattack_accuracy_ci95'])}%"
-                       f" -> {_pm(pgd['autoattack_accuracy'], pgd['autoattack_accuracy_ci95'])}%.")
-        epochs = {name: len(results[name]["history"]) for name in ("cifar10_standard", "cifar10_pgd_at")
-                  if name in results}
-        if len(set(epochs.values())) == 2:
-            md[-1] += (f" The two trained for different budgets ({epochs['cifar10_standard']} and "
-                       f"{epochs['cifar10_pgd_at']} epochs), so part of that cost is the shorter "
-                       "schedule, not the adversarial training.")
-    masked = [(r["model"], results[f"eval_{r['model']}"]) for r in robust_rows if r["status"] == "ok"
-              and results[f"eval_{r['model']}"]["sanity_checks"].get("pgd_overestimate") is False]
-    if masked:
-        md += ["", "**PGD overestimates robustness** (PGD-10 clearly more than 5 points above "
-               "AutoAttack on the same images, a sign of gradient masking) for "
-               + "; ".join(f"`{m}`: PGD {100 * e['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
-                           f"{100 * e['autoattack_accuracy']:.1f}%" for m, e in masked)
-               + ". Read those models' robustness from the AutoAttack column."]
-    md += ["", "![robustness sweep](figures/robustness_sweep.png)",
-           "![PGD iterations](figures/pgd_iter_sweep.png)", "",
-           "![adversarial examples](figures/adv_examples.png)", ""]
-
-    # calibration and diagnostics
-    md += ["## Calibration and diagnostics", ""]
-    diag = [m for m in ("cifar10_standard", "cifar10_pgd_at") if f"eval_{m}" in results]
-    if diag:
-        e = {m: results[f"eval_{m}"] for m in diag}
-        md.append(_table(
-            ["model", "ECE (%)", "ECE after T (%)", "T", "AURC (%)", "sel. acc @80% (%)",
-             "sel. acc @90% (%)", "top-1 (%)", "top-3 (%)", "macro F1 (%)"],
-            [[m, _pct(e[m]["ece"]), _pct(e[m]["ece_temperature_scaled"]),
-              f"{e[m]['temperature']:.2f}", _pct(e[m]["aurc"]),
-              _pct(e[m]["selective_accuracy"].get("0.8")),
-              _pct(e[m]["selective_accuracy"].get("0.9")),
-              _pct(e[m]["topk"].get("1")), _pct(e[m]["topk"].get("3")),
-              _pct(e[m]["macro_f1"])] for m in diag]))
-        md += ["", "Reading: " + "; ".join(
-            f"{m}: ECE {_pct(e[m]['ece'])}% -> {_pct(e[m]['ece_temperature_scaled'])}% after "
-            f"temperature scaling (T={e[m]['temperature']:.2f}); keeping the 80% most confident "
-            f"predictions raises accuracy from {_pct(e[m]['clean_accuracy'])}% to "
-            f"{_pct(e[m]['selective_accuracy'].get('0.8'))}%" for m in diag) + "."]
-        md += ["", "ECE uses 10 equal-width bins; the temperature is fitted on the validation "
-               "split. AURC is the mean over k of the error rate of the k most confident "
-               "predictions. Figures below are for `cifar10_standard`; those of "
-               "`cifar10_pgd_at` are in `figures/cifar10_pgd_at/`.", ""]
-        for name in ("reliability_diagram", "confidence_coverage", "confusion_matrix",
-                     "per_class_accuracy", "classwise_prf1", "topk_accuracy", "umap_features"):
-            md.append(f"![{name}](figures/{name}.png)")
-        md.append("")
-    else:
-        md += ["not run: " + "; ".join(f"{m}: {[r for r in runs if r.name == f'eval_{m}'][0].reason}"
-                                       for m in ("cifar10_standard", "cifar10_pgd_at")), ""]
-
-    # sanity checks
-    md += ["## Attack sanity checks", ""]
-    for run in runs:
-        r = results.get(run.name)
-        if run.script == "eval" and r and r.get("sanity_checks"):
-            md.append(f"**{run.name}**")
-            md += [f"- {'ok' if ok_ else '**FAILED**'} `{name}`: {r['sanity_details'][name]}"
-                   for name, ok_ in r["sanity_checks"].items()]
-            md.append("")
-
-    # parameters, commands, provenance
-    md += ["## Parameters", "", f"Profile `{profile_name}` budgets (epochs, train subset, "
-           "batch size, learning rate) per group:", "", "```",
-           json.dumps(PROFILES[profile_name], indent=1), "```", "",
-           "## Runs and commands", "",
-           _table(["run", "status", "wall time (s)", "command"],
-                  [[r.name, r.status + (f": {r.reason}" if r.reason else ""),
-                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in runs]), "",
-           "## Provenance", "",
-           f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "
-           + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items())),
-           f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
-           f"numpy {env['numpy']}, scikit-learn {env['scikit-learn']}",
-           f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch threads "
-           f"{env['torch_threads']}, GPU: {env['cuda'] or 'none'}",
-           f"- data root: `{args.data_root}`; datasets: {'; '.join(data_desc)}", ""]
-    with open(os.path.join(report_dir, "REPORT.md"), "w") as f:
-        f.write("\n".join(md))
+    study = report.Study(runs, results, args.profile, PROFILES[args.profile],
+                         utils.command_line("run_report_pipeline.py", args.argv), args.data_root,
+                         wall_time)
+    return report.write(study, args.report_dir)
 
 
 # ----------------------------------------------------------------------------- main
@@ -1008,6 +751,23 @@ def parse_args(argv=None):
     p.add_argument("--list", action="store_true",
                    help="print the profile's runs (name, group, command) and exit")
     p.add_argument("--force", action="store_true", help="redo runs that are up to date")
+    p.add_argument("--render-only", action="store_true",
+                   help="run nothing: write the report from the outputs already on disk")
+    p.add_argument("--jobs", type=utils.positive_int, default=1,
+                   help="runs at once: with the local launcher, N processes (one GPU each "
+                        "where there are GPUs, else the CPU cores divided between them); with "
+                        "slurm, at most N jobs queued at once")
+    p.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="where runs execute: this machine; a Slurm cluster, one job per run "
+                        "through submitit; or submitit's local executor (the Slurm code path "
+                        "on this machine, for testing)")
+    p.add_argument("--slurm-partition", default=None, help="Slurm partition (--launcher slurm)")
+    p.add_argument("--slurm-gpus", type=utils.nonnegative_int, default=1,
+                   help="GPUs per Slurm job")
+    p.add_argument("--slurm-cpus", type=utils.positive_int, default=8,
+                   help="CPU cores per Slurm job (and torch threads)")
+    p.add_argument("--slurm-timeout-min", type=utils.positive_int, default=600,
+                   help="time limit of one job in minutes")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any run did not run")
     p.add_argument("--seed", type=int, default=0, help="seed of every run but the ablations")
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
@@ -1038,23 +798,20 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
     start = time.time()
-    for i, run in enumerate(runs):
-        if args.only and run.name not in args.only:  # report what is on disk for it
-            run.status, run.reason = (("skipped", UP_TO_DATE) if _up_to_date(run, by_name) else
-                                      ("not run", "not selected (--only) and no up-to-date outputs"))
-            continue
-        print(f"\n=== [{i + 1}/{len(runs)}] {run.script} {run.name} | elapsed "
-              f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, i, time.time() - start)}"
-              f"\n    {run.command}", flush=True)
-        execute(run, by_name, args.force)
-        print(f"=== {run.name}: {run.status}{': ' + run.reason if run.reason else ''} "
-              f"({run.seconds:.0f}s)", flush=True)
-        if run.status == "FAILED":
-            print(f"FAILED: {run.name}\n{run.error_tail or run.reason}", file=sys.stderr, flush=True)
-
+    for run in runs:
+        if (args.only and run.name not in args.only) or args.render_only:
+            on_disk(run, by_name)  # report what is on disk for it
+    if not args.render_only:
+        if args.launcher == "local" and args.jobs == 1:
+            run_serial(runs, by_name, args.force)
+        else:
+            backend = (ProcessBackend(args.jobs, args.device) if args.launcher == "local"
+                       else SubmititBackend(args, args.jobs))
+            run_parallel(runs, by_name, args.force, backend, args.jobs,
+                         os.path.join(args.checkpoints, "logs"))
     wall = time.time() - start
     results = _load_results(runs)
-    write_report(args, args.profile, runs, results, args.report_dir, wall)
+    write_report(args, runs, results, wall)
     return exit_status(args, runs)
 
 

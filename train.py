@@ -6,7 +6,10 @@
 Adversarial training, label smoothing, Circle Loss, frozen-feature fine-tuning and the
 ImageNet-pretrained feature extractor are options of this loop. Every run writes
 config.json before its first step, best.pth / last.pth every epoch, the history as
-JSON and CSV, training curves, TensorBoard scalars, and final_metrics.json.
+JSON and CSV, training curves, TensorBoard scalars, and final_metrics.json (with the test
+accuracy, its interval and ECE). A loss that becomes NaN or inf stops the run with
+diverged.json (where, and the command) in place of final_metrics.json. With Circle Loss the
+history logs cross-entropy and the unweighted Circle term separately.
 """
 
 import argparse

@@ -208,14 +208,15 @@ def test_invalid_flags_are_rejected(flags, message, capsys):
 def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_model):
     for name, content in (("empty.pth", b""), ("text.pth", b"hello")):
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(SystemExit, match=name):
+        with pytest.raises(SystemExit, match=name) as err:
             evaluate.main(["--checkpoint", str(tmp_path / name), "--dataset", "digits",
                            "--out", str(tmp_path / "o")])
+        assert not isinstance(err.value, utils.NotAvailable)  # a bad file: FAILED, not "not run"
     with pytest.raises(SystemExit, match="does not exist"):
         evaluate.main(["--checkpoint", str(tmp_path / "nope.pth"), "--dataset", "digits",
                        "--out", str(tmp_path / "o")])
     _, _, run_dir = digits_model
-    with pytest.raises(SystemExit, match="svhn .*not available"):
+    with pytest.raises(utils.NotAvailable, match="svhn .*not available"):
         evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "svhn",
                        "--data-root", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
 

@@ -9,7 +9,8 @@ import run_report_pipeline as pipeline
 FIGURES = ["training_curves.png", "umap_features.png", "adv_examples.png",
            "confusion_matrix.png", "per_class_accuracy.png", "classwise_prf1.png",
            "reliability_diagram.png", "confidence_coverage.png", "topk_accuracy.png",
-           "robustness_sweep.png", "pgd_iter_sweep.png", "transfer_matrix.png",
+           "robustness_sweep.png", "pgd_iter_sweep.png", "transfer_matrix.png", "ablations.png",
+           "robustness_models.png",
            "metrics_summary.json"]
 
 
@@ -23,21 +24,45 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     # the real data root where there is one (USPS is a real domain of the smoke profile)
     data = os.environ.get("DATA_ROOT") or str(root / "no_data")
+    junk = root / "junk_weights.pth"
+    junk.write_bytes(b"not a checkpoint")  # a bad file the user gave: FAILED, not "not run"
     argv = ["--profile", "smoke", "--data-root", data, "--no-download",
             "--ablation-dataset", "cifar10", "--checkpoints", str(root / "checkpoints"),
-            "--report-dir", str(root / "report")]
+            "--report-dir", str(root / "report"), "--pretrained-weights", str(junk)]
     code = pipeline.main(argv)
     return root, argv, code
 
 
-def test_smoke_profile_writes_every_file_and_table(smoke):
+def _statuses(report_dir):
+    return json.loads((report_dir / "figures" / "metrics_summary.json").read_text())["runs"]
+
+
+def test_smoke_profile_gives_every_outcome_its_name_and_exit_status(smoke):
     root, _, code = smoke
-    assert code == 0  # SVHN is missing, the rest ran
+    assert code == 2  # the junk weights FAILED; everything else finished before the exit
+    runs = _statuses(root / "report")
+    assert runs["svhn_scratch"]["status"] == "not run"  # missing data the user knows about
+    assert runs["svhn_scratch"]["reason"].startswith("svhn (train) is not available")
+    assert runs["transfer_svhn_to_usps_direct"]["reason"] == "needs svhn_scratch (not run)"
+    diverged = runs["ablation_cifar10_diverge_check_s0"]
+    assert diverged["status"] == "diverged" and "loss nan at epoch 1" in diverged["reason"]
+    failed = runs["transfer_imagenet_to_digits_finetune"]
+    assert failed["status"] == "FAILED" and "cannot read --pretrained-weights" in failed["reason"]
+    assert runs["cifar10_standard"]["status"] == "done"
+    assert {r["status"] for r in runs.values()} == {"done", "not run", "diverged", "FAILED"}
+    text = (root / "report" / "REPORT.md").read_text()
+    top = text.split("## Claims and verdicts")[0]
+    assert "FAILED** (a crash or bad input" in top and "cannot read --pretrained-weights" in top
+    assert [line for line in text.splitlines() if line.startswith("## ")][0] == "## Claims and verdicts"
+
+
+def test_smoke_profile_writes_every_file_and_table(smoke):
+    root, argv, _ = smoke
     report = root / "report"
     for name in FIGURES:
         assert (report / "figures" / name).exists(), name
         assert os.path.getsize(report / "figures" / name) > 5000, name
-    matrix = pipeline.build_matrix(pipeline.parse_args(smoke[1]), pipeline.PROFILES["smoke"])
+    matrix = pipeline.build_matrix(pipeline.parse_args(argv), pipeline.PROFILES["smoke"])
     training = _csv(report / "summary" / "training_summary.csv")
     assert [r["run"] for r in training] == [r.name for r in matrix if r.script == "train"]
     by_run = {r["run"]: r for r in training}
@@ -46,18 +71,31 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert by_run["svhn_scratch"]["status"].startswith("not run: svhn")
     assert "train.py --dataset synthetic" in by_run["cifar10_pgd_at"]["command"]
 
+    # ablations: every variant with both seeds, summarised over seeds
+    ablation = _csv(report / "summary" / "ablation_summary.csv")
+    assert {(r["variant"], r["seed"]) for r in ablation} == {
+        (v, str(s)) for v in [*pipeline.ABLATIONS, "diverge_check"] for s in (0, 1)}
+    # Circle Loss: the weight the sweep chose is the one the Circle models trained with
+    chosen = json.loads((report / "figures" / "metrics_summary.json").read_text())["runs"][
+        "cifar10_circle"]["fields"]["chosen"]
+    sweep = {w: float(by_run[f"circle_sweep_w{w}"]["best_val_acc"]) for w in pipeline.CIRCLE_WEIGHTS}
+    assert chosen["value"] == max(sweep, key=lambda w: (sweep[w], w))
+    assert f"--circle-weight {chosen['value']}" in by_run["cifar10_circle_pgd_at"]["command"]
+    history = json.loads((root / "checkpoints" / "cifar10_circle" / "training_history.json").read_text())
+    assert {"train_cross_entropy", "train_circle", "first_step_circle"} <= set(history[0])
+
     robust = {r["model"]: r for r in _csv(report / "summary" / "robustness_summary.csv")}
     assert set(robust) == {"cifar10_standard", "cifar10_fgsm_at", "cifar10_fgsm_rs_at",
                            "cifar10_pgd_at", "cifar10_circle", "cifar10_circle_pgd_at"}
     assert all(r["status"] == "ok" for r in robust.values())
+    assert len({r["epochs"] for r in robust.values()}) == 1  # one budget for every model
     for r in robust.values():  # AutoAttack beside PGD, every accuracy with its interval
         low, high = json.loads(r["autoattack_accuracy_ci95"])
-        assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "32"
+        assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "16"
     cross = {(r["source"], r["target"]): r for r in _csv(report / "summary" / "cross_domain_summary.csv")}
     to_svhn = cross["digits", "svhn"]
     assert to_svhn["direct_status"].startswith("not run: svhn") and to_svhn["direct_accuracy"] == ""
-    assert any(r["source"] == "imagenet" and "no weights" in r["finetune_status"] for r in cross.values())
-    has_usps = os.path.exists(os.path.join(pipeline.parse_args(smoke[1]).data_root, "usps-test.npz"))
+    has_usps = os.path.exists(os.path.join(pipeline.parse_args(argv).data_root, "usps-test.npz"))
     for pair in (("digits", "usps"), ("usps", "digits")):  # two real domains, both directions
         row = cross[pair]
         if not has_usps:
@@ -75,8 +113,44 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert ("Framing matters: the digits model reads usps digits" in text) == has_usps
     assert "| AutoAttack |" in text and " ± " in text and " passed" in text
     assert "python train.py --dataset synthetic" in text and "git commit" in text
-    summary = json.loads((report / "figures" / "metrics_summary.json").read_text())
-    assert summary["runs"]["cifar10_standard"]["status"] == "done"
+    assert len(_csv(report / "summary" / "claims.csv")) == 11
+
+
+# a slice of the smoke matrix with every outcome and a dependency
+SLICE = ["ablation_cifar10_baseline_s0", "ablation_cifar10_baseline_s1",
+         "ablation_cifar10_diverge_check_s0", "digits_scratch", "transfer_digits_to_usps_direct",
+         "svhn_scratch", "transfer_imagenet_to_digits_finetune"]
+
+
+@pytest.mark.parametrize("launch", [["--jobs", "2"], ["--launcher", "submitit-local", "--jobs", "2"]],
+                         ids=["processes", "submitit-local"])
+def test_parallel_launchers_match_the_serial_run(smoke, launch):
+    root, argv, _ = smoke
+    name = launch[1]
+    out = root / name
+    argv = [a if a != str(root / "checkpoints") else str(out / "checkpoints") for a in argv]
+    argv = argv[:argv.index("--report-dir")] + ["--report-dir", str(out / "report")] + argv[
+        argv.index("--report-dir") + 2:]
+    code = pipeline.main(argv + launch + ["--only", *SLICE])
+    assert code == 2  # the junk weights FAILED here too
+    serial, parallel = _statuses(root / "report"), _statuses(out / "report")
+    for run in SLICE:
+        assert parallel[run]["status"] == serial[run]["status"], run
+        assert parallel[run]["reason"].split(" (")[0] == serial[run]["reason"].split(" (")[0], run
+        assert os.path.exists(out / "checkpoints" / "logs" / f"{run}.log") or parallel[run][
+            "status"] == "not run" and parallel[run]["reason"].startswith("needs")
+    for run in SLICE:  # the numbers: equal up to what one thread instead of two changes
+        if serial[run]["status"] != "done":
+            continue
+        kind = "final_metrics.json" if not run.endswith("_direct") else None
+        a = json.loads(((root / "checkpoints" / run / kind) if kind else
+                        (root / "checkpoints" / "eval" / f"{run}.metrics.json")).read_text())
+        b = json.loads(((out / "checkpoints" / run / kind) if kind else
+                        (out / "checkpoints" / "eval" / f"{run}.metrics.json")).read_text())
+        key = "test_accuracy" if kind else "clean_accuracy"
+        assert abs(a[key] - b[key]) <= 0.03, (run, a[key], b[key])
+    if name == "submitit-local":
+        assert any((out / "checkpoints" / "submitit").rglob("*_result.pkl"))
 
 
 def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatch):
@@ -88,7 +162,10 @@ def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatc
         pipeline.execute(run, by_name, force=False)
     statuses = {r.name: r.status for r in runs}
     assert statuses["cifar10_standard"] == "skipped" and statuses["cifar10_pgd_at"] == "skipped"
+    assert statuses["cifar10_circle"] == "skipped"  # its chosen weight resolved the same way
     assert statuses["svhn_scratch"] == "not run"
+    assert statuses["ablation_cifar10_diverge_check_s0"] == "diverged"  # not trained again
+    assert "recorded earlier" in by_name["ablation_cifar10_diverge_check_s0"].reason
 
     # a retrained model makes its evaluation stale although the eval command is unchanged
     standard, evaluation = by_name["cifar10_standard"], by_name["eval_cifar10_standard"]
@@ -109,12 +186,13 @@ def test_only_reports_what_is_on_disk_for_the_runs_it_leaves_out(smoke):
     report = root / "report_only"
     argv = argv[:argv.index("--report-dir")] + ["--report-dir", str(report),
                                                 "--only", "cifar10_standard"]
-    assert pipeline.main(argv) == 0
-    runs = json.loads((report / "figures" / "metrics_summary.json").read_text())["runs"]
+    assert pipeline.main(argv) == 0  # the FAILED runs were not selected this time
+    runs = _statuses(report)
     assert runs["cifar10_standard"]["status"] == "skipped"  # selected, and up to date
     assert runs["cifar10_pgd_at"]["status"] == "skipped"  # left out, finished on disk
     assert runs["svhn_scratch"]["status"] == "not run"  # left out, nothing on disk
-    assert "not selected" in runs["svhn_scratch"]["reason"]
+    assert "not executed in this invocation" in runs["svhn_scratch"]["reason"]
+    assert runs["ablation_cifar10_diverge_check_s1"]["status"] == "diverged"  # its record on disk
 
 
 def test_interrupted_training_resumes(smoke, monkeypatch):
@@ -162,26 +240,21 @@ def test_every_profile_builds_commands_the_scripts_accept(profile):
         parse = train.parse_args if run.script == "train" else evaluate.build_parser().parse_args
         parsed = parse(run.argv)
         if run.script == "train" and parsed.adv_train:
-            assert parsed.adv_prob == pipeline.PROFILES[profile]["adversarial"]["adv_prob"]
+            assert parsed.adv_prob == pipeline.PROFILES[profile]["cifar10"]["adv_prob"]
             if parsed.attack == "fgsm":  # the PGD step settings would only mislead there
                 assert "--alpha" not in run.argv and "--iters" not in run.argv
 
 
-def test_gap_closed_only_where_the_intervals_see_a_gap(tmp_path):
-    args = pipeline.parse_args(["--profile", "smoke"])
-    numbers = {"usps_scratch": 0.95, "digits_scratch": 0.22,  # in-domain
-               "transfer_usps_to_digits_direct": 0.21, "transfer_digits_to_usps_direct": 0.50,
-               "transfer_usps_to_digits_finetune": 0.30, "transfer_digits_to_usps_finetune": 0.80}
-
-    def res(name):
-        if name not in numbers:
-            return None
-        v = numbers[name]
-        key = "clean_accuracy" if name.endswith("_direct") else "test_accuracy"
-        return {key: v, f"{key}_ci95": [v - 0.02, v + 0.02]}
-    rows, md = pipeline._transfer(args, pipeline.PROFILES["smoke"], res, lambda n: "not run: x",
-                                  str(tmp_path))
-    by_pair = {(r["source"], r["target"]): r for r in rows}
-    assert by_pair["usps", "digits"]["gap_closed"] == ""  # 21% vs 22%: no gap to close
-    assert by_pair["digits", "usps"]["gap_closed"] == pytest.approx((0.80 - 0.50) / (0.95 - 0.50), abs=1e-3)
-    assert "over 1 pairs" in "\n".join(md)
+def test_slurm_launcher_sets_parameters_submitit_accepts(tmp_path, monkeypatch):
+    args = pipeline.parse_args(["--profile", "smoke", "--launcher", "slurm", "--checkpoints",
+                                str(tmp_path), "--slurm-partition", "gpu", "--slurm-cpus", "6"])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here: a clear error, not a traceback
+    with pytest.raises(SystemExit, match="--launcher slurm: .*login node"):
+        pipeline.SubmititBackend(args, 4)
+    srun = tmp_path / "srun"  # a stand-in, so submitit's own parameter checks run
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    backend = pipeline.SubmititBackend(args, 4)
+    params = backend.executor._executor.parameters
+    assert params["partition"] == "gpu" and params["cpus_per_task"] == 6 and params["gpus_per_node"] == 1
+    assert params["time"] == args.slurm_timeout_min and backend.threads == 6

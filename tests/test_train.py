@@ -102,6 +102,15 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, cap
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
              "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128"]
     _, straight = run(tmp_path, *flags, name="straight")
+    # both terms of the objective are logged, unweighted, and add up to the training loss
+    history = json.loads((straight / "training_history.json").read_text())
+    for row in history:
+        assert row["train_circle"] > 0 and row["train_cross_entropy"] > 0
+        assert row["train_loss"] == pytest.approx(row["train_cross_entropy"] + 0.1 * row["train_circle"],
+                                                  rel=1e-4)
+    final = json.loads((straight / "final_metrics.json").read_text())
+    assert final["initial_circle"] == history[0]["first_step_circle"] and final["circle_weight"] == 0.1
+    assert 0 <= final["test_ece"] <= 1
 
     real_epoch = train.train_one_epoch
     calls = []
@@ -157,11 +166,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         loss = real_forward(self, logits, target)
         return loss * math.nan if len(steps) == 15 else loss  # 12 steps per epoch
     monkeypatch.setattr(LabelSmoothingCrossEntropy, "forward", poisoned)
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(utils.Diverged) as err:  # a SystemExit: an error exit on the command line
         run(tmp_path, "--epochs", "3")
     message = str(err.value)
     assert "epoch 2, step 3" in message and "global step 15" in message and "last.pth" in message
     assert utils.load_checkpoint(str(tmp_path / "run" / "last.pth"))["epoch"] == 1
+    # the divergence is recorded as the run's outcome, with the command that produced it
+    record = json.loads((tmp_path / "run" / "diverged.json").read_text())
+    assert (record["epoch"], record["step"], record["global_step"], record["loss"]) == (2, 3, 15, "nan")
+    assert record["command"] == json.loads((tmp_path / "run" / "config.json").read_text())["command"]
+    assert not (tmp_path / "run" / "final_metrics.json").exists()
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):
@@ -248,7 +262,7 @@ def test_svhn_fixture_trains_end_to_end(tmp_path):
                         "--lr", "0.02",
                         "--out-dir", str(tmp_path / "svhn_run")])
     assert final["test_accuracy"] > 0.5
-    with pytest.raises(SystemExit, match="svhn .* not available"):
+    with pytest.raises(utils.NotAvailable, match="svhn .* not available"):
         train.main(["--dataset", "svhn", "--data-root", str(tmp_path / "nowhere"),
                     "--no-download", "--out-dir", str(tmp_path / "x")])
 
