@@ -132,6 +132,12 @@ def pm(value, ci95=None):
     return utils.plus_minus(value, ci95)
 
 
+def cell(result, key):
+    """pm() of an eval.py result's key, or 'not run' where the number is absent."""
+    value = measure(result, key)
+    return pm(*value) if value else "not run"
+
+
 def pct(value, digits=2):
     return "not run" if value is None else f"{100 * value:.{digits}f}"
 
@@ -211,14 +217,18 @@ def ablation_section(study, report_dir, fig_dir, sum_dir):
     md = ["## Ablations", ""]
     if not rows:
         return md + ["not run: the matrix has no ablation runs", ""]
-    dataset = next(iter(rows.values()))["runs"][0]
+    finished = [study.result(r) for r in study.select("ablation") if study.result(r)]
+    data = finished[0]["data_description"] if finished else "(no run finished)"
+    n_seeds = max(len(r["seeds"]) for r in rows.values())
     budget = study.profile.get("ablation", {})
-    md += [f"Each variant changes one thing from the baseline and trains with {len(next(iter(rows.values()))['seeds'])} "
-           f"seeds ({budget.get('epochs', '?')} epochs on {budget.get('train_subset') or 'all'} "
-           "training images). Test accuracy and ECE (10 bins) of each seed's selected model, as "
-           "mean ± sample std over seeds; the difference to the baseline exceeds the "
-           f"seed-to-seed spread when Welch's t-test gives p < {ALPHA}. With three seeds the "
-           "test only sees large effects: 'within spread' means not shown, not no effect.", ""]
+    md += [f"Each variant changes one thing from the baseline and trains with {n_seeds} seeds "
+           f"({budget.get('epochs', '?')} epochs on {budget.get('train_subset') or 'all'} "
+           f"training images of {data}). Test accuracy and ECE (10 bins) of each seed's "
+           "selected model, as mean ± sample std over seeds; the difference to the baseline "
+           f"exceeds the seed-to-seed spread when Welch's t-test gives p < {ALPHA}. With "
+           f"{n_seeds} seeds the test only sees large effects: 'within spread' means not shown, "
+           "not no effect. Train accuracy is the last epoch's, on the (augmented) batches "
+           "trained on.", ""]
     csv_rows = []
     for variant, row in rows.items():
         notes = []
@@ -237,7 +247,7 @@ def ablation_section(study, report_dir, fig_dir, sum_dir):
                              "command": run.command})
     utils.save_csv(csv_rows, os.path.join(sum_dir, "ablation_summary.csv"))
     md.append(table(["variant", "seeds run", "test acc (%)", "vs baseline (points)", "ECE (%)",
-                     "ECE vs baseline (points)", "final train acc (%)", "notes"],
+                     "ECE vs baseline (points)", "train acc, last epoch (%)", "notes"],
                     [[v, f"{len(r['accuracy'])}/{len(r['runs'])}", _mean_std(r["accuracy"]),
                       _difference_cell(r["vs_baseline"]), _mean_std(r["ece"]),
                       _difference_cell(r["ece_vs_baseline"]), _mean_std(r["train_acc"], digits=1),
@@ -248,8 +258,7 @@ def ablation_section(study, report_dir, fig_dir, sum_dir):
             {v: [100 * a for a in accs] for v, accs in drawn.items()},
             {v: [100 * e for e in rows[v]["ece"]] for v in drawn},
             os.path.join(fig_dir, "ablations.png"),
-            f"Ablations on {study.result(dataset)['data_description'] if study.result(dataset) else dataset.fields.get('dataset', '')}: "
-            "each dot one seed, bar the mean, whisker the sample std")
+            f"Ablations on {data}: each dot one seed, bar the mean, whisker the sample std")
     md += ["", _figure(report_dir, "figures/ablations.png", "ablations", "no ablation finished"), ""]
     histories = {f"{r.fields['variant']} (seed {r.fields['seed']})": study.result(r)["history"]
                  for r in study.select("ablation") if study.result(r)
@@ -304,9 +313,13 @@ def robustness_section(study, report_dir, fig_dir, sum_dir):
         return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""], rows
     first = ok[0]["result"]
     epochs = sorted({r["trained"]["epochs"] for r in ok if r["trained"]})
-    md += [f"Every model trained for the same budget ({', '.join(map(str, epochs))} epochs, same "
-           "schedule and data; adversarial training attacks every batch), so the differences "
-           "below are the training method's. Accuracy in % ± half the 95% Wilson interval at eps "
+    if len(epochs) == 1:
+        budget = (f"Every model trained for the same budget ({epochs[0]} epochs, same schedule "
+                  "and data), so the differences below are the training method's. ")
+    else:
+        budget = (f"**The models trained for different budgets** ({', '.join(map(str, epochs))} "
+                  "epochs): their differences mix the method with the schedule. ")
+    md += [budget + "Accuracy in % ± half the 95% Wilson interval at eps "
            f"{first['params']['eps'] * 255:.0f}/255 on a seeded random sample of "
            f"{first['n_samples']['attacks']} test images (PGD-{first['params']['iters']} with a "
            "random start; noise is a random ±eps sign pattern); AutoAttack "
@@ -326,13 +339,12 @@ def robustness_section(study, report_dir, fig_dir, sum_dir):
         if not e:
             body.append([r["model"], study.why(r["eval"])] + [""] * 7)
             continue
-        aa = pm(*measure(e, "autoattack_accuracy")) if measure(e, "autoattack_accuracy") else "not run"
+        aa = cell(e, "autoattack_accuracy")
         errors = e.get("autoattack", {}).get("errors")
         if errors:
             aa += " (incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + ")"
         body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
-                    + [pm(*measure(e, k)) if measure(e, k) else "-" for k in ROBUST_KEYS[:4]]
-                    + [aa, pm(*measure(e, "noise_accuracy")) if measure(e, "noise_accuracy") else "-",
+                    + [cell(e, k) for k in ROBUST_KEYS[:4]] + [aa, cell(e, "noise_accuracy"),
                        checks(e)])
     md.append(table(["model", "epochs", "clean", "clean, attacked sample", "FGSM", "PGD",
                      "AutoAttack", "noise", "sanity checks"], body))
@@ -345,6 +357,14 @@ def robustness_section(study, report_dir, fig_dir, sum_dir):
                                 "accuracy with 95% Wilson intervals")
     md += [_figure(report_dir, "figures/robustness_models.png", "robustness per model",
                    "no model evaluated"), ""]
+    histories = {r.name: study.result(r)["history"] for r in study.select("cifar10", script="train")
+                 if study.result(r)}
+    if histories:
+        plots.plot_run_comparison(histories, os.path.join(fig_dir, "cifar10_training_curves.png"),
+                                  "CIFAR-10 models, one budget: training curves (training loss "
+                                  "includes the weighted Circle term where there is one)")
+    md += [_figure(report_dir, "figures/cifar10_training_curves.png", "CIFAR-10 training curves",
+                   "no CIFAR-10 model finished"), ""]
     diag = {r["model"]: r["result"] for r in ok if r["eval"].fields.get("diagnostics")}
     if diag:
         title = f"{next(iter(diag.values()))['data']['description']}"
@@ -374,21 +394,32 @@ def robustness_readings(study, rows):
     std = _model(rows, adversarial=False, circle=False)
     masked = [r for r in rows if r["result"] and r["result"]["sanity_checks"].get("pgd_overestimate") is False]
     if masked:
-        out.append("**PGD overestimates robustness** (PGD-10 clearly more than 5 points above "
+        out.append("**PGD overestimates robustness** (PGD clearly more than 5 points above "
                    "AutoAttack on the same images: gradient masking) for "
-                   + "; ".join(f"`{r['model']}`: PGD {100 * r['result']['autoattack_pgd_accuracy']:.1f}% "
-                               f"vs AutoAttack {100 * r['result']['autoattack_accuracy']:.1f}%"
+                   + "; ".join(f"`{r['model']}`: PGD-{r['result']['params']['iters']} "
+                               f"{100 * r['result']['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
+                               f"{100 * r['result']['autoattack_accuracy']:.1f}%"
                                for r in masked) + "; read those from the AutoAttack column.")
-    adv = [r for r in rows if r["result"] and r["train"] and r["train"].fields.get("adversarial")]
+    adv = [r for r in rows if r["result"] and r["train"] and r["train"].fields.get("adversarial")
+           and measure(r["result"], "autoattack_accuracy")]
     if std and adv:
-        best = max(adv, key=lambda r: r["result"].get("autoattack_accuracy") or -1)
+        best = max(adv, key=lambda r: r["result"]["autoattack_accuracy"])
         clean_cost = best["result"]["clean_accuracy"] - std["result"]["clean_accuracy"]
+        same = r_epochs(best) == r_epochs(std)
         out.append(f"The most robust model under AutoAttack is `{best['model']}` "
-                   f"({pm(*measure(best['result'], 'autoattack_accuracy'))}% vs the standard "
-                   f"model's {pm(*measure(std['result'], 'autoattack_accuracy'))}%), at "
-                   f"{pm(*accuracy(best['result']))}% clean accuracy ({100 * clean_cost:+.1f} points "
-                   "against the standard model trained for the same epochs).")
-    return out or ["no adversarially trained model was evaluated."]
+                   f"({cell(best['result'], 'autoattack_accuracy')}% vs the standard model's "
+                   f"{cell(std['result'], 'autoattack_accuracy')}%), at {pm(*accuracy(best['result']))}% "
+                   f"clean accuracy ({100 * clean_cost:+.1f} points against the standard model "
+                   + ("trained for the same epochs)." if same else
+                      f"trained for {r_epochs(std)} epochs against its {r_epochs(best)}).")
+                   + " Every adversarially trained model, AutoAttack and clean: " + "; ".join(
+                       f"`{r['model']}` {cell(r['result'], 'autoattack_accuracy')}% at "
+                       f"{pm(*accuracy(r['result']))}% clean" for r in adv) + ".")
+    return out or ["no adversarially trained model was evaluated under AutoAttack."]
+
+
+def r_epochs(row):
+    return row["trained"]["epochs"] if row.get("trained") else None
 
 
 # ----------------------------------------------------------------------------- Circle Loss
@@ -399,12 +430,17 @@ def circle_section(study, report_dir, rows):
     if not sweep:
         return md + ["not run: the matrix has no Circle Loss sweep", ""]
     budget = study.profile.get("circle_sweep", {})
-    md += ["Circle Loss (gamma 256, m 0.25) is added to cross-entropy with a weight. At that "
-           "gamma its term starts near 150 nats on a fresh network, against cross-entropy's "
-           "~2.3, so the sweep brackets the weight that makes the two equal at the first step "
-           f"(measured below) and the validation split picks one ({budget.get('epochs', '?')} "
-           f"epochs on {budget.get('train_subset') or 'all'} images, one seed). The weighted term "
-           "at the first step is logged by train.py, as is each epoch's mean of both terms.", ""]
+    done = [study.result(r) for r in sweep if study.result(r)]
+    args = done[0].get("args", {}) if done else {}
+    start = (f"its term starts at {np.mean([r['initial_circle'] for r in done]):.0f} nats on a "
+             f"fresh network against cross-entropy's {np.mean([r['initial_cross_entropy'] for r in done]):.1f}"
+             if done else "its term starts far above cross-entropy's")
+    md += [f"Circle Loss (gamma {args.get('circle_gamma', '?')}, m {args.get('circle_m', '?')}) is "
+           f"added to cross-entropy with a weight. At that gamma {start}, so the sweep brackets "
+           "the weight that makes the two terms equal at the first step and the validation "
+           f"split picks one ({budget.get('epochs', '?')} epochs on "
+           f"{budget.get('train_subset') or 'all'} images, one seed). train.py logs both terms, "
+           "unweighted, at the first step and as each epoch's mean.", ""]
     body = []
     for run in sweep:
         res = study.result(run)
@@ -432,10 +468,21 @@ def circle_section(study, report_dir, rows):
             r = _model(rows, **sel)
             e = r["result"] if r else None
             body.append([name, f"`{r['model']}`" if r else "not run"]
-                        + [pm(*measure(e, k)) if measure(e, k) else "not run"
+                        + [cell(e, k)
                            for k in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "autoattack_accuracy")])
     md += ["", "Equal budgets, same attacks (the Robustness section's protocol):", "",
            table(["objective", "model", "clean", "FGSM", "PGD", "AutoAttack"], body), ""]
+    terms = []
+    for r in study.select("cifar10", script="train", circle=True):
+        res = study.result(r)
+        if res and "initial_circle" in res:
+            w, last = res["circle_weight"], res["history"][-1]
+            terms.append(f"`{r.name}`: cross-entropy {res['initial_cross_entropy']:.2f} and weighted "
+                         f"Circle {w * res['initial_circle']:.2f} at the first step, "
+                         f"{last['train_cross_entropy']:.2f} and {w * last['train_circle']:.2f} in "
+                         "the last epoch")
+    if terms:
+        md += ["The two terms of the objective (nats): " + "; ".join(terms) + ".", ""]
     return md
 
 
@@ -755,8 +802,8 @@ def robustness_claims(study, rows):
         stronger = [r for r in ok if below(measure(r["result"], "pgd_accuracy"), measure(r["result"], "fgsm_accuracy"))]
         weaker = [r for r in ok if below(measure(r["result"], "fgsm_accuracy"), measure(r["result"], "pgd_accuracy"))]
         verdict = ("contradicted" if weaker else "supported" if stronger else "inconclusive")
-        evidence = "; ".join(f"`{r['model']}` FGSM {pm(*measure(r['result'], 'fgsm_accuracy'))}% vs PGD "
-                             f"{pm(*measure(r['result'], 'pgd_accuracy'))}%" for r in ok)
+        evidence = "; ".join(f"`{r['model']}` FGSM {cell(r['result'], 'fgsm_accuracy')}% vs PGD "
+                             f"{cell(r['result'], 'pgd_accuracy')}%" for r in ok)
         evidence += f" (PGD clearly lower for {len(stronger)} of {len(ok)} models)"
     else:
         verdict, evidence = "not run", "not run: no model evaluated under both attacks"

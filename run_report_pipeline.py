@@ -696,6 +696,8 @@ def _load_results(runs):
                     os.path.join(run_dir, "training_history.json"))
                 config = utils.load_json(os.path.join(run_dir, "config.json"))
                 results[run.name]["environment"] = config["environment"]
+                results[run.name]["args"] = config["args"]
+                results[run.name]["precision"] = config.get("precision", {}).get("amp")
     return results
 
 
