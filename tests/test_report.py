@@ -130,10 +130,12 @@ def test_verdicts_flip_with_the_numbers(study):
         study.results[name] = attacked(0.85, 0.10, 0.01, 0.0)  # no robustness gained
     study.results["mnist_mnistm_direct"]["clean_accuracy"] = 0.955
     study.results["mnist_mnistm_direct"]["clean_accuracy_ci95"] = metrics.wilson_ci(1910, 2000)
+    study.results["usps_mnistm_direct"]["clean_accuracy"] = 0.72  # vs mnistm -> usps 70%
+    study.results["usps_mnistm_direct"]["clean_accuracy_ci95"] = metrics.wilson_ci(1440, 2000)
     verdicts = {v.claim[:20]: v.verdict for v in report.claims(study)}
     assert verdicts["Adversarial training"] == "inconclusive"
     assert verdicts["A colour/texture shi"] == "contradicted"  # 95.5% vs MNIST->USPS 90%
-    assert verdicts["Transfer is harder f"] == "inconclusive"  # 95.5% vs 95%: intervals overlap
+    assert verdicts["Transfer is harder f"] == "inconclusive"  # 95.5% vs 95%, 72% vs 70%: all level
 
 
 def _csv(path):
@@ -203,3 +205,10 @@ def test_gap_closed_only_where_the_intervals_see_a_gap():
     assert ("usps", "digits") not in t.closed  # 21% vs 22%: no gap to close
     assert t.closed["digits", "usps"] == pytest.approx((0.80 - 0.50) / (0.95 - 0.50))
     assert "over 1 pairs" in " ".join(report.transfer_readings(t))
+
+
+def test_pooled_verdict_of_several_comparisons():
+    assert report.pooled([1, 0, 1]) == "supported"
+    assert report.pooled([-1, 0]) == "contradicted"
+    assert report.pooled([1, -1]) == "inconclusive" and report.pooled([0, 0]) == "inconclusive"
+    assert report.pooled([]) == "not run"
