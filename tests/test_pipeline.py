@@ -122,35 +122,60 @@ SLICE = ["ablation_cifar10_baseline_s0", "ablation_cifar10_baseline_s1",
          "svhn_scratch", "transfer_imagenet_to_digits_finetune"]
 
 
+def _slice_argv(smoke_argv, root, name):
+    """The smoke run's flags with its own checkpoint and report folders."""
+    argv = list(smoke_argv)
+    argv[argv.index("--checkpoints") + 1] = str(root / name / "checkpoints")
+    argv[argv.index("--report-dir") + 1] = str(root / name / "report")
+    return argv + ["--only", *SLICE]
+
+
+def _numbers(checkpoints, run):
+    if run.endswith("_direct"):
+        result = json.loads((checkpoints / "eval" / f"{run}.metrics.json").read_text())
+        return result["clean_accuracy"], result["n_samples"]
+    result = json.loads((checkpoints / run / "final_metrics.json").read_text())
+    return result["test_accuracy"], result["test_loss"]
+
+
+@pytest.fixture(scope="module")
+def serial_slice(smoke):
+    """The slice run serially in this process with one torch thread, as each of two
+    parallel workers on two cores gets: with equal thread counts the numbers must agree
+    exactly (with two threads they drift, through the order of float sums)."""
+    import torch
+
+    root, argv, _ = smoke
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = pipeline.main(_slice_argv(argv, root, "serial_1thread"))
+    finally:
+        torch.set_num_threads(threads)
+    return root / "serial_1thread", code
+
+
 @pytest.mark.parametrize("launch", [["--jobs", "2"], ["--launcher", "submitit-local", "--jobs", "2"]],
                          ids=["processes", "submitit-local"])
-def test_parallel_launchers_match_the_serial_run(smoke, launch):
+def test_parallel_launchers_match_the_serial_run(smoke, serial_slice, launch, monkeypatch):
     root, argv, _ = smoke
+    serial_dir, serial_code = serial_slice
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one thread per worker on any machine
     name = launch[1]
-    out = root / name
-    argv = [a if a != str(root / "checkpoints") else str(out / "checkpoints") for a in argv]
-    argv = argv[:argv.index("--report-dir")] + ["--report-dir", str(out / "report")] + argv[
-        argv.index("--report-dir") + 2:]
-    code = pipeline.main(argv + launch + ["--only", *SLICE])
-    assert code == 2  # the junk weights FAILED here too
-    serial, parallel = _statuses(root / "report"), _statuses(out / "report")
+    code = pipeline.main(_slice_argv(argv, root, name) + launch)
+    assert code == serial_code == 2  # the junk weights FAILED here too
+    serial, parallel = _statuses(serial_dir / "report"), _statuses(root / name / "report")
+    full = _statuses(root / "report")
     for run in SLICE:
-        assert parallel[run]["status"] == serial[run]["status"], run
-        assert parallel[run]["reason"].split(" (")[0] == serial[run]["reason"].split(" (")[0], run
-        assert os.path.exists(out / "checkpoints" / "logs" / f"{run}.log") or parallel[run][
-            "status"] == "not run" and parallel[run]["reason"].startswith("needs")
-    for run in SLICE:  # the numbers: equal up to what one thread instead of two changes
-        if serial[run]["status"] != "done":
-            continue
-        kind = "final_metrics.json" if not run.endswith("_direct") else None
-        a = json.loads(((root / "checkpoints" / run / kind) if kind else
-                        (root / "checkpoints" / "eval" / f"{run}.metrics.json")).read_text())
-        b = json.loads(((out / "checkpoints" / run / kind) if kind else
-                        (out / "checkpoints" / "eval" / f"{run}.metrics.json")).read_text())
-        key = "test_accuracy" if kind else "clean_accuracy"
-        assert abs(a[key] - b[key]) <= 0.03, (run, a[key], b[key])
+        assert parallel[run]["status"] == serial[run]["status"] == full[run]["status"], run
+        assert parallel[run]["reason"] == serial[run]["reason"], run
+        if parallel[run]["status"] in ("done", "FAILED", "diverged"):  # it ran in a worker
+            assert (root / name / "checkpoints" / "logs" / f"{run}.log").exists(), run
+        if parallel[run]["status"] == "done":
+            assert _numbers(root / name / "checkpoints", run) == _numbers(serial_dir / "checkpoints", run), run
+    assert {parallel[r]["status"] for r in SLICE} == {"done", "not run", "diverged", "FAILED"}
     if name == "submitit-local":
-        assert any((out / "checkpoints" / "submitit").rglob("*_result.pkl"))
+        assert any((root / name / "checkpoints" / "submitit").rglob("*_result.pkl"))
 
 
 def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatch):
@@ -200,6 +225,9 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
     args = pipeline.parse_args(argv)
     runs = {r.name: r for r in pipeline.build_matrix(args, pipeline.PROFILES["smoke"])}
     run = runs["cifar10_circle"]
+    for name in run.choice.candidates.values():  # the sweep it chooses from finished earlier
+        pipeline.execute(runs[name], runs, force=False)
+        assert runs[name].status == "skipped"
     out_dir = run.argv[run.argv.index("--out-dir") + 1]
     os.remove(os.path.join(out_dir, "final_metrics.json"))  # as if stopped before the end
     seen = []
