@@ -896,6 +896,9 @@ def _figure_folder(row, i):
     return "figures" if i == 0 else f"figures/{row['model']}"
 
 
+DRAWN_HERE = ("robustness_sweep.png", "pgd_iter_sweep.png")  # the report draws all models in one
+
+
 def copy_eval_figures(report_dir, rows):
     """The figures eval.py drew for the diagnosed models, as its metrics.json lists them."""
     diag = [r for r in rows if r["eval"].fields.get("diagnostics") and r["result"] and "ece" in r["result"]]
@@ -903,7 +906,7 @@ def copy_eval_figures(report_dir, rows):
         folder = os.path.join(report_dir, _figure_folder(r, i))
         os.makedirs(folder, exist_ok=True)
         for name, source in r["result"]["files"].items():
-            if os.path.exists(source):
+            if name not in DRAWN_HERE and os.path.exists(source):
                 shutil.copyfile(source, os.path.join(folder, name))
 
 
@@ -927,8 +930,7 @@ def diagnostics_section(study, report_dir, fig_dir, rows):
         rel = _figure_folder(r, i)
         md.append(f"**{r['model']}**" + ("" if i == 0 else f" (figures in `{rel}/`)"))
         md.append("")
-        names = [n for n in r["result"]["files"] if n not in ("robustness_sweep.png", "pgd_iter_sweep.png",
-                                                              "adv_examples.png")]
+        names = [n for n in r["result"]["files"] if n not in DRAWN_HERE + ("adv_examples.png",)]
         md += [_figure(report_dir, f"{rel}/{n}", n.removesuffix(".png"),
                        "eval.py listed it but the file is missing") for n in names] + [""]
     return md
