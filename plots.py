@@ -345,7 +345,7 @@ def plot_seed_comparison(accuracy, ece, path, title):
     fig = Figure(figsize=(max(7, 1.3 * len(names) + 3), 4.6))
     axes = fig.subplots(1, 2)
     for ax, values, label in ((axes[0], accuracy, "test accuracy (%)"),
-                              (axes[1], ece, "ECE, 10 bins (%)")):
+                              (axes[1], ece, "ECE (%, 10 bins)")):
         for i, name in enumerate(names):
             v = np.asarray(values.get(name, []), dtype=float)
             if not len(v):

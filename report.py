@@ -28,6 +28,7 @@ from scipy import stats
 import utils
 
 FINISHED = ("done", "skipped")
+SHOWN = {"skipped": "up to date"}  # a run whose outputs were already there for the same command
 ALPHA = 0.05  # significance level of the seed comparisons
 
 
@@ -1011,7 +1012,8 @@ def write(study, report_dir):
         commits[commit] = commits.get(commit, 0) + 1
     data_desc = sorted({r.get("data_description") or r["data"]["description"] for r in results.values()})
     total = sum(r.get("wall_time_s", 0) for r in results.values())
-    count = {s: sum(r.status == s for r in study.runs) for s in ("done", "skipped", "not run", "diverged", "FAILED")}
+    count = {SHOWN.get(s, s): sum(r.status == s for r in study.runs)
+             for s in ("done", "skipped", "not run", "diverged", "FAILED")}
     md = [f"# Generalization and adversarial robustness of a ResNet18: report ({study.profile_name} profile)", ""]
     if any(r.get("synthetic") for r in results.values()):
         md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
@@ -1035,7 +1037,7 @@ def write(study, report_dir):
            json.dumps(study.profile, indent=1), "```", "",
            "## Runs and commands", "",
            table(["run", "status", "wall time (s)", "command"],
-                 [[r.name, r.status + (f": {r.reason}" if r.reason and r.status != "skipped" else ""),
+                 [[r.name, SHOWN.get(r.status, r.status) + (f": {r.reason}" if r.reason and r.status != "skipped" else ""),
                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in study.runs]), "",
            "## Provenance", "",
            f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "
