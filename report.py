@@ -721,9 +721,11 @@ def _seed_evidence(rows, variant, budget, key="accuracy", what="test accuracy"):
     if d is None:
         return None, (f"not run: {variant} has no finished seed"
                       + (f" ({row['notes']})" if row.get("notes") else ""))
+    lost = "".join(f"; {v} diverged in {len(r['diverged'])} of "
+                   f"{len(r['runs'])} seeds" for v, r in (("baseline", base), (variant, row)) if r["diverged"])
     return d, (f"{what} baseline {_mean_std(base[key])}% vs {variant} {_mean_std(row[key])}% "
                f"(mean ± std over {len(base[key])} and {len(row[key])} seeds{budget}; "
-               f"difference {_difference_cell(d)})")
+               f"difference {_difference_cell(d)}){lost}")
 
 
 def _gap_evidence(rows, variant):

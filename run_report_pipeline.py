@@ -477,13 +477,13 @@ def execute(run, runs_by_name, force):
 
 def on_disk(run, runs_by_name):
     """The outcome of a run that is not executed now, from the files it left."""
-    reason = blocked(run, runs_by_name) if run.choice else None
-    record = _diverged_before(run, runs_by_name)
-    if run.status == "not run":
+    if run.status == "not run":  # decided when the matrix was declared
         return
-    if not reason and _up_to_date(run, runs_by_name):
+    chosen = resolve(run, runs_by_name)  # a Choice flag is fixed by what the candidates left
+    record = chosen and _diverged_before(run, runs_by_name)
+    if chosen and _up_to_date(run, runs_by_name):
         run.status, run.reason = "skipped", UP_TO_DATE
-    elif not reason and record:
+    elif record:
         run.status, run.reason = "diverged", _divergence_reason(record) + " (recorded earlier)"
     else:
         run.status, run.reason = "not run", "not executed in this invocation and no up-to-date outputs"
@@ -575,7 +575,8 @@ class ProcessBackend:
         context = multiprocessing.get_context("spawn")  # CUDA and OpenMP do not survive fork
         gpus = _visible_gpus() if device in ("auto", "cuda") else []
         self.threads = max(1, (os.cpu_count() or 1) // jobs)
-        slots = context.Manager().Queue()
+        self.manager = context.Manager()
+        slots = self.manager.Queue()
         for i in range(jobs):
             slots.put(i)
         self.pool = concurrent.futures.ProcessPoolExecutor(
@@ -598,7 +599,8 @@ class ProcessBackend:
             return "FAILED", f"worker process: {type(exc).__name__}: {exc}", ""
 
     def close(self):
-        self.pool.shutdown()
+        self.pool.shutdown(cancel_futures=True)  # on Ctrl-C, runs not yet started never start
+        self.manager.shutdown()
 
 
 class SubmititBackend:

@@ -124,6 +124,16 @@ def test_claims_on_hand_made_numbers(study):
     assert all(x.link.startswith("#") for x in verdicts.values())
 
 
+def test_a_partly_diverged_variant_is_judged_on_its_finished_seeds_and_says_so(study):
+    for seed, acc in enumerate([0.50, 0.51]):  # BN off: two seeds finish, the third diverged
+        run = study.by_name[f"abl_no_bn_same_lr_{seed}"]
+        run.status, run.reason = "done", ""
+        study.results[run.name] = trained(acc)
+    verdict = next(v for v in report.claims(study) if v.claim.startswith("BatchNorm"))
+    assert verdict.verdict == "supported"  # 50.5% vs 61% over the seeds that finished
+    assert "no_bn_same_lr diverged in 1 of 3 seeds" in verdict.evidence
+
+
 def test_verdicts_flip_with_the_numbers(study):
     # the same claims, other numbers: no hard-coded verdict survives
     for name in ("eval_pgd",):
