@@ -9,6 +9,7 @@ ever falls back to fake data. `synthetic` exists only when asked for by name.
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,6 +249,11 @@ def load_arrays(name, split, data_root="data", download=True):
             raise DatasetUnavailableError(
                 f"{name} ({split}) is not available: tried {os.path.abspath(path)} and "
                 f"downloads are off (--no-download). {_how_to_provide(name, path)}")
+        if os.path.isdir(data_root) and not writable(data_root):
+            raise DatasetUnavailableError(
+                f"{name} ({split}) is not available: tried {os.path.abspath(path)}, and the "
+                f"data root is read-only, so nothing is downloaded into it (give a writable "
+                f"--data-root to download). {_how_to_provide(name, path)}")
         try:
             images, labels = _download(name, split, data_root)
         except Exception as exc:  # no network, torchvision error, disk full, ...
@@ -312,10 +318,16 @@ def build_mnistm(digits, backgrounds, seed):
     return out
 
 
+def writable(folder):
+    """Whether we may write into `folder`: permitted, and not marked read-only by its mode
+    (root may write anywhere, but a shared data folder made read-only stays untouched)."""
+    return os.access(folder, os.W_OK) and bool(os.stat(folder).st_mode & stat.S_IWUSR)
+
+
 def cache_dir(data_root):
     """Where derived datasets (MNIST-M) are written: the data root if it is writable,
     else a user cache folder ($XDG_CACHE_HOME or ~/.cache)."""
-    if os.access(data_root, os.W_OK):
+    if writable(data_root):
         return data_root
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "cnn-robustness-study", "data")

@@ -159,6 +159,21 @@ def test_mnistm_names_what_is_missing_and_caches_outside_a_read_only_root(tmp_pa
     assert datasets.cache_dir(str(tmp_path)).startswith(str(tmp_path / "cache"))
 
 
+def test_a_read_only_data_root_is_never_written_even_by_root(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o555)  # as ../shared/data is: root may still write, we must not
+    try:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        assert not datasets.writable(str(shared))
+        assert datasets.cache_dir(str(shared)).startswith(str(tmp_path / "cache"))
+        with pytest.raises(datasets.DatasetUnavailableError, match="data root is read-only"):
+            datasets.load_arrays("svhn", "test", str(shared), download=True)
+        assert list(shared.iterdir()) == []  # no torchvision/ folder left behind
+    finally:
+        shared.chmod(0o755)
+
+
 def test_mnistm_construction_is_seeded():
     digits = np.random.default_rng(0).integers(0, 256, (50, 32, 32), dtype=np.uint8)
     photos = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
