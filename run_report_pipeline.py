@@ -824,7 +824,8 @@ def exit_status(args, runs):
     count = {s: sum(r.status == s for r in runs) for s in ("done", "skipped", "not run",
                                                            "diverged", "FAILED")}
     print(f"\nreport written to {args.report_dir}/REPORT.md: "
-          + ", ".join(f"{n} {s}" for s, n in count.items() if n), flush=True)
+          + ", ".join(f"{n} {'up to date' if s == 'skipped' else s}" for s, n in count.items() if n),
+          flush=True)
     for r in runs:
         if r.status in ("not run", "diverged", "FAILED"):
             print(f"  {r.status}: {r.name}: {r.reason}", flush=True)
