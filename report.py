@@ -199,6 +199,14 @@ def ablation_rows(study):
             "train_acc": [res["history"][-1]["train_acc"] for _, res in finished if res.get("history")],
             "diverged": [r for r in runs if r.status == "diverged"],
             "missing": [r for r in runs if r.status not in FINISHED and r.status != "diverged"]}
+        row = rows[variant]
+        notes = []
+        if row["diverged"]:
+            notes.append(f"diverged in {len(row['diverged'])} of {len(runs)} seeds "
+                         f"({short(row['diverged'][0].reason)})")
+        if row["missing"]:
+            notes.append("; ".join(sorted({study.why(r) for r in row["missing"]})))
+        row["notes"] = "; ".join(notes)
     base = rows.get("baseline")
     for variant, row in rows.items():
         row["vs_baseline"] = (seed_difference(base["accuracy"], row["accuracy"])
@@ -224,10 +232,9 @@ def _difference_cell(d):
     return text + (f" (p={d['p']:.3f}, **exceeds spread**)" if d["exceeds"] else f" (p={d['p']:.2f}, within spread)")
 
 
-def ablation_section(study, report_dir, fig_dir, sum_dir):
+def ablation_section(study, rows, report_dir, fig_dir, sum_dir):
     import plots
 
-    rows = ablation_rows(study)
     md = ["## Ablations", ""]
     if not rows:
         return md + ["not run: the matrix has no ablation runs", ""]
@@ -245,13 +252,6 @@ def ablation_section(study, report_dir, fig_dir, sum_dir):
            "trained on.", ""]
     csv_rows = []
     for variant, row in rows.items():
-        notes = []
-        if row["diverged"]:
-            notes.append(f"diverged in {len(row['diverged'])} of {len(row['runs'])} seeds "
-                         f"({short(row['diverged'][0].reason)})")
-        if row["missing"]:
-            notes.append("; ".join(sorted({study.why(r) for r in row["missing"]})))
-        row["notes"] = "; ".join(notes)
         for run in row["runs"]:
             res = study.result(run)
             csv_rows.append({"variant": variant, "seed": run.fields["seed"], "run": run.name,
@@ -301,10 +301,9 @@ def robustness_rows(study):
     return rows
 
 
-def robustness_section(study, report_dir, fig_dir, sum_dir):
+def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
     import plots
 
-    rows = robustness_rows(study)
     md = ["## Robustness", ""]
     ok = [r for r in rows if r["result"]]
     csv_rows = []
@@ -324,7 +323,7 @@ def robustness_section(study, report_dir, fig_dir, sum_dir):
         csv_rows.append(row)
     utils.save_csv(csv_rows, os.path.join(sum_dir, "robustness_summary.csv"))
     if not ok:
-        return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""], rows
+        return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
     first = ok[0]["result"]
     epochs = sorted({r["trained"]["epochs"] for r in ok if r["trained"]})
     if len(epochs) == 1:
@@ -392,7 +391,7 @@ def robustness_section(study, report_dir, fig_dir, sum_dir):
     md += [_figure(report_dir, "figures/robustness_sweep.png", "robustness sweep", why),
            _figure(report_dir, "figures/pgd_iter_sweep.png", "PGD iterations", why), "",
            _figure(report_dir, "figures/adv_examples.png", "adversarial examples", why), ""]
-    return md, rows
+    return md
 
 
 def _model(rows, **fields):
@@ -561,13 +560,12 @@ def transfer_numbers(study):
     return t
 
 
-def transfer_section(study, report_dir, fig_dir, sum_dir):
+def transfer_section(study, t, report_dir, fig_dir, sum_dir):
     import plots
 
-    t = transfer_numbers(study)
     md = ["## Cross-domain transfer", ""]
     if not t.domains:
-        return md + ["not run: the matrix has no digit domains", ""], t
+        return md + ["not run: the matrix has no digit domains", ""]
     n = t.n_target
 
     def run_of(kind, src, dst):
@@ -637,7 +635,7 @@ def transfer_section(study, report_dir, fig_dir, sum_dir):
            "networks under those papers' protocols (ADDA samples 2,000 MNIST and 1,800 USPS "
            "images; DANN's MNIST-M uses BSDS500 backgrounds, ours CIFAR-10 photos), not from "
            "this ResNet18.", ""]
-    return md, t
+    return md
 
 
 def framing_lines(study, t):
@@ -749,9 +747,10 @@ def _budget(study):
     return f", {b['epochs']} epochs on {b.get('train_subset') or 'all'} images"
 
 
-def claims(study, transfer=None, robust_rows=None):
-    """Every claim of the study with its verdict computed from this run's numbers."""
-    rows = ablation_rows(study)
+def claims(study, rows=None, transfer=None, robust_rows=None):
+    """Every claim of the study with its verdict computed from this run's numbers (the
+    sections' numbers, when the report passes them, else computed here)."""
+    rows = ablation_rows(study) if rows is None else rows
     budget = _budget(study)
     out = []
 
@@ -902,10 +901,14 @@ def _figure_folder(row, i):
 DRAWN_HERE = ("robustness_sweep.png", "pgd_iter_sweep.png")  # the report draws all models in one
 
 
+def diagnosed(rows):
+    """The evaluated models with every diagnostic component."""
+    return [r for r in rows if r["eval"].fields.get("diagnostics") and r["result"] and "ece" in r["result"]]
+
+
 def copy_eval_figures(report_dir, rows):
     """The figures eval.py drew for the diagnosed models, as its metrics.json lists them."""
-    diag = [r for r in rows if r["eval"].fields.get("diagnostics") and r["result"] and "ece" in r["result"]]
-    for i, r in enumerate(diag):
+    for i, r in enumerate(diagnosed(rows)):
         folder = os.path.join(report_dir, _figure_folder(r, i))
         os.makedirs(folder, exist_ok=True)
         for name, source in r["result"]["files"].items():
@@ -913,10 +916,10 @@ def copy_eval_figures(report_dir, rows):
                 shutil.copyfile(source, os.path.join(folder, name))
 
 
-def diagnostics_section(study, report_dir, fig_dir, rows):
+def diagnostics_section(study, report_dir, rows):
     md = ["## Calibration and diagnostics", ""]
     diag = [r for r in rows if r["eval"].fields.get("diagnostics")]
-    ok = [r for r in diag if r["result"] and "ece" in r["result"]]
+    ok = diagnosed(rows)
     if not ok:
         return md + ["not run: " + ("; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in diag)
                                     or "no model has diagnostics in the matrix"), ""]
@@ -997,13 +1000,14 @@ def write(study, report_dir):
     results = {r.name: study.results[r.name] for r in study.runs
                if study.result(r) is not None}
 
-    copy_eval_figures(report_dir, robustness_rows(study))
-    abl_md = ablation_section(study, report_dir, fig_dir, sum_dir)
-    robust_md, robust_rows = robustness_section(study, report_dir, fig_dir, sum_dir)
-    circle_md = circle_section(study, report_dir, robust_rows)
-    transfer_md, transfer = transfer_section(study, report_dir, fig_dir, sum_dir)
-    diag_md = diagnostics_section(study, report_dir, fig_dir, robust_rows)
-    verdicts = claims(study, transfer, robust_rows)
+    ablations, robust, transfer = ablation_rows(study), robustness_rows(study), transfer_numbers(study)
+    copy_eval_figures(report_dir, robust)
+    abl_md = ablation_section(study, ablations, report_dir, fig_dir, sum_dir)
+    robust_md = robustness_section(study, robust, report_dir, fig_dir, sum_dir)
+    circle_md = circle_section(study, report_dir, robust)
+    transfer_md = transfer_section(study, transfer, report_dir, fig_dir, sum_dir)
+    diag_md = diagnostics_section(study, report_dir, robust)
+    verdicts = claims(study, ablations, transfer, robust)
     utils.save_csv([v.__dict__ for v in verdicts], os.path.join(sum_dir, "claims.csv"))
     train_rows = training_rows(study)
     utils.save_csv(train_rows, os.path.join(sum_dir, "training_summary.csv"))

@@ -554,6 +554,11 @@ def _worker_init(slots, gpus):
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
 
 
+def _threads_per_job(jobs):
+    """Torch CPU threads for each of `jobs` runs sharing this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _visible_gpus():
     """The GPU indices this machine offers, read without initialising CUDA in this process."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -574,7 +579,7 @@ class ProcessBackend:
 
         context = multiprocessing.get_context("spawn")  # CUDA and OpenMP do not survive fork
         gpus = _visible_gpus() if device in ("auto", "cuda") else []
-        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        self.threads = _threads_per_job(jobs)
         self.manager = context.Manager()
         slots = self.manager.Queue()
         for i in range(jobs):
@@ -586,10 +591,6 @@ class ProcessBackend:
 
     def submit(self, run, argv, log):
         return self.pool.submit(call_logged, run.script, argv, log, self.threads)
-
-    @staticmethod
-    def done(handle):
-        return handle.done()
 
     @staticmethod
     def outcome(handle):
@@ -626,16 +627,12 @@ class SubmititBackend:
             self.threads = args.slurm_cpus
         else:
             self.executor = submitit.LocalExecutor(folder=folder)
-            self.threads = max(1, (os.cpu_count() or 1) // jobs)
+            self.threads = _threads_per_job(jobs)
             self.executor.update_parameters(timeout_min=args.slurm_timeout_min)
         self.where = f"submitit {args.launcher} jobs, logs in {os.path.dirname(folder)}"
 
     def submit(self, run, argv, log):
         return self.executor.submit(call_logged, run.script, argv, log, self.threads)
-
-    @staticmethod
-    def done(job):
-        return job.done()
 
     @staticmethod
     def outcome(job):
@@ -672,7 +669,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
                 running[run.name] = (run, backend.submit(run, launch_argv(run, force),
                                                          _log_path(log_dir, run.name)), time.time())
             for name, (run, handle, t0) in list(running.items()):
-                if backend.done(handle):
+                if handle.done():  # a concurrent.futures Future and a submitit Job alike
                     finish(run, backend.outcome(handle), time.time() - t0)
                     del running[name]
                     progressed = True
