@@ -74,6 +74,39 @@ KNOWN_FILES = {
     "ba03bdd5fbe78c83f6c2b2730a68339d124db364f01f89723723ace99bad3ae9": "USPS (Hull 1994), 7,291/2,007 split",
 }
 
+# Where the .npz files are looked for when neither --data-root nor $DATA_ROOT says: data/
+# under the working folder, then the shared copy beside the project (../shared/data).
+DATA_ROOT_CANDIDATES = ("data", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "shared", "data"))
+DATA_ROOT_HELP = ("folder with <dataset>-<split>.npz files (default: $DATA_ROOT if set, else "
+                  "the first of data/ and ../shared/data that holds .npz files, else data/)")
+
+
+def default_data_root():
+    """$DATA_ROOT; else the first DATA_ROOT_CANDIDATES folder holding .npz files; else data/."""
+    if os.environ.get("DATA_ROOT"):
+        return os.environ["DATA_ROOT"]
+    for folder in DATA_ROOT_CANDIDATES:
+        if os.path.isdir(folder) and any(f.endswith(".npz") for f in os.listdir(folder)):
+            return os.path.relpath(folder) if os.path.isabs(folder) else folder
+    return "data"
+
+
+def files_missing(name, data_root):
+    """The .npz files `name` needs that are not in data_root (MNIST-M is built from MNIST
+    and CIFAR-10 unless a built copy exists); [] for the bundled and synthetic sets."""
+    if name in ("digits", "synthetic"):
+        return []
+    if name == "mnistm":
+        built = [os.path.join(d, f"mnistm-{s}.npz") for d in (data_root, cache_dir(data_root))
+                 for s in ("train", "test")]
+        if sum(os.path.exists(p) for p in built) >= 2:
+            return []
+        return files_missing("mnist", data_root) + files_missing("cifar10", data_root)
+    return [f"{name}-{split}.npz" for split in ("train", "test")
+            if not os.path.exists(os.path.join(data_root, f"{name}-{split}.npz"))]
+
+
 DIGITS_TEST_SIZE = 497  # of scikit-learn's 1,797 digits; the rest (1,300) is train
 SYNTHETIC_SIZES = {"train": 3000, "test": 500}
 

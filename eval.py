@@ -32,6 +32,7 @@ from attacks import run_attack
 COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
               "attacks", "autoattack", "sweep", "iter-sweep")
 ATTACK_NAMES = ("fgsm", "pgd", "noise")
+AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
 # AutoAttack's ensembles (Croce & Hein 2020), as torchattacks.AutoAttack builds them.
 AUTOATTACK_VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
                        "fast": ("apgd-ce", "apgd-t")}
@@ -60,8 +61,8 @@ def build_parser():
     p.add_argument("--checkpoint", required=True, help="a train.py checkpoint (best.pth or last.pth)")
     p.add_argument("--dataset", required=True, choices=datasets.DATASETS,
                    help="dataset to evaluate on (any of them, whatever the model was trained on)")
-    p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
-                   help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
+    p.add_argument("--data-root", default=datasets.default_data_root(),
+                   help=datasets.DATA_ROOT_HELP)
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
                    help=datasets.FRAMING_HELP)
@@ -89,6 +90,9 @@ def build_parser():
     p.add_argument("--autoattack-version", choices=tuple(AUTOATTACK_VERSIONS), default="standard",
                    help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE, APGD-T "
                         "(for CPU budgets)")
+    p.add_argument("--autoattack-steps", type=utils.positive_int, default=AUTOATTACK_STEPS,
+                   help="iterations of APGD-CE, APGD-T and FAB-T (the paper's standard: "
+                        f"{AUTOATTACK_STEPS}; fewer is a weaker attack, for smoke tests only)")
     p.add_argument("--sweep-epsilons", type=_eps_list,
                    default=_eps_list("0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"),
                    metavar="LIST", help="comma-separated eps values for the robustness sweep "
@@ -374,10 +378,8 @@ def _pm(result, name):
     return utils.plus_minus(result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]) + "%"
 
 
-AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
 
-
-def autoattack_ensemble(model, eps, version, n_classes, seed):
+def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
     """[(name, attack)] of AutoAttack's `version`, built from torchattacks' attacks with the
     original AutoAttack's settings: 100 iterations, 9 target classes, 5,000 Square queries.
 
@@ -387,7 +389,7 @@ def autoattack_ensemble(model, eps, version, n_classes, seed):
     import torchattacks
 
     common = {"eps": eps, "norm": "Linf", "seed": seed, "n_restarts": 1}
-    steps = {"steps": AUTOATTACK_STEPS}
+    steps = {"steps": steps or AUTOATTACK_STEPS}
     make = {
         "apgd-ce": lambda: torchattacks.APGD(model, loss="ce", **steps, **common),
         "apgd-t": lambda: torchattacks.APGDT(model, n_classes=n_classes, **steps, **common),
@@ -425,7 +427,8 @@ def autoattack(ctx):
             pgd_correct += (ctx.model(x_pgd).argmax(1) == y).sum().item()
     per_attack, errors = {"clean": robust.float().mean().item()}, {}
     n_classes = len(ctx.class_names)
-    for name, attack in autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed):
+    for name, attack in autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed,
+                                               a.autoattack_steps):
         alive = robust.nonzero().flatten()
         t0 = time.time()
         try:
@@ -446,6 +449,7 @@ def autoattack(ctx):
     out = metrics.with_interval("autoattack_accuracy", int(robust.sum()), n)
     out.update(metrics.with_interval("autoattack_pgd_accuracy", pgd_correct, n))
     out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
+                         "steps": a.autoattack_steps,
                          "attacks": list(AUTOATTACK_VERSIONS[a.autoattack_version]),
                          "per_attack": per_attack, "errors": errors, "complete": not errors,
                          "pgd_same_sample": {"iters": a.iters, "alpha": a.alpha,
@@ -595,6 +599,11 @@ def main(argv=None):
                   info["class_names"], val_set)
     print(f"evaluating {args.checkpoint} on {info['description']} {args.split} "
           f"({len(dataset)} images) on {device}", flush=True)
+    trained_on = train_args.get("dataset")
+    if trained_on and trained_on != args.dataset:
+        print(f"note: the model was trained on {trained_on}, not {args.dataset}: these are "
+              "transfer numbers (checkpoint's train command: "
+              f"{ckpt.get('config', {}).get('command', 'unknown')})", flush=True)
 
     result = {"name": args.name, "dataset": args.dataset, "split": args.split,
               "synthetic": info["synthetic"], "data": info,

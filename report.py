@@ -59,6 +59,14 @@ class Study:
             return None
         return self.results.get(run.name)
 
+    @property
+    def synthetic(self):
+        return any(r.get("synthetic") for r in self.results.values())
+
+    def title(self, text):
+        """A figure title, marked where the numbers come from synthetic data."""
+        return f"SYNTHETIC DATA: {text}" if self.synthetic else text
+
     def why(self, run):
         """The short outcome of a run that has no numbers: 'not run: ...', 'diverged: ...'."""
         run = self.by_name.get(run) if isinstance(run, str) else run
@@ -202,7 +210,9 @@ def ablation_rows(study):
         row = rows[variant]
         notes = []
         if row["diverged"]:
-            notes.append(f"diverged in {len(row['diverged'])} of {len(runs)} seeds "
+            deliberate = runs[0].fields.get("deliberate")
+            notes.append((f"deliberate ({deliberate}): " if deliberate else "")
+                         + f"diverged in {len(row['diverged'])} of {len(runs)} seeds "
                          f"({short(row['diverged'][0].reason)})")
         if row["missing"]:
             notes.append("; ".join(sorted({study.why(r) for r in row["missing"]})))
@@ -272,14 +282,14 @@ def ablation_section(study, rows, report_dir, fig_dir, sum_dir):
             {v: [100 * a for a in accs] for v, accs in drawn.items()},
             {v: [100 * e for e in rows[v]["ece"]] for v in drawn},
             os.path.join(fig_dir, "ablations.png"),
-            f"Ablations on {data}: each dot one seed, bar the mean, whisker the sample std")
+            study.title(f"Ablations on {data}: each dot one seed, bar the mean, whisker the sample std"))
     md += ["", _figure(report_dir, "figures/ablations.png", "ablations", "no ablation finished"), ""]
     histories = {f"{r.fields['variant']} (seed {r.fields['seed']})": study.result(r)["history"]
                  for r in study.select("ablation") if study.result(r)
                  and r.fields["seed"] == rows[r.fields["variant"]]["seeds"][0]}
     if histories:
         plots.plot_run_comparison(histories, os.path.join(fig_dir, "training_curves.png"),
-                                  "Ablations, first seed of each variant: training curves")
+                                  study.title("Ablations, first seed of each variant: training curves"))
     md += [_figure(report_dir, "figures/training_curves.png", "training curves",
                    "no ablation finished"), ""]
     return md
@@ -366,21 +376,21 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
                                                               "pgd_accuracy", "autoattack_accuracy")}
             for r in ok}
     plots.plot_model_comparison(bars, os.path.join(fig_dir, "robustness_models.png"),
-                                f"CIFAR-10 models at eps {first['params']['eps'] * 255:.0f}/255: "
-                                "accuracy with 95% Wilson intervals")
+                                study.title(f"CIFAR-10 models at eps {first['params']['eps'] * 255:.0f}/255: "
+                                            "accuracy with 95% Wilson intervals"))
     md += [_figure(report_dir, "figures/robustness_models.png", "robustness per model",
                    "no model evaluated"), ""]
     histories = {r.name: study.result(r)["history"] for r in study.select("cifar10", script="train")
                  if study.result(r)}
     if histories:
         plots.plot_run_comparison(histories, os.path.join(fig_dir, "cifar10_training_curves.png"),
-                                  "CIFAR-10 models, one budget: training curves (training loss "
-                                  "includes the weighted Circle term where there is one)")
+                                  study.title("CIFAR-10 models, one budget: training curves (training "
+                                              "loss includes the weighted Circle term where there is one)"))
     md += [_figure(report_dir, "figures/cifar10_training_curves.png", "CIFAR-10 training curves",
                    "no CIFAR-10 model finished"), ""]
     diag = {r["model"]: r["result"] for r in ok if r["eval"].fields.get("diagnostics")}
     if diag:
-        title = f"{next(iter(diag.values()))['data']['description']}"
+        title = study.title(f"{next(iter(diag.values()))['data']['description']}")
         plots.plot_robustness_sweep({m: e["robustness_sweep"] for m, e in diag.items()
                                      if e.get("robustness_sweep")},
                                     os.path.join(fig_dir, "robustness_sweep.png"), title)
@@ -419,13 +429,19 @@ def robustness_readings(study, rows):
         best = max(adv, key=lambda r: r["result"]["autoattack_accuracy"])
         clean_cost = best["result"]["clean_accuracy"] - std["result"]["clean_accuracy"]
         same = r_epochs(best) == r_epochs(std)
-        out.append(f"The most robust model under AutoAttack is `{best['model']}` "
-                   f"({cell(best['result'], 'autoattack_accuracy')}% vs the standard model's "
-                   f"{cell(std['result'], 'autoattack_accuracy')}%), at {pm(*accuracy(best['result']))}% "
-                   f"clean accuracy ({100 * clean_cost:+.1f} points against the standard model "
-                   + ("trained for the same epochs)." if same else
-                      f"trained for {r_epochs(std)} epochs against its {r_epochs(best)}).")
-                   + " Every adversarially trained model, AutoAttack and clean: " + "; ".join(
+        if all(below(measure(r["result"], "autoattack_accuracy"),
+                     measure(best["result"], "autoattack_accuracy")) for r in adv if r is not best):
+            out.append(f"The most robust model under AutoAttack is `{best['model']}` "
+                       f"({cell(best['result'], 'autoattack_accuracy')}% vs the standard model's "
+                       f"{cell(std['result'], 'autoattack_accuracy')}%), at {pm(*accuracy(best['result']))}% "
+                       f"clean accuracy ({100 * clean_cost:+.1f} points against the standard model "
+                       + ("trained for the same epochs)." if same else
+                          f"trained for {r_epochs(std)} epochs against its {r_epochs(best)})."))
+        else:  # a ranking inside the intervals would be noise
+            out.append("No adversarially trained model is clearly the most robust under "
+                       "AutoAttack: the highest interval overlaps another's (the standard model: "
+                       f"{cell(std['result'], 'autoattack_accuracy')}%).")
+        out[-1] += (" Every adversarially trained model, AutoAttack and clean: " + "; ".join(
                        f"`{r['model']}` {cell(r['result'], 'autoattack_accuracy')}% at "
                        f"{pm(*accuracy(r['result']))}% clean" for r in adv) + ".")
         apart = [(a, b) for a in adv for b in adv if below(measure(a["result"], "autoattack_accuracy"),
@@ -605,7 +621,7 @@ def transfer_section(study, t, report_dir, fig_dir, sum_dir):
           t.domains + [f"{s} features" for s in extractors] + [f"scratch on\n{n:,}"],
           matrix(t.tuned, t.domains + extractors) + [[t.scratch_small.get(d) for d in t.domains]])],
         t.domains, os.path.join(fig_dir, "transfer_matrix.png"),
-        "Digit-domain transfer: test accuracy (%) with 95% intervals")
+        study.title("Digit-domain transfer: test accuracy (%) with 95% intervals"))
 
     def cell(row, kind):
         value = (t.direct if kind == "direct" else t.tuned).get((row["source"], row["target"]))
@@ -1020,6 +1036,9 @@ def write(study, report_dir):
     total = sum(r.get("wall_time_s", 0) for r in results.values())
     count = {SHOWN.get(s, s): sum(r.status == s for r in study.runs)
              for s in ("done", "skipped", "not run", "diverged", "FAILED")}
+    deliberate = sum(r.status == "diverged" and bool(r.fields.get("deliberate")) for r in study.runs)
+    if deliberate:  # a check of the diverged outcome is not a failure of the study
+        count[f"diverged ({deliberate} deliberately)"] = count.pop("diverged")
     md = [f"# Generalization and adversarial robustness of a ResNet18: report ({study.profile_name} profile)", ""]
     if any(r.get("synthetic") for r in results.values()):
         md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
@@ -1043,7 +1062,9 @@ def write(study, report_dir):
            json.dumps(study.profile, indent=1), "```", "",
            "## Runs and commands", "",
            table(["run", "status", "wall time (s)", "command"],
-                 [[r.name, SHOWN.get(r.status, r.status) + (f": {r.reason}" if r.reason and r.status != "skipped" else ""),
+                 [[r.name, SHOWN.get(r.status, r.status)
+                   + (" (deliberate)" if r.fields.get("deliberate") else "")
+                   + (f": {r.reason}" if r.reason and r.status != "skipped" else ""),
                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in study.runs]), "",
            "## Provenance", "",
            f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "

@@ -27,6 +27,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import datasets
 import utils
 
 # ----------------------------------------------------------------------------- profiles
@@ -60,8 +61,10 @@ PROFILES = {
         "seeds": [0, 1],
         # a learning rate no network survives: the "diverged" outcome, end to end
         "extra_ablations": {"diverge_check": ["--lr", "1e6"]},
+        "deliberate": {"diverge_check": "a learning rate no network survives, to check the "
+                                        "diverged outcome end to end"},
         "cifar10": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02,
-                    "iters": 2, "alpha": "4/255", "adv_prob": 0.5},
+                    "iters": 2, "alpha": "4/255", "adv_prob": 0.5, "robust_val_samples": 32},
         "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "circle_sweep": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
@@ -72,7 +75,7 @@ PROFILES = {
         "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 32, "umap_samples": 200, "pgd_iters_list": "1,2,5",
                  "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 16,
-                 "autoattack_version": "fast"},
+                 "autoattack_version": "fast", "autoattack_steps": 10},
     },
     # Real data sized for a 2-core CPU: the whole matrix in about 80 minutes (AVX-512 CPU).
     # Every CIFAR-10 model, standard or adversarially trained, has one budget, so the cost of
@@ -176,6 +179,8 @@ def _train_flags(budget, out_dir, dataset, data_root, common):
         flags += ["--train-subset", str(budget["train_subset"])]
     if budget.get("val_size") and dataset not in SMALL_DOMAINS:  # small ones keep their 10%
         flags += ["--val-size", str(budget["val_size"])]
+    if budget.get("robust_val_samples"):  # PGD-10 validation of adversarial runs
+        flags += ["--robust-val-samples", str(budget["robust_val_samples"])]
     if dataset == "cifar10" and "color_jitter" in budget:
         flags += ["--color-jitter", str(budget["color_jitter"])]
     return flags + common
@@ -221,6 +226,8 @@ def build_matrix(args, profile):
         if not components or "autoattack" in components:
             argv += ["--autoattack-samples", str(e["autoattack_samples"]),
                      "--autoattack-version", e["autoattack_version"]]
+            if e.get("autoattack_steps"):  # fewer than the paper's 100: a smoke test only
+                argv += ["--autoattack-steps", str(e["autoattack_steps"])]
             # APGD-CE's 100 steps on every image, APGD-T's 9 x 100 on the ~third left
             cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
         if not components or "attacks" in components:
@@ -245,8 +252,9 @@ def build_matrix(args, profile):
     variants = {**ABLATIONS, **profile.get("extra_ablations", {})}
     for variant, extra in variants.items():
         for seed in args.seeds:
+            why = profile.get("deliberate", {}).get(variant)
             train(f"ablation_{args.ablation_dataset}_{variant}_s{seed}", "ablation", "ablation",
-                  abl, extra, seed=seed, variant=variant)
+                  abl, extra, seed=seed, variant=variant, **({"deliberate": why} if why else {}))
 
     # Digit domains from scratch, then transfer: direct evaluation on the other domains; a
     # new classifier on frozen features, fitted on a small labelled target subset; and, as
@@ -310,7 +318,22 @@ def build_matrix(args, profile):
         full = name in ("cifar10_standard", "cifar10_pgd_at")
         evaluate(f"eval_{name}", name, cifar, "robustness",
                  components=None if full else ["attacks", "autoattack"], diagnostics=full)
+    _keep_only_weights_read(runs)
     return runs
+
+
+def _keep_only_weights_read(runs):
+    """Training runs whose weights no other run reads keep only their records on disk (a
+    ResNet18's best.pth is ~43 MB; most runs of the matrix are read only through their
+    final_metrics.json)."""
+    read = {name for run in runs for name in run.needs}
+    for run in runs:
+        if run.script == "train" and run.name not in read:
+            run.argv += ["--keep-weights", "none"]
+
+
+def _keeps_weights(run):
+    return run.script == "train" and "--keep-weights" not in run.argv
 
 
 # ----------------------------------------------------------------------------- running
@@ -335,6 +358,13 @@ def _recorded_command(path):
         return None
 
 
+def _same_command(path, run):
+    """Whether the command recorded in `path` computes what `run` would: flags that only
+    say where data lives or which device runs it (utils.NEUTRAL_FLAGS) may differ."""
+    recorded = _recorded_command(path)
+    return recorded is not None and utils.computed_part(recorded) == utils.computed_part(run.command)
+
+
 def _newer_than_needs(path, run, runs_by_name):
     """Whether `path` is newer than the outputs of every run `run` reads (a retrained model
     makes its evaluation stale even though the evaluation's command is unchanged)."""
@@ -350,8 +380,10 @@ def _up_to_date(run, runs_by_name):
     """Whether the run's outputs are complete, were made by exactly this command, and are
     newer than the outputs of every run it reads."""
     done_file, command_file = _outputs(run)
-    if not os.path.exists(done_file) or _recorded_command(command_file) != run.command:
+    if not os.path.exists(done_file) or not _same_command(command_file, run):
         return False
+    if _keeps_weights(run) and not os.path.exists(os.path.join(os.path.dirname(done_file), "best.pth")):
+        return False  # other runs read its weights
     return _newer_than_needs(done_file, run, runs_by_name)
 
 
@@ -359,7 +391,7 @@ def _diverged_before(run, runs_by_name):
     """The divergence record of this exact command, if it already diverged (a result: a
     re-run would diverge again)."""
     path = _diverged_file(run)
-    if (path and os.path.exists(path) and _recorded_command(path) == run.command
+    if (path and os.path.exists(path) and _same_command(path, run)
             and _newer_than_needs(path, run, runs_by_name)):
         return utils.load_json(path)
     return None
@@ -449,7 +481,7 @@ def launch_argv(run, force):
     done_file, command_file = _outputs(run)
     argv = list(run.argv)
     if (run.script == "train" and not force and not os.path.exists(done_file)
-            and _recorded_command(command_file) == run.command
+            and _same_command(command_file, run)
             and os.path.exists(os.path.join(os.path.dirname(done_file), "last.pth"))):
         argv.append("--resume")
     return argv
@@ -731,8 +763,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                    help="budgets: smoke (synthetic, ~1.5 min), quick (real data, ~1 h on 2 CPU "
                         "cores), full (the study's schedules, for a GPU)")
-    p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
-                   help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
+    p.add_argument("--data-root", default=datasets.default_data_root(),
+                   help=datasets.DATA_ROOT_HELP)
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.add_argument("--ablation-dataset", choices=("svhn", "cifar10", "mnist"), default="cifar10",
                    help="dataset of the ablations (the study names svhn, which is not "
@@ -785,10 +817,26 @@ def parse_args(argv=None):
     return args
 
 
+def missing_data(args, profile):
+    """The real datasets this profile reads whose files are not in the data root, as one
+    line that says which and how to add them (None when nothing is missing)."""
+    ds = profile["datasets"]
+    names = {ds.get(args.ablation_dataset, args.ablation_dataset), ds["cifar10"],
+             *profile["digit_domains"]}
+    missing = {n: files for n in sorted(names) if (files := datasets.files_missing(n, args.data_root))}
+    if not missing:
+        return None
+    return (f"data root {args.data_root} lacks " + "; ".join(
+        f"{n} ({', '.join(files)})" for n, files in missing.items())
+        + ": their runs are \"not run\". Add them with --data-root FOLDER (or $DATA_ROOT) "
+        "naming a folder that holds those files (README, Data).")
+
+
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
     runs = build_matrix(args, profile)
+    missing = missing_data(args, profile)
     by_name = {r.name: r for r in runs}
     if args.list:
         for run in runs:
@@ -798,6 +846,8 @@ def main(argv=None):
         unknown = sorted(set(args.only) - set(by_name))
         if unknown:
             raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
+    if missing:
+        print(f"NOTE: {missing}", flush=True)
     start = time.time()
     for run in runs:
         if (args.only and run.name not in args.only) or args.render_only:
@@ -813,7 +863,10 @@ def main(argv=None):
     wall = time.time() - start
     results = _load_results(runs)
     write_report(args, runs, results, wall)
-    return exit_status(args, runs)
+    code = exit_status(args, runs)
+    if missing:
+        print(f"\nNOTE: {missing}", flush=True)
+    return code
 
 
 def exit_status(args, runs):

@@ -51,8 +51,8 @@ def build_parser():
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
                    help="dataset to train on ('synthetic' is fake data for smoke tests)")
-    d.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
-                   help="folder with <dataset>-<split>.npz files (env DATA_ROOT)")
+    d.add_argument("--data-root", default=datasets.default_data_root(),
+                   help=datasets.DATA_ROOT_HELP)
     d.add_argument("--no-download", action="store_true",
                    help="never try to download a missing dataset")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
@@ -147,7 +147,13 @@ def build_parser():
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--out-dir", default="checkpoints/run", help="where the run writes")
     r.add_argument("--resume", action="store_true",
-                   help="continue the run in --out-dir from its last.pth")
+                   help="continue the run in --out-dir from its last.pth (a finished run: check "
+                        "the flags and report its result)")
+    r.add_argument("--keep-weights", choices=("best", "none"), default="best",
+                   help="what stays on disk once the run ends: best (best.pth: the selected "
+                        "model's weights, for eval.py and --init-from) or none (only the records: "
+                        "config, history, final_metrics). last.pth, the training state for "
+                        "--resume, is removed either way")
     r.add_argument("--demo", action="store_true",
                    help=f"tiny budget: {DEMO_EPOCHS} epochs on {DEMO_SUBSET} images (all, if fewer) "
                         f"in batches of {DEMO_BATCH}, unless --epochs/--train-subset/--batch-size "
@@ -231,9 +237,10 @@ def build_model(args, info):
     elif args.pretrained_weights:
         try:
             state = torch.load(args.pretrained_weights, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise SystemExit(f"error: cannot read --pretrained-weights {args.pretrained_weights}: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}")
+        except Exception as exc:  # torch's message would advise the unsafe weights_only=False
+            raise SystemExit(f"error: cannot read --pretrained-weights {args.pretrained_weights} "
+                             f"({type(exc).__name__}): it must be a torchvision resnet18 state "
+                             "dict saved with torch.save (tensors only)")
         try:
             load_torchvision_weights(model, state, load_fc=False)
         except ValueError as exc:
@@ -314,6 +321,9 @@ def epoch_generators(seed, epoch, rank=0):
             "attack": torch.Generator().manual_seed(base * 4 + 2 + 7919 * rank)}
 
 
+PROGRESS_LOG_S = 60  # seconds between progress lines when no terminal shows the bar
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device, epoch,
                     circle=None, step0=0, dist=None, generators=None):
     """One pass over `loader`. `model` may be DistributedDataParallel-wrapped; attacks use
@@ -325,8 +335,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
     # loss sum, correct, seen, adversarial batches, cross-entropy sum, Circle Loss sum
     totals = torch.zeros(6, dtype=torch.float64)
     first = None
+    rank0 = dist is None or dist.rank == 0
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
-               mininterval=1.0, disable=None if dist is None or dist.rank == 0 else True)
+               mininterval=1.0, disable=None if rank0 else True)  # None: only on a terminal
+    logged = time.time()  # where no terminal shows the bar (a log file, Slurm), plain lines
     for i, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
@@ -359,6 +371,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         totals[4] += ce.item() * y.numel()
         totals[5] += circle_term.item() * y.numel()
         bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{100 * totals[1] / totals[2]:.1f}%")
+        if rank0 and bar.disable and time.time() - logged > PROGRESS_LOG_S:
+            logged = time.time()
+            print(f"  epoch {epoch}: step {i + 1}/{len(loader)}, loss {totals[0] / totals[2]:.3f}, "
+                  f"acc {100 * totals[1] / totals[2]:.1f}%", flush=True)
     steps = i + 1
     adv_fraction = totals[3].item() / steps
     if dist is not None:
@@ -454,15 +470,16 @@ def _run_config(args, argv, info, model_args, device):
 
 # Flags that may differ on --resume: where the run reads and writes, and how fast it goes.
 # Every other flag changes what is computed, so a resume that changes it is refused.
-RESUME_NEUTRAL_FLAGS = ("workers", "device", "resume", "no_download", "data_root", "out_dir")
+RESUME_NEUTRAL_FLAGS = utils.NEUTRAL_FLAGS
 
 
-def _check_resumable(ckpt, path, model_args, args):
-    if ckpt["model_args"] != model_args:
-        raise SystemExit(f"error: {path} was trained with model_args {ckpt['model_args']}, but "
+def _check_resumable(config, path, model_args, args):
+    """Refuse, naming each one, flags that would change what the run in `path` computes."""
+    if config["model_args"] != model_args:
+        raise SystemExit(f"error: {path} was trained with model_args {config['model_args']}, but "
                          f"this command builds {model_args}; use the original flags or another "
                          "--out-dir")
-    saved = ckpt["config"]["args"]
+    saved = config["args"]
     now = utils.plain(vars(args))
     changed = [k for k in sorted(set(saved) | set(now))
                if k not in RESUME_NEUTRAL_FLAGS and saved.get(k, "(absent)") != now.get(k, "(absent)")]
@@ -474,10 +491,21 @@ def _check_resumable(ckpt, path, model_args, args):
                          "--out-dir.")
 
 
+def _finished(args, paths, model_args):
+    """The final metrics of the finished run in --out-dir when --resume is asked of it (after
+    checking that the flags agree with its config.json), else None."""
+    if not args.resume or os.path.exists(paths["last"]) or not os.path.exists(paths["final"]):
+        return None
+    config_path = os.path.join(args.out_dir, "config.json")
+    _check_resumable(utils.load_json(config_path), config_path, model_args, args)
+    print(f"{args.out_dir} holds a finished run of these flags; nothing to resume", flush=True)
+    return utils.load_json(paths["final"])
+
+
 def _resume(args, paths, model, optimizer, scheduler, model_args, config, device):
     """(start epoch, best selection score, history) of the run in --out-dir."""
     if not args.resume:
-        if os.path.exists(paths["last"]):
+        if os.path.exists(paths["last"]) or os.path.exists(paths["final"]):
             print(f"note: {args.out_dir} already holds a run; starting afresh (use --resume to "
                   "continue it)", flush=True)
         return 1, [-1.0], []
@@ -488,7 +516,12 @@ def _resume(args, paths, model, optimizer, scheduler, model_args, config, device
         ckpt = utils.load_checkpoint(paths["last"], map_location=device)
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --resume: {exc}")
-    _check_resumable(ckpt, paths["last"], model_args, args)
+    missing = [k for k in utils.RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: --resume: {paths['last']} lacks the training state {missing} "
+                         "(a model-only checkpoint); start a new --out-dir")
+    _check_resumable({**ckpt["config"], "model_args": ckpt["model_args"]}, paths["last"],
+                     model_args, args)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -507,8 +540,8 @@ def _diverged(args, config, record, rank):
 def _record_epoch(paths, state, is_best, writer):
     """Checkpoints (atomic), history as JSON and CSV, TensorBoard scalars: rank 0 only."""
     if is_best:
-        utils.save_checkpoint(state, paths["best"])
-    utils.save_checkpoint(state, paths["last"])
+        utils.save_checkpoint(state, paths["best"], utils.MODEL_KEYS)
+    utils.save_checkpoint(state, paths["last"], utils.RESUME_KEYS)
     row = state["history"][-1]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_pgd_acc"):
         if key in row:
@@ -556,6 +589,7 @@ def fit(args, argv, device, dist=None):
     utils.seed_everything(args.seed)
     paths = {"last": os.path.join(args.out_dir, "last.pth"),
              "best": os.path.join(args.out_dir, "best.pth"),
+             "final": os.path.join(args.out_dir, "final_metrics.json"),
              "history": os.path.join(args.out_dir, "training_history")}
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) must be "
@@ -589,6 +623,9 @@ def fit(args, argv, device, dist=None):
     scheduler = build_scheduler(args, optimizer, steps_per_epoch)
     criterion = LabelSmoothingCrossEntropy(args.label_smoothing)
     circle = CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None
+    finished = _finished(args, paths, model_args)
+    if finished is not None:
+        return finished
 
     config = _run_config(args, argv, info, model_args, device)
     config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,
@@ -605,7 +642,12 @@ def fit(args, argv, device, dist=None):
     writer = None
     if rank == 0:
         os.makedirs(args.out_dir, exist_ok=True)
+        if start_epoch == 1:  # a new run replaces the outcome of any earlier one in this folder
+            for stale in (paths["final"], os.path.join(args.out_dir, "diverged.json")):
+                if os.path.exists(stale):
+                    os.remove(stale)
         utils.save_json(config, os.path.join(args.out_dir, "config.json"))
+        print(f"run folder: {os.path.abspath(args.out_dir)}", flush=True)
         print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
               f"device {device}" + (f", {world} processes" if dist else "")
               + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} ({amp_why})",
@@ -695,10 +737,16 @@ def fit(args, argv, device, dist=None):
         final.update(initial_cross_entropy=history[0]["first_step_cross_entropy"],
                      initial_circle=history[0]["first_step_circle"],
                      circle_weight=args.circle_weight)
-    utils.save_json(final, os.path.join(args.out_dir, "final_metrics.json"))
+    utils.save_json(final, paths["final"])
+    # the run is complete: the training state is no longer needed, nor, if asked, the weights
+    os.remove(paths["last"])
+    if args.keep_weights == "none":
+        os.remove(paths["best"])
     print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * test_acc:.2f}% "
-          f"on {len(splits.test)} {label} test images; wall time {final['wall_time_s']:.0f}s",
-          flush=True)
+          f"on {len(splits.test)} {label} test images; wall time {final['wall_time_s']:.0f}s\n"
+          f"run folder: {os.path.abspath(args.out_dir)} ("
+          + ("best.pth and " if args.keep_weights == "best" else "")
+          + "config.json, training_history, final_metrics.json)", flush=True)
     return final
 
 

@@ -16,8 +16,11 @@ import torch.nn.functional as F
 from attacks import eval_mode
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_KEYS = ("model", "model_args", "optimizer", "scheduler", "epoch", "best_score",
-                   "history", "config")
+# best.pth holds what evaluation and transfer need (the weights, the arguments that rebuild
+# the model, its epoch and the run's config: ~43 MB for ResNet18); last.pth adds the training
+# state --resume needs (optimizer momentum doubles the size) and is removed once the run ends.
+MODEL_KEYS = ("model", "model_args", "epoch", "config")
+RESUME_KEYS = MODEL_KEYS + ("optimizer", "scheduler", "best_score", "history")
 PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -169,11 +172,14 @@ def save_csv(rows, path):
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(state, path):
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+def save_checkpoint(state, path, keys=RESUME_KEYS):
+    """Save the `keys` of `state` (MODEL_KEYS for a model to evaluate, RESUME_KEYS for one
+    to continue training), atomically."""
+    missing = [k for k in keys if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    atomic_write(path, lambda tmp: torch.save({**state, "format": CHECKPOINT_FORMAT}, tmp))
+    kept = {k: state[k] for k in keys}
+    atomic_write(path, lambda tmp: torch.save({**kept, "format": CHECKPOINT_FORMAT}, tmp))
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -183,9 +189,13 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # torch's own message suggests weights_only=False, which would run whatever code a
+        # file of unknown origin holds: only the exception's name is passed on
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-            "it may be truncated, corrupt, or not a file written by train.py") from exc
+            f"{path} is not a readable train.py checkpoint ({type(exc).__name__}); it may be "
+            "truncated, corrupt, or another kind of file. Checkpoints are loaded as tensors and "
+            "plain values only; point --checkpoint at a best.pth or last.pth that train.py "
+            "wrote") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a train.py checkpoint (no 'model'/'model_args' keys)")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -280,6 +290,32 @@ def plus_minus(value, ci95):
 def command_line(script, argv):
     import shlex
     return " ".join(["python", script] + [shlex.quote(a) for a in argv])
+
+
+# Flags that change where a run reads and writes, or how fast it goes, never what it
+# computes: --resume may change them, and the report pipeline's up-to-date check ignores them.
+NEUTRAL_FLAGS = ("workers", "device", "resume", "no_download", "data_root", "out_dir",
+                 "keep_weights")
+_NEUTRAL_SWITCHES = ("resume", "no_download")  # the ones that take no value
+
+
+def computed_part(command):
+    """A command line (as command_line writes it) without its NEUTRAL_FLAGS: two commands
+    with equal computed parts compute the same numbers."""
+    import shlex
+
+    words, kept = shlex.split(command), []
+    skip_value = False
+    for word in words:
+        if skip_value:
+            skip_value = False
+            continue
+        name = word[2:].split("=", 1)[0].replace("-", "_") if word.startswith("--") else None
+        if name in NEUTRAL_FLAGS:
+            skip_value = name not in _NEUTRAL_SWITCHES and "=" not in word
+            continue
+        kept.append(word)
+    return kept
 
 
 # ----------------------------------------------------------------------------- evaluation

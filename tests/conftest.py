@@ -34,9 +34,9 @@ def digits_model(tmp_path_factory):
     import train
     import utils
 
+    from learning_cases import argv
+
     out = tmp_path_factory.mktemp("digits_run")
-    final = train.main(["--dataset", "digits", "--epochs", "3", "--batch-size", "64",
-                        "--schedule", "onecycle", "--lr", "0.05", "--out-dir", str(out),
-                        "--seed", "0"])
+    final = train.main(argv("digits_3_epochs") + ["--out-dir", str(out)])
     ckpt = utils.load_checkpoint(os.path.join(out, "best.pth"))
     return utils.model_from_checkpoint(ckpt), final, out

@@ -137,9 +137,9 @@ def test_mnistm_is_mnist_blended_over_cifar10_photos(own_root):
     # each image is |photo - digit| for one CIFAR-10 train photo (perhaps mirrored)
     digits = datasets.to_chw32(datasets.load_arrays("mnist", "test", own_root, False)[0])[:, 0].numpy()
     photos, _, _ = datasets.load_arrays("cifar10", "train", own_root, download=False)
+    candidates = np.concatenate([photos, photos[:, :, ::-1]])
     for i in range(3):
         background = digits[i] == 0
-        candidates = np.concatenate([photos, photos[:, :, ::-1]])
         match = (candidates[:, background] == images[i][background]).all(axis=(1, 2))
         assert match.any()
         photo = candidates[np.argmax(match)].astype(int)

@@ -7,6 +7,7 @@ import torch
 
 import train
 import utils
+from learning_cases import CASES, argv as case_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
@@ -20,7 +21,15 @@ FLAGS = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "200",
 
 
 def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
-    single = train.main(FLAGS + ["--out-dir", str(tmp_path / "single")])
+    # the single process runs with the one thread each DDP process gets: the thread count
+    # changes the order of float sums, and with two threads against one the weights drifted
+    # past this tolerance on a Xeon with AMX
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train.main(FLAGS + ["--out-dir", str(tmp_path / "single")])
+    finally:
+        torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -28,10 +37,23 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    a = utils.load_checkpoint(str(tmp_path / "single" / "last.pth"))
-    b = utils.load_checkpoint(str(tmp_path / "ddp" / "last.pth"))
+    a = utils.load_checkpoint(str(tmp_path / "single" / "best.pth"))
+    b = utils.load_checkpoint(str(tmp_path / "ddp" / "best.pth"))
+    assert a["epoch"] == b["epoch"] == 1
+    # Splitting the batch changes the order of float sums, and FGSM's sign() turns the tiny
+    # gradient differences into whole-step pixel changes; so the two runs agree to a share
+    # of how far training moved each tensor, not bit for bit. Measured on a 2-core Xeon with
+    # AMX, one thread on both sides: at most 4.6% of a tensor's update (conv1 4.4%). A DDP
+    # that summed instead of averaging, or skipped the all-reduce, is off by 50-100%.
+    init = _initial_weights(a["model_args"])
+    moved = 0.0
     for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, atol=2e-5, rtol=1e-4, msg=key)
+        if not value.dtype.is_floating_point or "running" in key:
+            continue
+        update = (value - init[key]).norm()
+        assert (b["model"][key] - value).norm() <= 0.15 * update, key
+        moved = max(moved, (update / value.norm()).item())
+    assert 0 < moved < 0.5  # init rebuilt right: training moved the weights, not replaced them
     ddp = json.loads((tmp_path / "ddp" / "final_metrics.json").read_text())
     assert abs(ddp["test_accuracy"] - single["test_accuracy"]) <= 0.002
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
@@ -46,11 +68,19 @@ def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
     assert len(events) == 1  # only rank 0 logs
 
 
+def _initial_weights(model_args, seed=0):
+    """The weights train.py starts from: the model built right after seeding (the synthetic
+    data and its split draw from generators of their own)."""
+    from models import resnet18
+
+    utils.seed_everything(seed)
+    return resnet18(**model_args).state_dict()
+
+
 def test_bf16_autocast_trains_and_auto_follows_the_hardware(tmp_path, monkeypatch):
-    final = train.main(["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
-                        "--batch-size", "32", "--lr", "0.02", "--epochs", "1", "--amp",
-                        "--out-dir", str(tmp_path)])
-    assert final["test_accuracy"] > 0.5
+    # the 3-epoch case: after one epoch (12 steps) bf16 runs ranged 43-85% over seeds 0-4
+    final = train.main(case_argv("synthetic_3_epochs") + ["--amp", "--out-dir", str(tmp_path)])
+    assert final["test_accuracy"] > CASES["synthetic_3_epochs"].bound
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["distributed"]["amp"] == "bf16" and config["args"]["amp_used"] == "bf16"
     cpu = torch.device("cpu")

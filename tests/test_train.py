@@ -8,12 +8,10 @@ import torchvision
 
 import train
 import utils
+from learning_cases import CASES, TINY, argv as case_argv
 from losses import LabelSmoothingCrossEntropy
 
-# 12 steps per epoch; a low learning rate keeps BatchNorm's running statistics usable
-# after so few steps.
-TINY = ["--dataset", "synthetic", "--train-subset", "384", "--val-size", "200",
-        "--batch-size", "32", "--lr", "0.02", "--seed", "0"]
+TINY = TINY + ["--seed", "0"]
 
 
 def run(tmp_path, *extra, name="run"):
@@ -68,11 +66,15 @@ def test_every_help_text_states_its_default(script):
 
 # ----------------------------------------------------------------------------- a real run
 
-def test_training_learns_and_writes_every_artifact(tmp_path):
-    final, out = run(tmp_path, "--epochs", "3", "--schedule", "onecycle")
-    for name in ("config.json", "best.pth", "last.pth", "training_history.json",
+def test_training_learns_and_writes_every_artifact(tmp_path, capsys):
+    out = tmp_path / "run"
+    final = train.main(case_argv("synthetic_3_epochs") + ["--out-dir", str(out)])
+    printed = capsys.readouterr().out.splitlines()  # where it writes, first and last
+    assert printed[0].startswith("run folder: ") and printed[-1].startswith("run folder: ")
+    for name in ("config.json", "best.pth", "training_history.json",
                  "training_history.csv", "training_curves.png", "final_metrics.json"):
         assert (out / name).exists(), name
+    assert not (out / "last.pth").exists()  # the training state goes once the run is complete
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tensorboard"))
     assert os.path.getsize(out / "training_curves.png") > 20_000
 
@@ -81,7 +83,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path):
     for h in history:
         assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(h)
         assert 0 <= h["train_acc"] <= 1 and 0 <= h["val_acc"] <= 1
-    assert final["test_accuracy"] > 0.6  # synthetic patterns are learnable; chance is 0.1
+    assert final["test_accuracy"] > CASES["synthetic_3_epochs"].bound  # chance is 0.1
     assert final["synthetic"] and "SYNTHETIC" in final["data_description"]
 
     config = json.loads((out / "config.json").read_text())
@@ -90,7 +92,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path):
     assert config["command"].startswith("python train.py --dataset synthetic")
 
     ckpt = utils.load_checkpoint(str(out / "best.pth"))
-    assert set(utils.CHECKPOINT_KEYS) <= set(ckpt)
+    assert set(ckpt) == {*utils.MODEL_KEYS, "format"}  # what evaluation needs, no optimizer
     model = utils.model_from_checkpoint(ckpt)
     assert ckpt["epoch"] == final["best_epoch"]
     loader = train.datasets.batch_loader(train.datasets.build_splits("synthetic").test, 256)
@@ -100,7 +102,8 @@ def test_training_learns_and_writes_every_artifact(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, capsys):
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
-             "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128"]
+             "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128",
+             "--robust-val-samples", "32", "--select-by", "clean"]
     _, straight = run(tmp_path, *flags, name="straight")
     # both terms of the objective are logged, unweighted, and add up to the training loss
     history = json.loads((straight / "training_history.json").read_text())
@@ -126,20 +129,33 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, cap
     message = capsys.readouterr().err
     assert "holds epochs 1-1 of 3" in message and "from epoch 2" in message
     assert message.strip().endswith("--resume") and "train.py --dataset synthetic" in message
-    assert utils.load_checkpoint(str(tmp_path / "resumed" / "last.pth"))["epoch"] == 1
+    interrupted_state = utils.load_checkpoint(str(tmp_path / "resumed" / "last.pth"))
+    assert interrupted_state["epoch"] == 1 and set(utils.RESUME_KEYS) <= set(interrupted_state)
     monkeypatch.setattr(train, "train_one_epoch", real_epoch)
     run(tmp_path, *flags, "--resume", name="resumed")
 
-    a = utils.load_checkpoint(str(straight / "last.pth"))
-    b = utils.load_checkpoint(str(tmp_path / "resumed" / "last.pth"))
+    # every epoch's numbers (the last epoch's validation loss is computed from the final
+    # weights) and the selected weights are the uninterrupted run's, bit for bit
+    resumed = tmp_path / "resumed"
+
+    def numbers(run_dir):
+        return [{k: v for k, v in h.items() if k != "epoch_time_s"}
+                for h in json.loads((run_dir / "training_history.json").read_text())]
+    assert numbers(resumed) == numbers(straight) and len(numbers(resumed)) == 3
+    a = utils.load_checkpoint(str(straight / "best.pth"))
+    b = utils.load_checkpoint(str(resumed / "best.pth"))
+    assert a["epoch"] == b["epoch"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    # and the run folder holds only the records and the model, no training state
+    assert not (resumed / "last.pth").exists()
+    weights = sum(v.numel() * v.element_size() for v in a["model"].values())
+    assert os.path.getsize(resumed / "best.pth") < weights * 1.02 + 200_000
 
 
 def test_resume_with_other_flags_is_refused(tmp_path):
-    run(tmp_path, "--epochs", "1")
+    # a finished run is checked against its config.json (its training state is gone)
+    finished, _ = run(tmp_path, "--epochs", "1")
     with pytest.raises(SystemExit, match="use_bn"):
         run(tmp_path, "--epochs", "1", "--use-bn", "false", "--resume")
     with pytest.raises(SystemExit, match="--lr was 0.02, now 0.05"):
@@ -153,8 +169,16 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     assert "Traceback" not in str(err.value)
     with pytest.raises(SystemExit, match="no .*last.pth"):
         run(tmp_path, "--epochs", "1", "--resume", name="empty")
-    # flags that change nothing computed may differ
-    run(tmp_path, "--epochs", "1", "--workers", "1", "--device", "cpu", "--resume")
+    # flags that change nothing computed may differ; a finished run reports its result
+    again, _ = run(tmp_path, "--epochs", "1", "--workers", "1", "--device", "cpu", "--resume")
+    assert again == finished
+
+
+def test_keep_weights_none_leaves_only_the_records(tmp_path):
+    final, out = run(tmp_path, "--epochs", "1", "--train-subset", "128", "--keep-weights", "none")
+    assert not list(out.glob("*.pth"))
+    assert json.loads((out / "final_metrics.json").read_text()) == final
+    assert (out / "config.json").exists() and (out / "training_history.json").exists()
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -189,11 +213,11 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(utils.CheckpointError, match="does not exist"):
         utils.load_checkpoint(str(tmp_path / "missing.pth"))
     _, out = run(tmp_path, "--epochs", "1")
-    data = (out / "last.pth").read_bytes()
+    data = (out / "best.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(utils.CheckpointError, match="truncated.pth"):
         utils.load_checkpoint(str(tmp_path / "truncated.pth"))
-    ckpt = torch.load(out / "last.pth", weights_only=True)
+    ckpt = torch.load(out / "best.pth", weights_only=True)
     ckpt["format"] = 99
     torch.save(ckpt, tmp_path / "future.pth")
     with pytest.raises(utils.CheckpointError, match="format 99"):
@@ -209,7 +233,7 @@ def test_frozen_feature_fine_tuning_changes_only_the_classifier(tmp_path):
     src = utils.load_checkpoint(str(source / "best.pth"))
     final, out = run(tmp_path, "--epochs", "1", "--init-from", str(source / "best.pth"),
                      "--freeze-features", name="finetune")
-    tuned = utils.load_checkpoint(str(out / "last.pth"))
+    tuned = utils.load_checkpoint(str(out / "best.pth"))
     assert tuned["model_args"]["mean"] == src["model_args"]["mean"]
     for key, value in src["model"].items():
         if key.startswith("fc."):
@@ -226,7 +250,7 @@ def test_imagenet_weights_as_a_frozen_feature_extractor(tmp_path):
     torch.save(weights, tmp_path / "resnet18_imagenet.pth")
     _, out = run(tmp_path, "--epochs", "1", "--pretrained-weights",
                  str(tmp_path / "resnet18_imagenet.pth"), "--freeze-features")
-    ckpt = utils.load_checkpoint(str(out / "last.pth"))
+    ckpt = utils.load_checkpoint(str(out / "best.pth"))
     assert ckpt["model_args"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert torch.equal(ckpt["model"]["layer4.1.conv2.weight"], weights["layer4.1.conv2.weight"])
     assert torch.equal(ckpt["model"]["bn1.running_var"], weights["bn1.running_var"])
@@ -257,11 +281,9 @@ def test_options_of_the_study_run(tmp_path):
 def test_svhn_fixture_trains_end_to_end(tmp_path):
     from test_datasets import write_svhn_fixture
     write_svhn_fixture(str(tmp_path))
-    final = train.main(["--dataset", "svhn", "--data-root", str(tmp_path), "--no-download",
-                        "--epochs", "3", "--batch-size", "32", "--schedule", "onecycle",
-                        "--lr", "0.02",
-                        "--out-dir", str(tmp_path / "svhn_run")])
-    assert final["test_accuracy"] > 0.5
+    final = train.main(case_argv("svhn_fixture_3_epochs", svhn=str(tmp_path))
+                       + ["--out-dir", str(tmp_path / "svhn_run")])
+    assert final["test_accuracy"] > CASES["svhn_fixture_3_epochs"].bound
     with pytest.raises(utils.NotAvailable, match="svhn .* not available"):
         train.main(["--dataset", "svhn", "--data-root", str(tmp_path / "nowhere"),
                     "--no-download", "--out-dir", str(tmp_path / "x")])
@@ -269,14 +291,10 @@ def test_svhn_fixture_trains_end_to_end(tmp_path):
 
 @pytest.mark.real_data
 def test_mnist_few_thousand_images_one_epoch_reaches_95_percent(tmp_path, data_root):
-    final = train.main(["--dataset", "mnist", "--data-root", data_root, "--no-download",
-                        "--train-subset", "6000", "--val-size", "1000", "--epochs", "1",
-                        "--batch-size", "64", "--no-augment",
-                        "--schedule", "onecycle", "--lr", "0.02", "--nesterov",
-                        "--out-dir", str(tmp_path)])
+    final = train.main(case_argv("mnist_6000_1_epoch", data=data_root) + ["--out-dir", str(tmp_path)])
     assert final["n_test"] == 10000
     assert final["data_description"] == "MNIST (pixel-exact), digits in a 20-px box in 32x32"
-    assert final["test_accuracy"] >= 0.95
+    assert final["test_accuracy"] > CASES["mnist_6000_1_epoch"].bound
 
 
 # ----------------------------------------------------------------------------- robustness
@@ -317,7 +335,9 @@ def test_the_robust_validation_accuracy_is_pgd_on_a_fixed_sample(tmp_path):
     history = json.loads((out / "training_history.json").read_text())
     for h in history:
         assert 0 <= h["val_pgd_acc"] <= h["val_acc"] + 0.05
-        assert round(h["val_pgd_acc"] * 100) == h["val_pgd_acc"] * 100  # 100 images
+        # a count of 100 images: k / 100 exactly, up to the float's rounding (0.07 * 100 is
+        # 7.000000000000001)
+        assert h["val_pgd_acc"] * 100 == pytest.approx(round(h["val_pgd_acc"] * 100), abs=1e-9)
     assert final["selected_by"] == "clean"
 
 
@@ -328,9 +348,10 @@ def test_loader_workers_do_not_change_the_weights(tmp_path):
              "--train-subset", "160", "--robust-val-samples", "32"]
     _, a = run(tmp_path, *flags, "--workers", "0", name="w0")
     _, b = run(tmp_path, *flags, "--workers", "2", name="w2")
-    wa = utils.load_checkpoint(str(a / "last.pth"))
-    wb = utils.load_checkpoint(str(b / "last.pth"))
-    assert 0 < wa["history"][0]["adv_batch_fraction"] < 1
+    wa = utils.load_checkpoint(str(a / "best.pth"))
+    wb = utils.load_checkpoint(str(b / "best.pth"))
+    history = json.loads((a / "training_history.json").read_text())
+    assert 0 < history[0]["adv_batch_fraction"] < 1
     for key in wa["model"]:
         assert torch.equal(wa["model"][key], wb["model"][key]), key
 
@@ -343,7 +364,8 @@ def test_a_huge_learning_rate_stops_the_run(tmp_path):
 def test_the_readmes_first_run_works_on_the_bundled_digits(tmp_path):
     """`train.py --dataset digits --demo`: 5 epochs on all 1,170 training digits (fewer
     than the demo's 2,000), with the default schedule, and it learns."""
-    final = train.main(["--dataset", "digits", "--demo", "--out-dir", str(tmp_path)])
+    final = train.main(case_argv("digits_demo") + ["--out-dir", str(tmp_path)])
     config = json.loads((tmp_path / "config.json").read_text())
     assert final["epochs"] == 5 and config["data"]["sizes"]["train"] == 1170
-    assert config["args"]["schedule"] == "onecycle" and final["test_accuracy"] > 0.8
+    assert config["args"]["schedule"] == "onecycle"
+    assert final["test_accuracy"] > CASES["digits_demo"].bound
