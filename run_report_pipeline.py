@@ -861,12 +861,33 @@ def main(argv=None):
             run_parallel(runs, by_name, args.force, backend, args.jobs,
                          os.path.join(args.checkpoints, "logs"))
     wall = time.time() - start
+    if args.render_only:
+        lost = records_lost(args, runs)
+        if lost:
+            print(f"error: --render-only: {len(lost)} runs that {args.report_dir}/REPORT.md shows "
+                  f"with results have no up-to-date records under {args.checkpoints} ("
+                  + ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else "")
+                  + f"); the report is left as it is. Point --checkpoints at their records, or "
+                  "run the pipeline without --render-only to redo them.", file=sys.stderr, flush=True)
+            return 1
     results = _load_results(runs)
     write_report(args, runs, results, wall)
     code = exit_status(args, runs)
     if missing:
         print(f"\nNOTE: {missing}", flush=True)
     return code
+
+
+def records_lost(args, runs):
+    """The runs the report in --report-dir shows with results (done, up to date or diverged)
+    whose records are not on disk now: rendering would turn their rows into "not run"."""
+    path = os.path.join(args.report_dir, "figures", "metrics_summary.json")
+    if not os.path.exists(path):
+        return []
+    shown = utils.load_json(path).get("runs", {})
+    now = {r.name: r.status for r in runs}
+    return [name for name, r in shown.items() if r["status"] in ("done", "skipped", "diverged")
+            and now.get(name) not in ("skipped", "diverged")]
 
 
 def exit_status(args, runs):

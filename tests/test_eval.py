@@ -227,3 +227,13 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_mod
         evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "svhn",
                        "--data-root", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
 
+
+
+def test_the_readme_names_the_figures_eval_writes():
+    import re
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    listed = re.search(r"`PREFIX\.\{([^}]*)\}\.png`", readme).group(1).split(",")
+    written = [f.removesuffix(".png") for files in evaluate.COMPONENT_FILES.values() for f in files]
+    assert sorted(listed) == sorted(written)

@@ -238,6 +238,22 @@ def test_only_reports_what_is_on_disk_for_the_runs_it_leaves_out(smoke):
     assert runs["ablation_cifar10_diverge_check_s1"]["status"] == "diverged"  # its record on disk
 
 
+def test_render_only_leaves_a_report_whose_records_are_missing_as_it_is(smoke, tmp_path, capsys):
+    import shutil
+
+    root, argv, _ = smoke
+    report = tmp_path / "report"  # a committed report, on a clone without its run records
+    shutil.copytree(root / "report", report)
+    before = (report / "REPORT.md").read_text()
+    argv = list(argv)
+    argv[argv.index("--report-dir") + 1] = str(report)
+    argv[argv.index("--checkpoints") + 1] = str(tmp_path / "fresh_clone_checkpoints")
+    assert pipeline.main(argv + ["--render-only"]) == 1
+    assert (report / "REPORT.md").read_text() == before
+    message = capsys.readouterr().err
+    assert "left as it is" in message and "ablation_cifar10_baseline_s0" in message
+
+
 def test_interrupted_training_resumes(smoke, monkeypatch):
     import train
 
