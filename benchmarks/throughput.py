@@ -230,12 +230,16 @@ def main(argv=None):
     loader = datasets.batch_loader(splits.train, bs, shuffle=True, drop_last=True)
 
     def train_loop(amp):
-        targs = train.parse_args(["--epochs", "1", "--amp", amp])
+        # a constant schedule: the warm-up calls the loop until two calls agree, so no
+        # schedule sized for a number of steps in advance (one-cycle) is sure to last; the
+        # schedule costs nothing measurable, and a moderate lr keeps the weights finite
+        targs = train.parse_args(["--epochs", "1", "--amp", amp, "--schedule", "constant",
+                                  "--lr", "0.02"])
         targs.amp_used = amp
         model = resnet18(mean=splits.info["mean"], std=splits.info["std"]).to(
             memory_format=torch.channels_last)
         optimizer = train.build_optimizer(targs, model)
-        scheduler = train.build_scheduler(targs, optimizer, args.batches * (args.repeats + 20))
+        scheduler = train.build_scheduler(targs, optimizer, args.batches)
         criterion = LabelSmoothingCrossEntropy(0.0)
         return lambda: train.train_one_epoch(
             model, itertools.islice(loader, args.batches), optimizer, scheduler, criterion,
