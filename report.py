@@ -1040,7 +1040,7 @@ def write(study, report_dir):
     if deliberate:  # a check of the diverged outcome is not a failure of the study
         count[f"diverged ({deliberate} deliberately)"] = count.pop("diverged")
     md = [f"# Generalization and adversarial robustness of a ResNet18: report ({study.profile_name} profile)", ""]
-    if any(r.get("synthetic") for r in results.values()):
+    if study.synthetic:
         md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
                "patterns; its numbers say nothing about real images.", ""]
     md += failures_box(study)
