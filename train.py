@@ -468,11 +468,6 @@ def _run_config(args, argv, info, model_args, device):
     })
 
 
-# Flags that may differ on --resume: where the run reads and writes, and how fast it goes.
-# Every other flag changes what is computed, so a resume that changes it is refused.
-RESUME_NEUTRAL_FLAGS = utils.NEUTRAL_FLAGS
-
-
 def _check_resumable(config, path, model_args, args):
     """Refuse, naming each one, flags that would change what the run in `path` computes."""
     if config["model_args"] != model_args:
@@ -482,7 +477,7 @@ def _check_resumable(config, path, model_args, args):
     saved = config["args"]
     now = utils.plain(vars(args))
     changed = [k for k in sorted(set(saved) | set(now))
-               if k not in RESUME_NEUTRAL_FLAGS and saved.get(k, "(absent)") != now.get(k, "(absent)")]
+               if k not in utils.NEUTRAL_FLAGS and saved.get(k, "(absent)") != now.get(k, "(absent)")]
     if changed:
         diffs = "; ".join(f"--{k.replace('_', '-')} was {saved.get(k, '(absent)')}, now "
                           f"{now.get(k, '(absent)')}" for k in changed)
@@ -605,6 +600,9 @@ def fit(args, argv, device, dist=None):
         raise SystemExit(f"error: {exc}")
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --init-from: {exc}")
+    finished = _finished(args, paths, model_args)  # before loaders and optimizer are built
+    if finished is not None:
+        return finished
     info = splits.info
     # channels-last is ~1.4x faster for this network on CPU (oneDNN) and on GPUs alike.
     model.to(device, memory_format=torch.channels_last)
@@ -623,9 +621,6 @@ def fit(args, argv, device, dist=None):
     scheduler = build_scheduler(args, optimizer, steps_per_epoch)
     criterion = LabelSmoothingCrossEntropy(args.label_smoothing)
     circle = CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None
-    finished = _finished(args, paths, model_args)
-    if finished is not None:
-        return finished
 
     config = _run_config(args, argv, info, model_args, device)
     config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,

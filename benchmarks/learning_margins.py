@@ -9,11 +9,12 @@ minimum clears it by a margin: a CPU of another kind shifts the arithmetic as a 
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
@@ -54,7 +55,7 @@ def main(argv=None):
             results[name] = measure(name, seeds, precisions, folders)
     cpu = utils.cpu_info()
     print(f"\nCPU: {cpu['model']} ({', '.join(cpu['flags'])}); torch threads "
-          f"{__import__('torch').get_num_threads()}")
+          f"{torch.get_num_threads()}")
     for name, rows in results.items():
         accs = list(rows.values())
         bound = learning_cases.CASES[name].bound

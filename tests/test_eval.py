@@ -228,7 +228,6 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(tmp_path, digits_mod
                        "--data-root", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")])
 
 
-
 def test_the_readme_names_the_figures_eval_writes():
     import re
 
