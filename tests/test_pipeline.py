@@ -126,8 +126,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
 
 
 # a slice of the smoke matrix with every outcome and a dependency
-SLICE = ["ablation_cifar10_baseline_s0",
-         "ablation_cifar10_diverge_check_s0", "digits_scratch", "transfer_digits_to_usps_direct",
+SLICE = ["ablation_cifar10_diverge_check_s0", "digits_scratch", "transfer_digits_to_usps_direct",
          "svhn_scratch", "transfer_imagenet_to_digits_finetune"]
 
 
