@@ -26,6 +26,7 @@ from tqdm import tqdm
 import datasets
 import metrics
 import plots
+import run_contract
 import utils
 from attacks import run_attack
 
@@ -364,9 +365,9 @@ def attacks_at_eps(ctx):
     a = ctx.args
     correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
                                    a.max_batches, a.seed, ctx.record, restarts=a.restarts)
-    out = metrics.with_interval("attack_subset_clean_accuracy", correct["clean"], n)
+    out = run_contract.accuracy("attack_subset_clean_accuracy", correct["clean"], n)
     for name in ATTACK_NAMES:
-        out.update(metrics.with_interval(f"{name}_accuracy", correct[name], n))
+        out.update(run_contract.accuracy(f"{name}_accuracy", correct[name], n))
     print(f"at eps {a.eps * 255:.1f}/255 on {n} images: clean {_pm(out, 'attack_subset_clean')}  "
           f"FGSM {_pm(out, 'fgsm')}  PGD-{a.iters} {_pm(out, 'pgd')}  noise {_pm(out, 'noise')}",
           flush=True)
@@ -446,8 +447,8 @@ def autoattack(ctx):
         per_attack[name] = robust.float().mean().item()
         print(f"AutoAttack {name}: robust accuracy {100 * per_attack[name]:.2f}% on {n} images "
               f"({time.time() - t0:.0f}s)", flush=True)
-    out = metrics.with_interval("autoattack_accuracy", int(robust.sum()), n)
-    out.update(metrics.with_interval("autoattack_pgd_accuracy", pgd_correct, n))
+    out = run_contract.accuracy("autoattack_accuracy", int(robust.sum()), n)
+    out.update(run_contract.accuracy("autoattack_pgd_accuracy", pgd_correct, n))
     out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
                          "steps": a.autoattack_steps,
                          "attacks": list(AUTOATTACK_VERSIONS[a.autoattack_version]),
@@ -568,6 +569,11 @@ def load_model(path, device):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    with run_contract.Owner(args.out + ".lock", f"evaluation {args.out}"):  # one writer per prefix
+        return evaluate(args, argv)
+
+
+def evaluate(args, argv):
     device = utils.choose_device(args.device)
     start = time.time()
     model, ckpt = load_model(args.checkpoint, device)
@@ -617,8 +623,7 @@ def main(argv=None):
     ctx.results = result
     with timed(result["timings_s"], "predictions"):
         ctx.pred = collect_predictions(model, datasets.batch_loader(dataset, args.batch_size), device)
-    result.update(metrics.with_interval("clean_accuracy", int(ctx.pred["correct"].sum()),
-                                        len(ctx.pred["labels"])))
+    result.update(run_contract.accuracy("clean_accuracy", ctx.pred["correct"].sum(), len(ctx.pred["labels"])))
     result["n_samples"]["clean"] = len(ctx.pred["labels"])
     print(f"clean accuracy {_pm(result, 'clean')} on {len(ctx.pred['labels'])} images", flush=True)
 
@@ -636,8 +641,8 @@ def main(argv=None):
 
     result["wall_time_s"] = time.time() - start
     result["environment"] = utils.environment_info()
-    utils.save_json(result, ctx.path("metrics.json"))
-    print(f"wrote {ctx.path('metrics.json')} and {len(result['files'])} figures in "
+    utils.save_json(result, run_contract.eval_record(args.out))
+    print(f"wrote {run_contract.eval_record(args.out)} and {len(result['files'])} figures in "
           f"{result['wall_time_s']:.0f}s", flush=True)
     return result
 

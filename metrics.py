@@ -119,11 +119,6 @@ def wilson_ci(correct, n, confidence=0.95):
     return [float(ci.low), float(ci.high)]
 
 
-def with_interval(key, correct, n):
-    """{key: accuracy, key_n: n, key_ci95: [low, high]}: how every accuracy is stored."""
-    return {key: correct / n, f"{key}_n": int(n), f"{key}_ci95": wilson_ci(correct, n)}
-
-
 def clearly_above(accuracy, n, bound):
     """Whether an accuracy measured on n samples is above `bound` beyond sampling noise: the
     lower end of its 95% Wilson interval is above it. The one test behind every sanity

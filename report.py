@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+import run_contract
 import utils
+from run_contract import Outcome
 
-FINISHED = ("done", "skipped")
-SHOWN = {"skipped": "up to date"}  # a run whose outputs were already there for the same command
+SHOWN = {Outcome.SKIPPED: "up to date"}  # a run whose outputs were already there for the same command
 ALPHA = 0.05  # significance level of the seed comparisons
 
 
@@ -55,7 +56,7 @@ class Study:
     def result(self, run):
         """The numbers of a finished run (a Run or its name), else None."""
         run = self.by_name.get(run) if isinstance(run, str) else run
-        if run is None or run.status not in FINISHED:
+        if run is None or run.status not in run_contract.FINISHED:
             return None
         return self.results.get(run.name)
 
@@ -128,7 +129,7 @@ def pooled(signs):
     the uncertainty): supported if some agree and none disagree, contradicted if the reverse,
     inconclusive if they are mixed or all level, not run if there are none."""
     if not signs:
-        return "not run"
+        return Outcome.NOT_RUN
     if 1 in signs and -1 not in signs:
         return "supported"
     if -1 in signs and 1 not in signs:
@@ -139,7 +140,7 @@ def pooled(signs):
 def directional(difference, expected_sign):
     """Verdict of a claim that `difference` has `expected_sign`, from seed_difference."""
     if difference is None:
-        return "not run"
+        return Outcome.NOT_RUN
     if not difference["exceeds"]:
         return "inconclusive"
     return "supported" if np.sign(difference["diff"]) == expected_sign else "contradicted"
@@ -148,7 +149,7 @@ def directional(difference, expected_sign):
 def pm(value, ci95=None):
     """'27.3 ± 2.7' (half the 95% interval, in points), '27.3' without one, 'not run'."""
     if value is None:
-        return "not run"
+        return Outcome.NOT_RUN
     if not ci95:
         return f"{100 * value:.1f}"
     return utils.plus_minus(value, ci95)
@@ -157,11 +158,11 @@ def pm(value, ci95=None):
 def cell(result, key):
     """pm() of an eval.py result's key, or 'not run' where the number is absent."""
     value = measure(result, key)
-    return pm(*value) if value else "not run"
+    return pm(*value) if value else Outcome.NOT_RUN
 
 
 def pct(value, digits=2):
-    return "not run" if value is None else f"{100 * value:.{digits}f}"
+    return Outcome.NOT_RUN if value is None else f"{100 * value:.{digits}f}"
 
 
 def short(reason):
@@ -205,8 +206,8 @@ def ablation_rows(study):
             "accuracy": [res["test_accuracy"] for _, res in finished],
             "ece": [res["test_ece"] for _, res in finished if "test_ece" in res],
             "train_acc": [res["history"][-1]["train_acc"] for _, res in finished if res.get("history")],
-            "diverged": [r for r in runs if r.status == "diverged"],
-            "missing": [r for r in runs if r.status not in FINISHED and r.status != "diverged"]}
+            "diverged": [r for r in runs if r.status == Outcome.DIVERGED],
+            "missing": [r for r in runs if r.status not in run_contract.FINISHED and r.status != Outcome.DIVERGED]}
         row = rows[variant]
         notes = []
         if row["diverged"]:
@@ -507,7 +508,7 @@ def circle_section(study, report_dir, rows):
         for name, sel in ((label, without), (f"{label} + Circle", with_)):
             r = _model(rows, **sel)
             e = r["result"] if r else None
-            body.append([name, f"`{r['model']}`" if r else "not run"]
+            body.append([name, f"`{r['model']}`" if r else Outcome.NOT_RUN]
                         + [cell(e, k)
                            for k in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "autoattack_accuracy")])
     md += ["", "Equal budgets, same attacks (the Robustness section's protocol):", "",
@@ -639,8 +640,8 @@ def transfer_section(study, t, report_dir, fig_dir, sum_dir):
            table(["source", "target", "direct", "frozen features", f"scratch on {n:,}",
                   "in-domain", "gap closed", "published source-only"],
                  [[r["source"], r["target"], cell(r, "direct"), cell(r, "finetune"),
-                   pm(*t.scratch_small[r["target"]]) if t.scratch_small.get(r["target"]) else "not run",
-                   pm(*t.in_domain[r["target"]]) if t.in_domain.get(r["target"]) else "not run",
+                   pm(*t.scratch_small[r["target"]]) if t.scratch_small.get(r["target"]) else Outcome.NOT_RUN,
+                   pm(*t.in_domain[r["target"]]) if t.in_domain.get(r["target"]) else Outcome.NOT_RUN,
                    f"{100 * r['gap_closed']:.0f}%" if r["gap_closed"] != "" else "-",
                    f"{100 * r['published_source_only']:.1f} ({r['published_source']})"
                    if r["published_source_only"] else "-"] for r in rows]), "",
@@ -985,7 +986,7 @@ def training_rows(study):
 
 
 def failures_box(study):
-    failed = [r for r in study.runs if r.status == "FAILED"]
+    failed = [r for r in study.runs if r.status == Outcome.FAILED]
     if not failed:
         return []
     md = [f"> **{len(failed)} run{'s' if len(failed) > 1 else ''} FAILED** (a crash or bad input, "
@@ -1035,10 +1036,10 @@ def write(study, report_dir):
     data_desc = sorted({r.get("data_description") or r["data"]["description"] for r in results.values()})
     total = sum(r.get("wall_time_s", 0) for r in results.values())
     count = {SHOWN.get(s, s): sum(r.status == s for r in study.runs)
-             for s in ("done", "skipped", "not run", "diverged", "FAILED")}
-    deliberate = sum(r.status == "diverged" and bool(r.fields.get("deliberate")) for r in study.runs)
+             for s in (Outcome.DONE, Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.DIVERGED, Outcome.FAILED)}
+    deliberate = sum(r.status == Outcome.DIVERGED and bool(r.fields.get("deliberate")) for r in study.runs)
     if deliberate:  # a check of the diverged outcome is not a failure of the study
-        count[f"diverged ({deliberate} deliberately)"] = count.pop("diverged")
+        count[f"diverged ({deliberate} deliberately)"] = count.pop(Outcome.DIVERGED)
     md = [f"# Generalization and adversarial robustness of a ResNet18: report ({study.profile_name} profile)", ""]
     if study.synthetic:
         md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
@@ -1064,7 +1065,7 @@ def write(study, report_dir):
            table(["run", "status", "wall time (s)", "command"],
                  [[r.name, SHOWN.get(r.status, r.status)
                    + (" (deliberate)" if r.fields.get("deliberate") else "")
-                   + (f": {r.reason}" if r.reason and r.status != "skipped" else ""),
+                   + (f": {r.reason}" if r.reason and r.status != Outcome.SKIPPED else ""),
                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in study.runs]), "",
            "## Provenance", "",
            f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "

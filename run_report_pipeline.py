@@ -28,7 +28,9 @@ import traceback
 from dataclasses import dataclass, field
 
 import datasets
+import run_contract
 import utils
+from run_contract import Outcome
 
 # ----------------------------------------------------------------------------- profiles
 # Budgets per experiment group. Any flag below can still be overridden on the command line.
@@ -154,7 +156,7 @@ class Run:
     choice: Choice = None
     cost: float = 1.0  # rough relative cost, for the time estimate
     # outcome: pending | done | skipped (up to date) | not run | diverged | FAILED
-    status: str = "pending"
+    status: Outcome = Outcome.PENDING
     reason: str = ""
     error_tail: str = ""  # a failure's last lines
     seconds: float = 0.0
@@ -208,12 +210,12 @@ def build_matrix(args, profile):
 
     def finetune(src, dst, model):
         train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", dst,
-              ["--init-from", os.path.join(ck, model, "best.pth"), "--freeze-features"],
+              ["--init-from", run_contract.TrainFiles(os.path.join(ck, model)).best, "--freeze-features"],
               needs=[model], source=src, target=dst, kind="finetune")
 
     def evaluate(name, model, dataset, group, components=None, needs=(), extra=(), **fields):
         e = profile["eval"]
-        argv = ["--checkpoint", os.path.join(ck, model, "best.pth"), "--dataset", dataset,
+        argv = ["--checkpoint", run_contract.TrainFiles(os.path.join(ck, model)).best, "--dataset", dataset,
                 "--data-root", root, "--out", os.path.join(ck, "eval", name),
                 "--batch-size", str(e["batch_size"]), "--seed", str(args.seed),
                 "--device", args.device, *extra]
@@ -283,7 +285,7 @@ def build_matrix(args, profile):
               ["--pretrained-weights", args.pretrained_weights or "<none>", "--freeze-features"],
               source="imagenet", target=dst, kind="finetune")
         if not args.pretrained_weights:
-            runs[-1].status = "not run"
+            runs[-1].status = Outcome.NOT_RUN
             runs[-1].reason = "no ImageNet weights given (--pretrained-weights PATH)"
 
     # CIFAR-10, every model on one budget: standard, FGSM / FGSM-RS / PGD adversarial
@@ -341,14 +343,18 @@ def _keeps_weights(run):
 def _outputs(run):
     """(file proving the run finished, file recording its command)."""
     if run.script == "train":
-        out = run.argv[run.argv.index("--out-dir") + 1]
-        return os.path.join(out, "final_metrics.json"), os.path.join(out, "config.json")
-    prefix = run.argv[run.argv.index("--out") + 1]
-    return f"{prefix}.metrics.json", f"{prefix}.metrics.json"
+        files = _train_files(run)
+        return files.final, files.config
+    record = run_contract.eval_record(run.argv[run.argv.index("--out") + 1])
+    return record, record
+
+
+def _train_files(run):
+    return run_contract.TrainFiles(run.argv[run.argv.index("--out-dir") + 1])
 
 
 def _diverged_file(run):
-    return os.path.join(os.path.dirname(_outputs(run)[0]), "diverged.json") if run.script == "train" else None
+    return _train_files(run).diverged if run.script == "train" else None
 
 
 def _recorded_command(path):
@@ -382,7 +388,7 @@ def _up_to_date(run, runs_by_name):
     done_file, command_file = _outputs(run)
     if not os.path.exists(done_file) or not _same_command(command_file, run):
         return False
-    if _keeps_weights(run) and not os.path.exists(os.path.join(os.path.dirname(done_file), "best.pth")):
+    if _keeps_weights(run) and not os.path.exists(_train_files(run).best):
         return False  # other runs read its weights
     return _newer_than_needs(done_file, run, runs_by_name)
 
@@ -404,7 +410,6 @@ def _divergence_reason(record):
 
 
 UP_TO_DATE = "up to date (same command, outputs complete)"
-NOT_FINISHED = ("pending", "not run", "diverged", "FAILED")
 
 
 def resolve(run, runs_by_name):
@@ -414,7 +419,7 @@ def resolve(run, runs_by_name):
     scores = {}
     for value, name in run.choice.candidates.items():
         done = _outputs(runs_by_name[name])[0]
-        if runs_by_name[name].status in ("done", "skipped") and os.path.exists(done):
+        if runs_by_name[name].status in run_contract.FINISHED and os.path.exists(done):
             scores[value] = utils.load_json(done)[run.choice.by]
     if not scores:
         return False
@@ -425,9 +430,9 @@ def resolve(run, runs_by_name):
 
 def blocked(run, runs_by_name):
     """Why a run cannot start because of what it reads, or None."""
-    if run.status == "not run":  # decided when the matrix was declared
+    if run.status == Outcome.NOT_RUN:  # decided when the matrix was declared
         return run.reason
-    missing = [n for n in run.needs if runs_by_name[n].status in NOT_FINISHED]
+    missing = [n for n in run.needs if runs_by_name[n].status in run_contract.UNUSABLE]
     if missing:
         return "needs " + ", ".join(f"{n} ({runs_by_name[n].status})" for n in missing)
     if run.choice and not resolve(run, runs_by_name):
@@ -445,33 +450,33 @@ def call(script, argv):
     module = __import__(script)  # the same main(argv) a person would call
     try:
         module.main(argv)
-        return "done", "", ""
+        return Outcome.DONE, "", ""
     except utils.NotAvailable as exc:  # something absent that the user knows about
-        return "not run", str(exc.code).removeprefix("error: "), ""
+        return Outcome.NOT_RUN, str(exc.code).removeprefix("error: "), ""
     except utils.Diverged as exc:
-        return "diverged", str(exc.code).removeprefix("error: "), ""
+        return Outcome.DIVERGED, str(exc.code).removeprefix("error: "), ""
     except SystemExit as exc:  # bad input: a file the user gave, conflicting flags, ...
         message = str(exc.code).removeprefix("error: ")
-        return "FAILED", message, message
+        return Outcome.FAILED, message, message
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a crash: the traceback's last lines go to the log and report
         traceback.print_exc()
-        return "FAILED", f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc())
+        return Outcome.FAILED, f"{type(exc).__name__}: {exc}", _tail(traceback.format_exc())
 
 
 def prepare(run, runs_by_name, force):
     """Decide whether a run needs executing: None if so, else sets its outcome."""
     reason = blocked(run, runs_by_name)
     if reason:
-        run.status, run.reason = "not run", reason
+        run.status, run.reason = Outcome.NOT_RUN, reason
         return False
     if not force and _up_to_date(run, runs_by_name):
-        run.status, run.reason = "skipped", UP_TO_DATE
+        run.status, run.reason = Outcome.SKIPPED, UP_TO_DATE
         return False
     record = None if force else _diverged_before(run, runs_by_name)
     if record:
-        run.status, run.reason = "diverged", _divergence_reason(record) + " (recorded earlier)"
+        run.status, run.reason = Outcome.DIVERGED, _divergence_reason(record) + " (recorded earlier)"
         return False
     return True
 
@@ -482,7 +487,7 @@ def launch_argv(run, force):
     argv = list(run.argv)
     if (run.script == "train" and not force and not os.path.exists(done_file)
             and _same_command(command_file, run)
-            and os.path.exists(os.path.join(os.path.dirname(done_file), "last.pth"))):
+            and os.path.exists(_train_files(run).last)):
         argv.append("--resume")
     return argv
 
@@ -492,9 +497,9 @@ def finish(run, outcome, seconds):
     run.status, run.reason, run.error_tail = outcome
     run.seconds = seconds
     done_file = _outputs(run)[0]
-    if run.status == "done" and not os.path.exists(done_file):
-        run.status, run.reason = "FAILED", f"finished without writing {done_file}"
-    if run.status == "diverged" and _diverged_file(run) and os.path.exists(_diverged_file(run)):
+    if run.status == Outcome.DONE and not os.path.exists(done_file):
+        run.status, run.reason = Outcome.FAILED, f"finished without writing {done_file}"
+    if run.status == Outcome.DIVERGED and _diverged_file(run) and os.path.exists(_diverged_file(run)):
         run.reason = _divergence_reason(utils.load_json(_diverged_file(run)))
 
 
@@ -509,21 +514,21 @@ def execute(run, runs_by_name, force):
 
 def on_disk(run, runs_by_name):
     """The outcome of a run that is not executed now, from the files it left."""
-    if run.status == "not run":  # decided when the matrix was declared
+    if run.status == Outcome.NOT_RUN:  # decided when the matrix was declared
         return
     chosen = resolve(run, runs_by_name)  # a Choice flag is fixed by what the candidates left
     record = chosen and _diverged_before(run, runs_by_name)
     if chosen and _up_to_date(run, runs_by_name):
-        run.status, run.reason = "skipped", UP_TO_DATE
+        run.status, run.reason = Outcome.SKIPPED, UP_TO_DATE
     elif record:
-        run.status, run.reason = "diverged", _divergence_reason(record) + " (recorded earlier)"
+        run.status, run.reason = Outcome.DIVERGED, _divergence_reason(record) + " (recorded earlier)"
     else:
-        run.status, run.reason = "not run", "not executed in this invocation and no up-to-date outputs"
+        run.status, run.reason = Outcome.NOT_RUN, "not executed in this invocation and no up-to-date outputs"
 
 
 def _eta(runs, elapsed):
-    done_cost = sum(r.cost for r in runs if r.status == "done")
-    rest = sum(r.cost for r in runs if r.status == "pending")
+    done_cost = sum(r.cost for r in runs if r.status == Outcome.DONE)
+    rest = sum(r.cost for r in runs if r.status == Outcome.PENDING)
     if not done_cost:
         return "unknown"
     return f"{rest * elapsed / done_cost / 60:.0f} min"
@@ -538,7 +543,7 @@ def _announce_start(run, i, total, start, runs):
 def _announce_end(run):
     print(f"=== {run.name}: {run.status}{': ' + run.reason if run.reason else ''} "
           f"({run.seconds:.0f}s)", flush=True)
-    if run.status == "FAILED":
+    if run.status == Outcome.FAILED:
         print(f"FAILED: {run.name}\n{run.error_tail or run.reason}", file=sys.stderr, flush=True)
 
 
@@ -546,7 +551,7 @@ def run_serial(runs, by_name, force):
     """Every run in matrix order, in this process: the output streams to the terminal."""
     start = time.time()
     for i, run in enumerate(runs, 1):
-        if run.status != "pending":
+        if run.status != Outcome.PENDING:
             continue
         if not prepare(run, by_name, force):
             _announce_end(run)
@@ -629,7 +634,7 @@ class ProcessBackend:
         try:
             return handle.result()
         except Exception as exc:  # the worker process itself died
-            return "FAILED", f"worker process: {type(exc).__name__}: {exc}", ""
+            return Outcome.FAILED, f"worker process: {type(exc).__name__}: {exc}", ""
 
     def close(self):
         self.pool.shutdown(cancel_futures=True)  # on Ctrl-C, runs not yet started never start
@@ -671,7 +676,7 @@ class SubmititBackend:
         try:
             return job.result()
         except Exception as exc:  # the job died (killed, timed out, node failure)
-            return "FAILED", f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-500:]}", _tail(str(exc))
+            return Outcome.FAILED, f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-500:]}", _tail(str(exc))
 
     def close(self):
         pass
@@ -681,7 +686,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
     """Runs whose inputs are ready start as soon as a slot is free; each run's output goes to
     log_dir/<name>.log. Outcomes are the same as run_serial's."""
     print(f"running on {backend.where}; logs in {log_dir}/", flush=True)
-    pending = [r for r in runs if r.status == "pending"]
+    pending = [r for r in runs if r.status == Outcome.PENDING]
     running, start = {}, time.time()
     try:
         while pending or running:
@@ -689,7 +694,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
             for run in list(pending):
                 if len(running) >= jobs:
                     break
-                if any(by_name[n].status in ("pending", "running") for n in run.needs_all):
+                if any(by_name[n].status in (Outcome.PENDING, Outcome.RUNNING) for n in run.needs_all):
                     continue
                 pending.remove(run)
                 progressed = True
@@ -697,7 +702,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
                     _announce_end(run)
                     continue
                 _announce_start(run, len(runs) - len(pending), len(runs), start, runs)
-                run.status = "running"
+                run.status = Outcome.RUNNING
                 running[run.name] = (run, backend.submit(run, launch_argv(run, force),
                                                          _log_path(log_dir, run.name)), time.time())
             for name, (run, handle, t0) in list(running.items()):
@@ -719,16 +724,9 @@ def _load_results(runs):
     results = {}
     for run in runs:
         done_file, _ = _outputs(run)
-        if run.status in ("done", "skipped") and os.path.exists(done_file):
-            results[run.name] = utils.load_json(done_file)
-            if run.script == "train":
-                run_dir = os.path.dirname(done_file)
-                results[run.name]["history"] = utils.load_json(
-                    os.path.join(run_dir, "training_history.json"))
-                config = utils.load_json(os.path.join(run_dir, "config.json"))
-                results[run.name]["environment"] = config["environment"]
-                results[run.name]["args"] = config["args"]
-                results[run.name]["precision"] = config.get("precision", {}).get("amp")
+        if run.status in run_contract.FINISHED and os.path.exists(done_file):
+            results[run.name] = (run_contract.load_train_record(_train_files(run).folder)
+                                 if run.script == "train" else utils.load_json(done_file))
     return results
 
 
@@ -853,13 +851,10 @@ def main(argv=None):
         if (args.only and run.name not in args.only) or args.render_only:
             on_disk(run, by_name)  # report what is on disk for it
     if not args.render_only:
-        if args.launcher == "local" and args.jobs == 1:
-            run_serial(runs, by_name, args.force)
-        else:
-            backend = (ProcessBackend(args.jobs, args.device) if args.launcher == "local"
-                       else SubmititBackend(args, args.jobs))
-            run_parallel(runs, by_name, args.force, backend, args.jobs,
-                         os.path.join(args.checkpoints, "logs"))
+        # one pipeline per checkpoints folder at a time (each run also has one owner)
+        with run_contract.Owner(os.path.join(args.checkpoints, run_contract.PIPELINE_LOCK),
+                                f"checkpoints folder {args.checkpoints}"):
+            launch(args, runs, by_name)
     wall = time.time() - start
     if args.render_only:
         lost = records_lost(args, runs)
@@ -878,6 +873,16 @@ def main(argv=None):
     return code
 
 
+def launch(args, runs, by_name):
+    """Execute the pending runs: serially in this process, or through a backend."""
+    if args.launcher == "local" and args.jobs == 1:
+        run_serial(runs, by_name, args.force)
+        return
+    backend = (ProcessBackend(args.jobs, args.device) if args.launcher == "local"
+               else SubmititBackend(args, args.jobs))
+    run_parallel(runs, by_name, args.force, backend, args.jobs, os.path.join(args.checkpoints, "logs"))
+
+
 def records_lost(args, runs):
     """The runs the report in --report-dir shows with results (done, up to date or diverged)
     whose records are not on disk now: rendering would turn their rows into "not run"."""
@@ -886,27 +891,29 @@ def records_lost(args, runs):
         return []
     shown = utils.load_json(path).get("runs", {})
     now = {r.name: r.status for r in runs}
-    return [name for name, r in shown.items() if r["status"] in ("done", "skipped", "diverged")
-            and now.get(name) not in ("skipped", "diverged")]
+    shows_result = (*run_contract.FINISHED, Outcome.DIVERGED)
+    return [name for name, r in shown.items() if r["status"] in shows_result
+            and now.get(name) not in (Outcome.SKIPPED, Outcome.DIVERGED)]
 
 
 def exit_status(args, runs):
     """Summarise the outcomes; non-zero if any run FAILED (or, with --strict, did not run)."""
-    count = {s: sum(r.status == s for r in runs) for s in ("done", "skipped", "not run",
-                                                           "diverged", "FAILED")}
+    count = {s: sum(r.status == s for r in runs) for s in (Outcome.DONE, Outcome.SKIPPED,
+                                                           Outcome.NOT_RUN, Outcome.DIVERGED,
+                                                           Outcome.FAILED)}
     print(f"\nreport written to {args.report_dir}/REPORT.md: "
-          + ", ".join(f"{n} {'up to date' if s == 'skipped' else s}" for s, n in count.items() if n),
+          + ", ".join(f"{n} {'up to date' if s == Outcome.SKIPPED else s}" for s, n in count.items() if n),
           flush=True)
     for r in runs:
-        if r.status in ("not run", "diverged", "FAILED"):
+        if r.status in (Outcome.NOT_RUN, Outcome.DIVERGED, Outcome.FAILED):
             print(f"  {r.status}: {r.name}: {r.reason}", flush=True)
-    failed = [r for r in runs if r.status == "FAILED"]
+    failed = [r for r in runs if r.status == Outcome.FAILED]
     for r in failed:
         print(f"\nFAILED: {r.name}\n    {r.command}\n" + "\n".join(
             "    " + line for line in (r.error_tail or r.reason).splitlines()), file=sys.stderr)
     if failed:
         return 2
-    if (args.strict and count["not run"]) or count["not run"] == len(runs):
+    if (args.strict and count[Outcome.NOT_RUN]) or count[Outcome.NOT_RUN] == len(runs):
         return 1
     return 0
 

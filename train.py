@@ -26,6 +26,7 @@ from tqdm import tqdm
 import attacks
 import datasets
 import metrics
+import run_contract
 import utils
 from losses import CircleLoss, LabelSmoothingCrossEntropy
 from models import load_torchvision_weights, resnet18
@@ -486,36 +487,35 @@ def _check_resumable(config, path, model_args, args):
                          "--out-dir.")
 
 
-def _finished(args, paths, model_args):
+def _finished(args, files, model_args):
     """The final metrics of the finished run in --out-dir when --resume is asked of it (after
     checking that the flags agree with its config.json), else None."""
-    if not args.resume or os.path.exists(paths["last"]) or not os.path.exists(paths["final"]):
+    if not args.resume or os.path.exists(files.last) or not os.path.exists(files.final):
         return None
-    config_path = os.path.join(args.out_dir, "config.json")
-    _check_resumable(utils.load_json(config_path), config_path, model_args, args)
+    _check_resumable(utils.load_json(files.config), files.config, model_args, args)
     print(f"{args.out_dir} holds a finished run of these flags; nothing to resume", flush=True)
-    return utils.load_json(paths["final"])
+    return utils.load_json(files.final)
 
 
-def _resume(args, paths, model, optimizer, scheduler, model_args, config, device):
+def _resume(args, files, model, optimizer, scheduler, model_args, config, device):
     """(start epoch, best selection score, history) of the run in --out-dir."""
     if not args.resume:
-        if os.path.exists(paths["last"]) or os.path.exists(paths["final"]):
+        if os.path.exists(files.last) or os.path.exists(files.final):
             print(f"note: {args.out_dir} already holds a run; starting afresh (use --resume to "
                   "continue it)", flush=True)
         return 1, [-1.0], []
-    if not os.path.exists(paths["last"]):
-        raise SystemExit(f"error: --resume: no {paths['last']} to resume from; drop --resume "
+    if not os.path.exists(files.last):
+        raise SystemExit(f"error: --resume: no {files.last} to resume from; drop --resume "
                          "to start a new run")
     try:
-        ckpt = utils.load_checkpoint(paths["last"], map_location=device)
+        ckpt = utils.load_checkpoint(files.last, map_location=device)
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --resume: {exc}")
     missing = [k for k in utils.RESUME_KEYS if k not in ckpt]
     if missing:
-        raise SystemExit(f"error: --resume: {paths['last']} lacks the training state {missing} "
+        raise SystemExit(f"error: --resume: {files.last} lacks the training state {missing} "
                          "(a model-only checkpoint); start a new --out-dir")
-    _check_resumable({**ckpt["config"], "model_args": ckpt["model_args"]}, paths["last"],
+    _check_resumable({**ckpt["config"], "model_args": ckpt["model_args"]}, files.last,
                      model_args, args)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -528,22 +528,21 @@ def _resume(args, paths, model, optimizer, scheduler, model_args, config, device
 def _diverged(args, config, record, rank):
     """Record a divergence as the run's outcome (a result a re-run reproduces, not a crash)."""
     if rank == 0:
-        utils.save_json({**record, "command": config["command"]},
-                        os.path.join(args.out_dir, "diverged.json"))
+        utils.save_json({**record, "command": config["command"]}, run_contract.TrainFiles(args.out_dir).diverged)
 
 
-def _record_epoch(paths, state, is_best, writer):
+def _record_epoch(files, state, is_best, writer):
     """Checkpoints (atomic), history as JSON and CSV, TensorBoard scalars: rank 0 only."""
     if is_best:
-        utils.save_checkpoint(state, paths["best"], utils.MODEL_KEYS)
-    utils.save_checkpoint(state, paths["last"], utils.RESUME_KEYS)
+        utils.save_checkpoint(state, files.best, utils.MODEL_KEYS)
+    utils.save_checkpoint(state, files.last, utils.RESUME_KEYS)
     row = state["history"][-1]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_pgd_acc"):
         if key in row:
             writer.add_scalar(key.replace("_", "/", 1), row[key], row["epoch"])
     writer.add_scalar("lr", row["lr"], row["epoch"])
-    utils.save_json(state["history"], paths["history"] + ".json")
-    utils.save_csv(state["history"], paths["history"] + ".csv")
+    utils.save_json(state["history"], files.history)
+    utils.save_csv(state["history"], files.history_csv)
 
 
 def main(argv=None):
@@ -551,8 +550,11 @@ def main(argv=None):
     args = parse_args(argv)
     device = utils.choose_device(args.device)
     dist = Distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    owner = (run_contract.Owner(run_contract.TrainFiles(args.out_dir).lock, f"run folder {args.out_dir}")
+             if dist is None or dist.rank == 0 else contextlib.nullcontext())
     try:
-        return fit(args, argv, dist.device if dist else device, dist)
+        with owner:  # one writer per run folder
+            return fit(args, argv, dist.device if dist else device, dist)
     except KeyboardInterrupt:
         if dist is None or dist.rank == 0:
             print(interrupted_message(args, argv), file=sys.stderr, flush=True)
@@ -564,7 +566,7 @@ def main(argv=None):
 
 def interrupted_message(args, argv):
     """What an interrupted run has kept, and the command that continues it."""
-    last = os.path.join(args.out_dir, "last.pth")
+    last = run_contract.TrainFiles(args.out_dir).last
     try:
         epoch = utils.load_checkpoint(last)["epoch"]
     except utils.CheckpointError:
@@ -582,10 +584,7 @@ def fit(args, argv, device, dist=None):
     # refuses instead of changing the arithmetic mid-run
     args.amp_used, amp_why = resolve_amp(args.amp, device)
     utils.seed_everything(args.seed)
-    paths = {"last": os.path.join(args.out_dir, "last.pth"),
-             "best": os.path.join(args.out_dir, "best.pth"),
-             "final": os.path.join(args.out_dir, "final_metrics.json"),
-             "history": os.path.join(args.out_dir, "training_history")}
+    files = run_contract.TrainFiles(args.out_dir)
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) must be "
                          f"divisible by the {world} processes")
@@ -600,7 +599,7 @@ def fit(args, argv, device, dist=None):
         raise SystemExit(f"error: {exc}")
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --init-from: {exc}")
-    finished = _finished(args, paths, model_args)  # before loaders and optimizer are built
+    finished = _finished(args, files, model_args)  # before loaders and optimizer are built
     if finished is not None:
         return finished
     info = splits.info
@@ -628,7 +627,7 @@ def fit(args, argv, device, dist=None):
                              "per_process_batch_size": args.batch_size // world,
                              "lr": args.lr, "amp": args.amp_used}
     config["precision"] = {"amp": args.amp_used, "why": amp_why}
-    start_epoch, best_score, history = _resume(args, paths, model, optimizer, scheduler,
+    start_epoch, best_score, history = _resume(args, files, model, optimizer, scheduler,
                                                  model_args, config, device)
     ddp_model = model
     if dist is not None:
@@ -638,10 +637,10 @@ def fit(args, argv, device, dist=None):
     if rank == 0:
         os.makedirs(args.out_dir, exist_ok=True)
         if start_epoch == 1:  # a new run replaces the outcome of any earlier one in this folder
-            for stale in (paths["final"], os.path.join(args.out_dir, "diverged.json")):
+            for stale in (files.final, files.diverged):
                 if os.path.exists(stale):
                     os.remove(stale)
-        utils.save_json(config, os.path.join(args.out_dir, "config.json"))
+        utils.save_json(config, files.config)
         print(f"run folder: {os.path.abspath(args.out_dir)}", flush=True)
         print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
               f"device {device}" + (f", {world} processes" if dist else "")
@@ -657,8 +656,8 @@ def fit(args, argv, device, dist=None):
             t0 = time.time()
             torch.manual_seed(epoch_seed(args.seed, epoch) + 7919 * rank)
             loader_gen.manual_seed(epoch_seed(args.seed, epoch))  # the same order on every rank
-            kept = (f"; the last good checkpoint is {paths['last']}"
-                    if os.path.exists(paths["last"]) else "")
+            kept = (f"; the last good checkpoint is {files.last}"
+                    if os.path.exists(files.last) else "")
             try:
                 stats = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, criterion,
                                         args, device, epoch, circle,
@@ -693,7 +692,7 @@ def fit(args, argv, device, dist=None):
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "epoch": epoch, "best_score": best_score, "history": history,
                      "config": config}
-            _record_epoch(paths, state, is_best, writer)
+            _record_epoch(files, state, is_best, writer)
             robust = (f"  val PGD-{ROBUST_VAL_ITERS} {100 * row['val_pgd_acc']:.2f}%"
                       if "val_pgd_acc" in row else "")
             print(f"epoch {epoch}/{args.epochs}  train loss {row['train_loss']:.4f} "
@@ -708,17 +707,16 @@ def fit(args, argv, device, dist=None):
 
     plot_training_curves(history, os.path.join(args.out_dir, "training_curves.png"),
                          f"ResNet18 on {label}")
-    best = utils.model_from_checkpoint(utils.load_checkpoint(paths["best"], device), paths["best"])
+    best = utils.model_from_checkpoint(utils.load_checkpoint(files.best, device), files.best)
     best.to(device, memory_format=torch.channels_last)
     logits, labels = utils.predict(best, datasets.batch_loader(splits.test, 512), device)
     test_loss = torch.nn.functional.cross_entropy(logits, labels).item()
-    test_acc = (logits.argmax(1) == labels).float().mean().item()
+    correct = (logits.argmax(1) == labels).sum().item()
     # calibration of the selected model (label smoothing's claimed effect), 10 bins as eval.py
     test_ece = metrics.expected_calibration_error(metrics.softmax(logits.numpy()), labels.numpy())
     # the first of equal scores, as is_best keeps it
     best_row = max(history, key=lambda h: selection_score(h, args.select_by))
-    final = {"test_accuracy": test_acc, "test_loss": test_loss,
-             "test_accuracy_ci95": metrics.wilson_ci(round(test_acc * len(splits.test)), len(splits.test)),
+    final = {**run_contract.accuracy("test_accuracy", correct, len(splits.test)), "test_loss": test_loss,
              "test_ece": test_ece, "selected_by": args.select_by,
              "best_epoch": best_row["epoch"], "best_val_acc": best_row["val_acc"],
              **({"best_val_pgd_acc": best_row["val_pgd_acc"]} if "val_pgd_acc" in best_row else {}),
@@ -732,12 +730,12 @@ def fit(args, argv, device, dist=None):
         final.update(initial_cross_entropy=history[0]["first_step_cross_entropy"],
                      initial_circle=history[0]["first_step_circle"],
                      circle_weight=args.circle_weight)
-    utils.save_json(final, paths["final"])
+    utils.save_json(final, files.final)
     # the run is complete: the training state is no longer needed, nor, if asked, the weights
-    os.remove(paths["last"])
+    os.remove(files.last)
     if args.keep_weights == "none":
-        os.remove(paths["best"])
-    print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * test_acc:.2f}% "
+        os.remove(files.best)
+    print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * final['test_accuracy']:.2f}% "
           f"on {len(splits.test)} {label} test images; wall time {final['wall_time_s']:.0f}s\n"
           f"run folder: {os.path.abspath(args.out_dir)} ("
           + ("best.pth and " if args.keep_weights == "best" else "")

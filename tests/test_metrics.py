@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import metrics
+import run_contract
 
 
 def _random_predictions(n=500, k=10, seed=0):
@@ -152,5 +153,5 @@ def test_wilson_interval_matches_the_formula(k, n):
     low, high = metrics.wilson_ci(k, n)
     assert low == pytest.approx(max(0.0, centre - half), abs=1e-9)
     assert high == pytest.approx(min(1.0, centre + half), abs=1e-9)
-    entry = metrics.with_interval("pgd_accuracy", k, n)
+    entry = run_contract.accuracy("pgd_accuracy", k, n)
     assert entry == {"pgd_accuracy": p, "pgd_accuracy_n": n, "pgd_accuracy_ci95": [low, high]}

@@ -1,0 +1,176 @@
+"""The run contract: the files a run leaves, the names of its outcomes, the shape of its
+result record, and who owns its folder while it writes.
+
+train.py and eval.py write through this module; the pipeline and the report read through
+it. A training run's folder (`--out-dir`) holds:
+
+    config.json             the flags, model arguments, data, environment (torch threads
+                            included): written before the first step
+    best.pth                the selected weights and what rebuilds the model (MODEL_KEYS)
+    last.pth                the full training state, only while --resume may need it
+    training_history.json   one row per epoch (and .csv)
+    final_metrics.json      the run's result: written last, so its presence means finished
+    diverged.json           in place of final_metrics.json when the loss became NaN/inf
+    owner.lock              while a process writes the folder: its PID, host and command
+
+An evaluation (`eval.py --out PREFIX`) writes PREFIX.metrics.json and PREFIX.*.png.
+"""
+
+import enum
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+import metrics
+import utils
+
+CONFIG = "config.json"
+BEST = "best.pth"
+LAST = "last.pth"
+HISTORY = "training_history"  # .json and .csv
+FINAL = "final_metrics.json"
+DIVERGED = "diverged.json"
+LOCK = "owner.lock"
+EVAL_SUFFIX = ".metrics.json"
+PIPELINE_LOCK = "pipeline.lock"  # in a checkpoints folder a pipeline writes
+
+
+class Outcome(enum.StrEnum):
+    """How a run of the matrix ended (or where it stands)."""
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"          # it ran now and its numbers are on disk
+    SKIPPED = "skipped"    # its numbers were on disk already, for the same command
+    NOT_RUN = "not run"    # something it needs is absent in a way the user knows about
+    DIVERGED = "diverged"  # its loss became NaN/inf: a result, recorded in diverged.json
+    FAILED = "FAILED"      # a crash, a bad input, a missing output: loud everywhere
+
+
+FINISHED = (Outcome.DONE, Outcome.SKIPPED)
+# what a run that reads another cannot start from
+UNUSABLE = (Outcome.PENDING, Outcome.NOT_RUN, Outcome.DIVERGED, Outcome.FAILED)
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    """The paths of one training run's files, from its folder."""
+    folder: str
+
+    def _path(self, name):
+        return os.path.join(self.folder, name)
+
+    config = property(lambda self: self._path(CONFIG))
+    best = property(lambda self: self._path(BEST))
+    last = property(lambda self: self._path(LAST))
+    final = property(lambda self: self._path(FINAL))
+    diverged = property(lambda self: self._path(DIVERGED))
+    lock = property(lambda self: self._path(LOCK))
+    history = property(lambda self: self._path(HISTORY + ".json"))
+    history_csv = property(lambda self: self._path(HISTORY + ".csv"))
+
+
+def eval_record(prefix):
+    """The result file of `eval.py --out PREFIX`."""
+    return prefix + EVAL_SUFFIX
+
+
+def accuracy(key, correct, n):
+    """{key: accuracy, key_n: n, key_ci95: [low, high]}: how train.py and eval.py store every
+    accuracy (a Wilson interval on the n images it was measured on)."""
+    correct, n = int(correct), int(n)
+    return {key: correct / n, f"{key}_n": n, f"{key}_ci95": metrics.wilson_ci(correct, n)}
+
+
+def load_train_record(folder):
+    """A finished training run's result with what the report reads beside it: its history,
+    environment, arguments and precision."""
+    files = TrainFiles(folder)
+    record = utils.load_json(files.final)
+    config = utils.load_json(files.config)
+    record["history"] = utils.load_json(files.history)
+    record["environment"] = config["environment"]
+    record["args"] = config["args"]
+    record["precision"] = config.get("precision", {}).get("amp")
+    return record
+
+
+# ----------------------------------------------------------------------------- one owner
+
+class Busy(SystemExit):
+    """Another live process owns the folder (or checkpoints) this one would write."""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class Owner:
+    """Holds `path` (a lock file) for this process while a run writes: created atomically
+    with the owner's PID, host and command. A second writer refuses at once with a message
+    naming the owner; a lock whose process is gone (killed, on this host) is taken over, so
+    it never blocks a --resume. A lock from another host cannot be checked from here: the
+    message says how to clear it once that job is gone."""
+
+    def __init__(self, path, what):
+        self.path, self.what, self.held = path, what, False
+        self.folder = os.path.dirname(os.path.abspath(path))
+        self.made_folder = False
+
+    def __enter__(self):
+        self.made_folder = not os.path.isdir(self.folder)
+        os.makedirs(self.folder, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+              "command": utils.command_line(os.path.basename(sys.argv[0]) or "python", sys.argv[1:])}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                self._check_owner()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise Busy(f"error: could not take {self.path}: other processes keep taking it")
+
+    def _check_owner(self):
+        """Return if the lock at self.path is stale (and remove it); else refuse."""
+        try:
+            with open(self.path) as f:
+                owner = json.load(f)
+        except FileNotFoundError:
+            return  # released meanwhile
+        except (OSError, ValueError):
+            owner = {}  # being written this instant, or torn: treat it as held
+        host, pid = owner.get("host"), owner.get("pid")
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            print(f"note: {self.path} was left by process {pid}, which is gone; taking it over",
+                  flush=True)
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            return
+        raise Busy(f"error: {self.what} is being written by process {pid} on {host} "
+                   f"({owner.get('command', 'unknown command')}); wait for it to finish, or use "
+                   f"another folder. If that process is gone, delete {self.path}.")
+
+    def __exit__(self, *exc):
+        if self.held:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            self.held = False
+        if self.made_folder and not os.listdir(self.folder):
+            os.rmdir(self.folder)  # a run that wrote nothing (its data was absent) leaves nothing
+        return False
