@@ -7,10 +7,13 @@ previous mode, and takes gradients with respect to the input only, so parameter
 given (torch's global generator when None), so a caller decides where randomness comes from.
 
 `ATTACKS` names every attack with one signature, `attack(model, x, y, eps, alpha, iters,
-restarts, generator)`; train.py and eval.py choose attacks only through it.
+restarts, generator)`, with its label, colour and whether eval.py runs it; train.py,
+eval.py, the figures and the report know attacks only through it.
 """
 
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +121,9 @@ def random_noise(x, eps, generator=None):
 
 
 # ----------------------------------------------------------------------------- the registry
-# One signature for every attack; each entry says which arguments its attack uses.
+# One signature for every attack, and what the rest of the study needs to know about it:
+# train.py trains against any entry, eval.py runs the `evaluated` ones at --eps, and the
+# figures and tables label and colour them from here. A new attack is one entry.
 
 def _fgsm(model, x, y, eps, alpha, iters, restarts, generator):
     return fgsm_attack(model, x, y, eps)  # one step of eps, no randomness
@@ -136,13 +141,48 @@ def _noise(model, x, y, eps, alpha, iters, restarts, generator):
     return random_noise(x, eps, generator)
 
 
-ATTACKS = {"fgsm": _fgsm, "fgsm_rs": _fgsm_rs, "pgd": _pgd, "noise": _noise}
+@dataclass(frozen=True)
+class Attack:
+    run: Callable  # (model, x, y, eps, alpha, iters, restarts, generator) -> x_adv
+    label: str  # in figures and table headers
+    color: str  # the same in every figure
+    evaluated: bool  # eval.py runs it at --eps, and the robustness table has its column
+    iterative: bool = False  # takes --iters steps of --alpha (its label then names the steps)
+    baseline: bool = False  # a reference that reads no gradient: shown after the attacks
+
+    def title(self, iters=None):
+        return f"{self.label}-{iters}" if self.iterative and iters else self.label
+
+
+ATTACKS = {
+    "fgsm": Attack(_fgsm, "FGSM", "#1f77b4", evaluated=True),
+    "fgsm_rs": Attack(_fgsm_rs, "FGSM-RS", "#17becf", evaluated=False),
+    "pgd": Attack(_pgd, "PGD", "#d62728", evaluated=True, iterative=True),
+    "noise": Attack(_noise, "random noise", "#2ca02c", evaluated=True, baseline=True),
+}
+# the strong reference beside them (eval.py, through torchattacks) and the unattacked images
+AUTOATTACK = Attack(None, "AutoAttack", "#9467bd", evaluated=False)
+CLEAN_COLOR = "#222222"
+
+
+def evaluated():
+    """The attacks eval.py runs at --eps: the gradient attacks, then the baselines."""
+    names = [name for name, attack in ATTACKS.items() if attack.evaluated]
+    return tuple(sorted(names, key=lambda name: ATTACKS[name].baseline))
+
+
+PGD_STEP_RULE = "2.5 eps / iters"  # Madry et al.: the steps together can cross the ball
+
+
+def pgd_step(eps, iters):
+    """The PGD step when none is given: 2.5 eps / iters (2/255 for PGD-10 at 8/255)."""
+    return 2.5 * eps / max(iters, 1)
 
 
 def run_attack(name, model, x, y, eps, alpha=None, iters=10, restarts=1, generator=None):
-    """The attack `name` of `ATTACKS` (alpha None: the attack's own default)."""
+    """The attack `name` of `ATTACKS` (alpha None: the PGD step rule)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    if alpha is None and name == "pgd":
-        alpha = 2.5 * eps / iters  # Madry et al.'s rule: the steps can cross the ball
-    return ATTACKS[name](model, x, y, eps, alpha, iters, restarts, generator)
+    if alpha is None and ATTACKS[name].iterative:
+        alpha = pgd_step(eps, iters)
+    return ATTACKS[name].run(model, x, y, eps, alpha, iters, restarts, generator)

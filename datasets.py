@@ -11,14 +11,11 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-DATASETS = ("svhn", "mnist", "usps", "mnistm", "cifar10", "digits", "synthetic")
-REAL_DATASETS = ("svhn", "mnist", "usps", "mnistm", "cifar10", "digits")
-DIGIT_DATASETS = ("mnist", "usps", "digits", "mnistm", "svhn")  # the transfer domains
 
 # How a digit lands in the 32x32 frame. "mnist" (the default) is MNIST's own convention
 # for every digit dataset: the digit in a ~20-pixel box, centred, with margin. MNIST (28x28,
@@ -31,38 +28,60 @@ FRAMING_HELP = ("how small digits (USPS, scikit-learn digits) sit in the 32x32 f
                 "in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
 DIGIT_BOX = 20
 
-CLASS_NAMES = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"),
-    **{name: tuple(str(i) for i in range(10)) for name in DIGIT_DATASETS},
-    "synthetic": tuple(f"pattern{i}" for i in range(10)),
-}
+@dataclass(frozen=True)
+class Domain:
+    """One dataset, declared once: what it holds, how it is read, and its place in the study."""
+    name: str
+    classes: tuple
+    native: tuple  # (height, width, channels) of its images as stored
+    mean: tuple  # per-channel mean/std of its train split as this module delivers it
+    std: tuple  # (3 channels, 32x32, "mnist" framing); tests/test_datasets.py recomputes them
+    augment: dict  # random crop padding; flips and colour jitter only where label-preserving
+    train_images: int  # train images left after the default validation split
+    source: str = "files"  # "files": <name>-<split>.npz in the data root; "bundled": `arrays`
+    arrays: Callable = None  # split -> (images, labels, provenance) when source is "bundled"
+    digit: bool = False  # digit classes: a transfer domain of the study
+    small: bool = False  # trained with the small-domain budget (more epochs, smaller batches)
+    in_smoke: bool = False  # small enough (or bundled) for the smoke profile's transfer matrix
+    synthetic: bool = False
 
-# Per-channel mean/std of each train split as this module delivers it (3 channels, 32x32,
-# default "mnist" framing). tests/test_datasets.py recomputes
-# them from the data. SVHN's are the published statistics of its train split; SVHN cannot
-# be checked on machines without the data.
-NORM_STATS = {
-    "cifar10": ((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)),
-    "mnist": ((0.1000, 0.1000, 0.1000), (0.2752, 0.2752, 0.2752)),
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "digits": ((0.1193, 0.1193, 0.1193), (0.2514, 0.2514, 0.2514)),
-    "usps": ((0.0993, 0.0993, 0.0993), (0.2520, 0.2520, 0.2520)),
-    "mnistm": ((0.4774, 0.4737, 0.4467), (0.2489, 0.2467, 0.2637)),
-    "synthetic": ((0.4986, 0.5055, 0.5009), (0.2049, 0.2028, 0.2073)),
-}
+    @property
+    def colour(self):
+        return self.native[2] == 3
 
-# Train-time augmentation, chosen per dataset: random crop with zero padding for all;
-# flips and colour jitter only where they preserve the label (never on digits).
-AUGMENT = {
-    "cifar10": {"pad": 4, "flip": True, "jitter": 0.1},
-    "svhn": {"pad": 4, "flip": False, "jitter": 0.0},
-    "mnist": {"pad": 2, "flip": False, "jitter": 0.0},
-    "digits": {"pad": 2, "flip": False, "jitter": 0.0},
-    "usps": {"pad": 2, "flip": False, "jitter": 0.0},
-    "mnistm": {"pad": 2, "flip": False, "jitter": 0.0},
-    "synthetic": {"pad": 2, "flip": False, "jitter": 0.0},
-}
+    @property
+    def framed(self):
+        """Whether its images are smaller than the 32x32 frame (framing applies)."""
+        return self.native[0] < 32
+
+
+DIGITS = tuple(str(i) for i in range(10))
+_DIGIT_AUGMENT = {"pad": 2, "flip": False, "jitter": 0.0}
+DOMAINS = {d.name: d for d in (
+    Domain("mnist", DIGITS, (28, 28, 1), (0.1000, 0.1000, 0.1000), (0.2752, 0.2752, 0.2752),
+           _DIGIT_AUGMENT, 55000, digit=True),
+    Domain("usps", DIGITS, (16, 16, 1), (0.0993, 0.0993, 0.0993), (0.2520, 0.2520, 0.2520),
+           _DIGIT_AUGMENT, 6562, digit=True, small=True, in_smoke=True),
+    Domain("digits", DIGITS, (8, 8, 1), (0.1193, 0.1193, 0.1193), (0.2514, 0.2514, 0.2514),
+           _DIGIT_AUGMENT, 1170, source="bundled", arrays=lambda split: _digits_arrays(split),
+           digit=True, small=True, in_smoke=True),
+    Domain("mnistm", DIGITS, (32, 32, 3), (0.4774, 0.4737, 0.4467), (0.2489, 0.2467, 0.2637),
+           _DIGIT_AUGMENT, 55000, source="built", digit=True),
+    Domain("svhn", DIGITS, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+           {"pad": 4, "flip": False, "jitter": 0.0}, 68257, digit=True, in_smoke=True),
+    Domain("cifar10", ("airplane", "automobile", "bird", "cat", "deer",
+                       "dog", "frog", "horse", "ship", "truck"), (32, 32, 3),
+           (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606),
+           {"pad": 4, "flip": True, "jitter": 0.1}, 45000),
+    Domain("synthetic", tuple(f"pattern{i}" for i in range(10)), (32, 32, 3),
+           (0.4986, 0.5055, 0.5009), (0.2049, 0.2028, 0.2073), _DIGIT_AUGMENT, 2700,
+           source="bundled", arrays=lambda split: _synthetic_arrays(split), synthetic=True),
+)}
+
+
+def digit_domains(smoke=False):
+    """The transfer domains, in declaration order (only the smoke-sized ones if `smoke`)."""
+    return [n for n, d in DOMAINS.items() if d.digit and (d.in_smoke or not smoke)]
 
 # sha256 of the files in ../shared/data, so the report can name what was used.
 KNOWN_FILES = {
@@ -95,9 +114,9 @@ def default_data_root():
 def files_missing(name, data_root):
     """The .npz files `name` needs that are not in data_root (MNIST-M is built from MNIST
     and CIFAR-10 unless a built copy exists); [] for the bundled and synthetic sets."""
-    if name in ("digits", "synthetic"):
+    if DOMAINS[name].source == "bundled":
         return []
-    if name == "mnistm":
+    if DOMAINS[name].source == "built":  # MNIST-M, the one dataset built from others
         built = [os.path.join(d, f"mnistm-{s}.npz") for d in (data_root, cache_dir(data_root))
                  for s in ("train", "test")]
         if sum(os.path.exists(p) for p in built) >= 2:
@@ -137,7 +156,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         self.images = images
         self.labels = labels
         self.name = name
-        self.augment = augment  # a dict from AUGMENT, or None
+        self.augment = augment  # a Domain's augment dict, or None
 
     def __len__(self):
         return len(self.labels)
@@ -265,17 +284,15 @@ def _download(name, split, data_root):
 
 def load_arrays(name, split, data_root="data", download=True):
     """Raw arrays of one split: (uint8 images N,H,W,C, int64 labels N, provenance dict)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name not in DOMAINS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DOMAINS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if name == "digits":
-        return _digits_arrays(split)
-    if name == "synthetic":
-        return _synthetic_arrays(split)
+    if DOMAINS[name].source == "bundled":
+        return DOMAINS[name].arrays(split)
 
     path = os.path.join(data_root, f"{name}-{split}.npz")
-    if name == "mnistm" and not os.path.exists(path):
+    if DOMAINS[name].source == "built" and not os.path.exists(path):
         path = _mnistm_file(split, data_root, download)
     if not os.path.exists(path):
         if not download:
@@ -457,8 +474,8 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     """Train (augmented if asked) / validation (carved from train) / test datasets.
 
     `framing` places small digits in the 32x32 frame (see FRAMINGS). `jitter` overrides
-    the dataset's colour-jitter strength (None keeps AUGMENT's); only
-    datasets whose AUGMENT entry flips (the natural-image ones) accept a non-zero value.
+    the dataset's colour-jitter strength (None keeps its Domain's); only datasets whose
+    augmentation flips (the natural-image ones) accept a non-zero value.
 
     The validation split is a seeded, stratified draw from the train file, so the
     class-sorted CIFAR-10 copy gives a balanced one; `train_subset` then takes a seeded
@@ -467,7 +484,7 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     """
     from sklearn.model_selection import train_test_split
 
-    aug = dict(AUGMENT[name]) if augment else None
+    aug = dict(DOMAINS[name].augment) if augment else None
     if aug is not None and jitter is not None:
         if jitter and not aug["flip"]:
             raise ValueError(f"colour jitter is not label-preserving augmentation for {name}; "
@@ -500,7 +517,7 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     )
     splits.info = {
         **_info(name, [prov_train, prov_test], framing),
-        "mean": list(NORM_STATS[name][0]), "std": list(NORM_STATS[name][1]),
+        "mean": list(DOMAINS[name].mean), "std": list(DOMAINS[name].std),
         "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_labels)},
         "split": {"seed": seed, "val_size": val_size, "train_subset": train_subset},
         "augment": aug,
@@ -509,17 +526,16 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
 
 
 FRAMING_TEXT = {"mnist": "digits in a 20-px box in 32x32", "fill": "digits scaled to fill 32x32"}
-FRAMED = ("mnist", "usps", "digits")  # the datasets whose frame is smaller than 32x32
 
 
 def _info(name, files, framing):
     """What every output says about the data: the dataset, its provenance, its framing, its
     classes."""
     description = files[0]["description"]
-    if name in FRAMED:
+    if DOMAINS[name].framed:
         description += f", {FRAMING_TEXT[framing]}"
-    return {"dataset": name, "synthetic": name == "synthetic", "description": description,
-            "framing": framing, "class_names": list(CLASS_NAMES[name]), "files": files}
+    return {"dataset": name, "synthetic": DOMAINS[name].synthetic, "description": description,
+            "framing": framing, "class_names": list(DOMAINS[name].classes), "files": files}
 
 
 def build_eval_split(name, split="test", data_root="data", download=True, val_size=None, seed=0,

@@ -28,11 +28,10 @@ import metrics
 import plots
 import run_contract
 import utils
-from attacks import run_attack
+from attacks import ATTACKS, evaluated, pgd_step, run_attack
 
 COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
               "attacks", "autoattack", "sweep", "iter-sweep")
-ATTACK_NAMES = ("fgsm", "pgd", "noise")
 AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
 # AutoAttack's ensembles (Croce & Hein 2020), as torchattacks.AutoAttack builds them.
 AUTOATTACK_VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -60,7 +59,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a train.py checkpoint (best.pth or last.pth)")
-    p.add_argument("--dataset", required=True, choices=datasets.DATASETS,
+    p.add_argument("--dataset", required=True, choices=tuple(datasets.DOMAINS),
                    help="dataset to evaluate on (any of them, whatever the model was trained on)")
     p.add_argument("--data-root", default=datasets.default_data_root(),
                    help=datasets.DATA_ROOT_HELP)
@@ -80,8 +79,9 @@ def build_parser():
     p.add_argument("--batch-size", type=utils.positive_int, default=256, help="evaluation batch size")
     p.add_argument("--eps", type=utils.pixel_value, default=8 / 255,
                    help="attack radius, pixel units (default: 8/255)")
-    p.add_argument("--alpha", type=utils.pixel_value, default=2 / 255,
-                   help="PGD step size, pixel units (default: 2/255)")
+    p.add_argument("--alpha", type=utils.pixel_value, default=None,
+                   help="PGD step size, pixel units (default: 2.5 eps / iters, 2/255 for PGD-10 "
+                        "at 8/255)")
     p.add_argument("--iters", type=utils.positive_int, default=10, help="PGD iterations")
     p.add_argument("--restarts", type=utils.positive_int, default=1,
                    help="PGD random restarts (each image keeps its worst)")
@@ -167,19 +167,21 @@ class AttackRecord:
 
 
 def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, seed, record=None,
-                      attacks=ATTACK_NAMES, desc="attacks", restarts=1):
-    """Correct counts (clean and under each attack of attacks.ATTACKS) on the same first
-    `max_batches` batches, and their size. Every attack draws its random starts from a
-    generator seeded with `seed`, so the same call gives the same numbers in every component."""
+                      names=None, desc="attacks", restarts=1):
+    """Correct counts (clean and under each attack `names`, default: the registry's evaluated
+    ones) on the same first `max_batches` batches, and their size. Every attack draws its
+    random starts from a generator seeded with `seed`, so the same call gives the same
+    numbers in every component."""
     model.eval()
-    generators = {name: torch.Generator().manual_seed(seed) for name in attacks}
-    correct = {name: 0 for name in ("clean",) + tuple(attacks)}
+    names = evaluated() if names is None else tuple(names)
+    generators = {name: torch.Generator().manual_seed(seed) for name in names}
+    correct = {name: 0 for name in ("clean",) + names}
     n = 0
     for x, y in _batches(loader, max_batches, desc):
         x, y = _to(x, device), y.to(device)
         with torch.no_grad():
             correct["clean"] += (model(x).argmax(1) == y).sum().item()
-        for name in attacks:
+        for name in names:
             x_adv = run_attack(name, model, x, y, eps, alpha, iters, restarts, generators[name])
             if record is not None:
                 record.add(name, x, x_adv)
@@ -361,15 +363,15 @@ def topk(ctx):
 
 
 def attacks_at_eps(ctx):
-    """FGSM / PGD / random-noise accuracy at --eps, on the first --max-batches batches."""
+    """The accuracy under each evaluated attack at --eps, on the first --max-batches batches."""
     a = ctx.args
     correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
                                    a.max_batches, a.seed, ctx.record, restarts=a.restarts)
     out = run_contract.accuracy("attack_subset_clean_accuracy", correct["clean"], n)
-    for name in ATTACK_NAMES:
+    for name in evaluated():
         out.update(run_contract.accuracy(f"{name}_accuracy", correct[name], n))
     print(f"at eps {a.eps * 255:.1f}/255 on {n} images: clean {_pm(out, 'attack_subset_clean')}  "
-          f"FGSM {_pm(out, 'fgsm')}  PGD-{a.iters} {_pm(out, 'pgd')}  noise {_pm(out, 'noise')}",
+          + "  ".join(f"{ATTACKS[name].title(a.iters)} {_pm(out, name)}" for name in evaluated()),
           flush=True)
     return out, {"attacks": n}
 
@@ -468,12 +470,12 @@ def robustness_sweep(ctx):
     95% intervals; the 'clean' line is the accuracy on the attacked images."""
     a = ctx.args
     out = {"epsilons": a.sweep_epsilons, "alphas": sweep_alphas(a), "iters": a.iters,
-           **{name: [] for name in ATTACK_NAMES}, **{f"{name}_ci95": [] for name in ATTACK_NAMES}}
+           **{name: [] for name in evaluated()}, **{f"{name}_ci95": [] for name in evaluated()}}
     for eps, alpha in zip(a.sweep_epsilons, out["alphas"]):
         correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, eps, alpha, a.iters,
                                        a.sweep_max_batches, a.seed, restarts=a.restarts,
                                        desc=f"sweep eps {eps * 255:.0f}/255")
-        for name in ATTACK_NAMES:
+        for name in evaluated():
             out[name].append(correct[name] / n)
             out[f"{name}_ci95"].append(metrics.wilson_ci(correct[name], n))
         out["clean"], out["clean_ci95"], out["n"] = (correct["clean"] / n,
@@ -491,20 +493,25 @@ def sweep_alphas(a):
     return [eps * a.alpha / a.eps if a.eps > 0 else a.alpha for eps in a.sweep_epsilons]
 
 
+def _references():
+    """The evaluated attacks with no iterations: the PGD-iteration sweep's reference lines."""
+    return tuple(name for name in evaluated() if not ATTACKS[name].iterative)
+
+
 def pgd_iter_sweep(ctx):
     """Component 10: PGD accuracy vs iterations at --eps, with clean/FGSM/noise references
     and 95% intervals; the same random starts for every iteration count."""
     a = ctx.args
     refs, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
                                 a.iter_sweep_max_batches, a.seed, ctx.record,
-                                attacks=("fgsm", "noise"), desc="iteration sweep references")
+                                names=_references(), desc="iteration sweep references")
     out = {"iters": a.pgd_iters_list, "pgd": [], "pgd_ci95": [], "eps": a.eps, "alpha": a.alpha,
-           "n": n, **{k: refs[k] / n for k in ("clean", "fgsm", "noise")},
-           **{f"{k}_ci95": metrics.wilson_ci(refs[k], n) for k in ("clean", "fgsm", "noise")}}
+           "n": n, **{k: refs[k] / n for k in ("clean", *_references())},
+           **{f"{k}_ci95": metrics.wilson_ci(refs[k], n) for k in ("clean", *_references())}}
     for iters in a.pgd_iters_list:
         correct, _ = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, iters,
                                        a.iter_sweep_max_batches, a.seed, ctx.record,
-                                       attacks=("pgd",), desc=f"PGD-{iters}", restarts=a.restarts)
+                                       names=("pgd",), desc=f"PGD-{iters}", restarts=a.restarts)
         out["pgd"].append(correct["pgd"] / n)
         out["pgd_ci95"].append(metrics.wilson_ci(correct["pgd"], n))
     plots.plot_pgd_iter_sweep({ctx.args.name: out}, ctx.path("pgd_iter_sweep.png"), ctx.title)
@@ -569,6 +576,8 @@ def load_model(path, device):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.alpha is None:
+        args.alpha = pgd_step(args.eps, args.iters)
     with run_contract.Owner(args.out + ".lock", f"evaluation {args.out}"):  # one writer per prefix
         return evaluate(args, argv)
 

@@ -10,9 +10,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
 
-# One colour per attack, the same in every figure.
-COLORS = {"clean": "#222222", "fgsm": "#1f77b4", "pgd": "#d62728", "noise": "#2ca02c",
-          "autoattack": "#9467bd", "train": "#1f77b4", "val": "#ff7f0e"}
+from attacks import ATTACKS, AUTOATTACK, CLEAN_COLOR
+
+# Attacks take their colour and label from attacks.ATTACKS, the same in every figure.
+COLORS = {"clean": CLEAN_COLOR, "train": "#1f77b4", "val": "#ff7f0e"}
+
+
+def _attacks_in(numbers):
+    """The registry's attacks that `numbers` has results for, gradient attacks first."""
+    names = [name for name in ATTACKS if name in numbers]
+    return sorted(names, key=lambda name: ATTACKS[name].baseline)
 
 
 def _save(fig, path):
@@ -32,7 +39,7 @@ def plot_training_curves(history, path, title):
                     color=COLORS[split], label=split)
     if any("val_pgd_acc" in h for h in history):
         pgd = [(h["epoch"], 100 * h["val_pgd_acc"]) for h in history if "val_pgd_acc" in h]
-        ax_acc.plot(*zip(*pgd), "s--", color="#d62728", label="val, PGD-10")
+        ax_acc.plot(*zip(*pgd), "s--", color=ATTACKS["pgd"].color, label="val, PGD-10")
         collapsed = [(h["epoch"], 100 * h["val_pgd_acc"]) for h in history if h.get("robust_collapse")]
         if collapsed:
             ax_acc.plot(*zip(*collapsed), "x", color="black", markersize=10,
@@ -225,9 +232,10 @@ def _band(ax, x, intervals, color):
 
 
 def plot_robustness_sweep(curves, path, title):
-    """Accuracy vs eps with 95% bands. `curves`: {label: {'epsilons', 'fgsm', 'pgd', 'noise',
-    'clean', 'n', optional '<attack>_ci95' lists and 'autoattack' {eps, accuracy, ci95, n}}};
-    several models share the axes (line style per model, colour per attack)."""
+    """Accuracy vs eps with 95% bands. `curves`: {label: {'epsilons', one list per attack of
+    attacks.ATTACKS, 'clean', 'n', optional '<attack>_ci95' lists and 'autoattack' {eps,
+    accuracy, ci95, n}}}; several models share the axes (line style per model, colour per
+    attack)."""
     fig = Figure(figsize=(8, 5.2))
     ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
@@ -235,11 +243,11 @@ def plot_robustness_sweep(curves, path, title):
         eps = [255 * e for e in c["epsilons"]]
         ls = styles[i % len(styles)]
         prefix = f"{label}: " if len(curves) > 1 else ""
-        for attack in ("noise", "fgsm", "pgd"):
-            name = {"noise": "random noise", "fgsm": "FGSM", "pgd": f"PGD-{c.get('iters', '')}"}[attack]
+        for attack in _attacks_in(c):
+            spec = ATTACKS[attack]
             ax.plot(eps, [100 * a for a in c[attack]], ls, marker="o", ms=4,
-                    color=COLORS[attack], label=f"{prefix}{name}")
-            _band(ax, eps, c.get(f"{attack}_ci95"), COLORS[attack])
+                    color=spec.color, label=f"{prefix}{spec.title(c.get('iters'))}")
+            _band(ax, eps, c.get(f"{attack}_ci95"), spec.color)
         ax.axhline(100 * c["clean"], color=COLORS["clean"], ls=ls, lw=1,
                    label=f"{prefix}clean on these {c.get('n', '?')} images {100 * c['clean']:.1f}%")
         aa = c.get("autoattack")
@@ -247,8 +255,8 @@ def plot_robustness_sweep(curves, path, title):
             low, high = aa["ci95"]
             ax.errorbar([255 * aa["eps"]], [100 * aa["accuracy"]],
                         yerr=[[100 * (aa["accuracy"] - low)], [100 * (high - aa["accuracy"])]],
-                        fmt="*", ms=11, capsize=4, color=COLORS["autoattack"],
-                        label=f"{prefix}AutoAttack {100 * aa['accuracy']:.1f}% (n={aa['n']})")
+                        fmt="*", ms=11, capsize=4, color=AUTOATTACK.color,
+                        label=f"{prefix}{AUTOATTACK.label} {100 * aa['accuracy']:.1f}% (n={aa['n']})")
     n = next(iter(curves.values())).get("n", "?")
     ax.set(title=f"{title}\naccuracy under L-inf attacks vs eps (n={n} per point, 95% bands)",
            xlabel="eps (x/255, pixel units)", ylabel="accuracy (%)", ylim=(0, 100))
@@ -258,20 +266,23 @@ def plot_robustness_sweep(curves, path, title):
 
 
 def plot_pgd_iter_sweep(curves, path, title):
-    """PGD accuracy vs iterations at fixed eps (95% bands), with clean / FGSM / noise references."""
+    """PGD accuracy vs iterations at fixed eps (95% bands), with clean and each one-step
+    attack of `curves` as reference lines."""
     fig = Figure(figsize=(8, 5.2))
     ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
     for i, (label, c) in enumerate(curves.items()):
         ls = styles[i % len(styles)]
         prefix = f"{label}: " if len(curves) > 1 else ""
-        ax.plot(c["iters"], [100 * a for a in c["pgd"]], ls, marker="o", color=COLORS["pgd"],
-                label=f"{prefix}PGD")
-        _band(ax, c["iters"], c.get("pgd_ci95"), COLORS["pgd"])
-        for ref in ("clean", "noise", "fgsm"):
-            name = {"clean": "clean", "noise": "random noise", "fgsm": "FGSM"}[ref]
-            ax.axhline(100 * c[ref], color=COLORS[ref], ls=ls, lw=1,
-                       label=f"{prefix}{name} {100 * c[ref]:.1f}%")
+        pgd = ATTACKS["pgd"]
+        ax.plot(c["iters"], [100 * a for a in c["pgd"]], ls, marker="o", color=pgd.color,
+                label=f"{prefix}{pgd.label}")
+        _band(ax, c["iters"], c.get("pgd_ci95"), pgd.color)
+        ax.axhline(100 * c["clean"], color=COLORS["clean"], ls=ls, lw=1,
+                   label=f"{prefix}clean {100 * c['clean']:.1f}%")
+        for ref in [name for name in _attacks_in(c) if name != "pgd"]:
+            ax.axhline(100 * c[ref], color=ATTACKS[ref].color, ls=ls, lw=1,
+                       label=f"{prefix}{ATTACKS[ref].label} {100 * c[ref]:.1f}%")
     first = next(iter(curves.values()))
     iters = sorted({k for c in curves.values() for k in c["iters"]})
     ax.set_xscale("log")
@@ -364,29 +375,30 @@ def plot_seed_comparison(accuracy, ece, path, title):
 
 
 def plot_model_comparison(models, path, title):
-    """Grouped bars per model: clean / FGSM / PGD / AutoAttack accuracy with 95% interval
+    """Grouped bars per model: clean, each attack and AutoAttack accuracy with 95% interval
     whiskers. `models`: {model: {key: (accuracy, [low, high]) or None}} with keys
-    clean_accuracy, fgsm_accuracy, pgd_accuracy, autoattack_accuracy."""
-    keys = [("clean_accuracy", "clean"), ("fgsm_accuracy", "FGSM"), ("pgd_accuracy", "PGD"),
-            ("autoattack_accuracy", "AutoAttack")]
-    colors = {"clean": COLORS["clean"], "FGSM": COLORS["fgsm"], "PGD": COLORS["pgd"],
-              "AutoAttack": COLORS["autoattack"]}
+    clean_accuracy, <attack>_accuracy (attacks.ATTACKS) and autoattack_accuracy."""
+    shown = {key for m in models.values() for key, value in m.items() if value is not None}
+    keys = [("clean_accuracy", "clean", COLORS["clean"])]
+    keys += [(f"{name}_accuracy", ATTACKS[name].label, ATTACKS[name].color)
+             for name in ATTACKS if f"{name}_accuracy" in shown]
+    keys += [("autoattack_accuracy", AUTOATTACK.label, AUTOATTACK.color)]
     names = list(models)
     fig = Figure(figsize=(max(8, 1.6 * len(names) + 2), 4.8))
     ax = fig.subplots()
     width = 0.8 / len(keys)
-    for k, (key, label) in enumerate(keys):
+    for k, (key, label, color) in enumerate(keys):
         xs, ys, low, high = [], [], [], []
         for i, name in enumerate(names):
             value = models[name].get(key)
             if value is None:
                 continue
             acc, ci = value
-            xs.append(i + (k - 1.5) * width)
+            xs.append(i + (k - (len(keys) - 1) / 2) * width)
             ys.append(100 * acc)
             low.append(100 * (acc - ci[0]) if ci else 0)
             high.append(100 * (ci[1] - acc) if ci else 0)
-        ax.bar(xs, ys, width, yerr=[low, high], capsize=3, color=colors[label], label=label,
+        ax.bar(xs, ys, width, yerr=[low, high], capsize=3, color=color, label=label,
                alpha=0.85)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+import attacks
+import datasets
 import run_contract
 import utils
 from run_contract import Outcome
@@ -298,8 +300,19 @@ def ablation_section(study, rows, report_dir, fig_dir, sum_dir):
 
 # ----------------------------------------------------------------------------- robustness
 
-ROBUST_KEYS = ("clean_accuracy", "attack_subset_clean_accuracy", "fgsm_accuracy",
-               "pgd_accuracy", "autoattack_accuracy", "noise_accuracy")
+def robust_columns():
+    """(header, result key) of the robustness table: clean accuracy, then each attack eval.py
+    runs (attacks.ATTACKS), AutoAttack beside the gradient attacks, the baselines last."""
+    attacking = [n for n in attacks.evaluated() if not attacks.ATTACKS[n].baseline]
+    baselines = [n for n in attacks.evaluated() if attacks.ATTACKS[n].baseline]
+    return ([("clean", "clean_accuracy"), ("clean, attacked sample", "attack_subset_clean_accuracy")]
+            + [(attacks.ATTACKS[n].label, f"{n}_accuracy") for n in attacking]
+            + [(attacks.AUTOATTACK.label, "autoattack_accuracy")]
+            + [(attacks.ATTACKS[n].label, f"{n}_accuracy") for n in baselines])
+
+
+def robust_keys():
+    return [key for _, key in robust_columns()]
 
 
 def robustness_rows(study):
@@ -322,8 +335,8 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
         e, t = r["result"], r["trained"]
         row = {"model": r["model"], "status": "ok" if e else study.why(r["eval"])}
         if e:
-            row.update({k: e.get(k) for k in ROBUST_KEYS})
-            row.update({f"{k}_ci95": e.get(f"{k}_ci95") for k in ROBUST_KEYS})
+            row.update({k: e.get(k) for k in robust_keys()})
+            row.update({f"{k}_ci95": e.get(f"{k}_ci95") for k in robust_keys()})
             row.update(n_attacked=e["n_samples"]["attacks"], n_autoattack=e.get("autoattack", {}).get("n"),
                        autoattack_version=e.get("autoattack", {}).get("version"),
                        autoattack_errors="; ".join(f"{k}: {v}" for k, v in e.get("autoattack", {}).get("errors", {}).items()),
@@ -357,25 +370,28 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
         text = f"{passed} of {total} passed"
         return text if passed == total else f"**{text}** (see Attack sanity checks)"
 
-    body = []
-    for r in rows:
-        e = r["result"]
-        if not e:
-            body.append([r["model"], study.why(r["eval"])] + [""] * 7)
-            continue
+    def autoattack_cell(e):
         aa = cell(e, "autoattack_accuracy")
         errors = e.get("autoattack", {}).get("errors")
         if errors:
             aa += " (incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + ")"
+        return aa
+
+    columns = robust_columns()
+    body = []
+    for r in rows:
+        e = r["result"]
+        if not e:
+            body.append([r["model"], study.why(r["eval"])] + [""] * len(columns))
+            continue
         body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
-                    + [cell(e, k) for k in ROBUST_KEYS[:4]] + [aa, cell(e, "noise_accuracy"),
-                       checks(e)])
-    md.append(table(["model", "epochs", "clean", "clean, attacked sample", "FGSM", "PGD",
-                     "AutoAttack", "noise", "sanity checks"], body))
+                    + [autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
+                       for _, key in columns] + [checks(e)])
+    md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks"], body))
     md += ["", "Reading: " + " ".join(robustness_readings(study, rows)), ""]
-    bars = {r["model"]: {k: measure(r["result"], k) for k in ("clean_accuracy", "fgsm_accuracy",
-                                                              "pgd_accuracy", "autoattack_accuracy")}
-            for r in ok}
+    compared = ["clean_accuracy", *[f"{n}_accuracy" for n in attacks.evaluated()
+                                    if not attacks.ATTACKS[n].baseline], "autoattack_accuracy"]
+    bars = {r["model"]: {k: measure(r["result"], k) for k in compared} for r in ok}
     plots.plot_model_comparison(bars, os.path.join(fig_dir, "robustness_models.png"),
                                 study.title(f"CIFAR-10 models at eps {first['params']['eps'] * 255:.0f}/255: "
                                             "accuracy with 95% Wilson intervals"))
@@ -535,10 +551,20 @@ PUBLISHED_SOURCE_ONLY = {
     ("usps", "mnist"): (0.571, "ADDA, Tzeng et al. 2017, Table 2"),
     ("mnist", "mnistm"): (0.5225, "DANN, Ganin et al. 2016, Table 1"),
 }
-HANDWRITING_TARGETS = ("usps", "digits")  # from MNIST: a change of handwriting and scanning
+
+
+def grey_domains():
+    return [n for n in datasets.digit_domains() if not datasets.DOMAINS[n].colour]
+
+
+def colour_domains():
+    return [n for n in datasets.digit_domains() if datasets.DOMAINS[n].colour]
+
+
+def handwriting_targets():
+    """From MNIST to another grey digit domain: a change of handwriting and scanning only."""
+    return [n for n in grey_domains() if n != "mnist"]
 # colour/texture digit domains and greyscale ones, for the transfer-direction claim
-COLOUR_DOMAINS = ("mnistm", "svhn")
-GREY_DOMAINS = ("mnist", "usps", "digits")
 
 
 @dataclass
@@ -810,8 +836,8 @@ def transfer_claims(t):
     claim = ("Transfer is harder from a greyscale digit domain to a colour/texture one (MNIST-M, "
              "SVHN) than the reverse")
     parts, signs = [], []
-    for varied in COLOUR_DOMAINS:
-        for plain in GREY_DOMAINS:
+    for varied in colour_domains():
+        for plain in grey_domains():
             easy, hard = t.direct.get((varied, plain)), t.direct.get((plain, varied))
             if easy and hard:
                 signs.append(1 if below(hard, easy) else -1 if below(easy, hard) else 0)
@@ -836,7 +862,7 @@ def transfer_claims(t):
 
     claim = "A colour/texture shift (MNIST -> MNIST-M) costs more than a handwriting shift (MNIST -> USPS, digits)"
     colour = t.direct.get(("mnist", "mnistm"))
-    hand = [(d, t.direct.get(("mnist", d))) for d in HANDWRITING_TARGETS if t.direct.get(("mnist", d))]
+    hand = [(d, t.direct.get(("mnist", d))) for d in handwriting_targets() if t.direct.get(("mnist", d))]
     if colour and hand:
         evidence = f"MNIST -> MNIST-M {pm(*colour)}% vs " + ", ".join(f"MNIST -> {d} {pm(*v)}%" for d, v in hand)
         verdict = ("supported" if all(below(colour, v) for _, v in hand)

@@ -59,7 +59,7 @@ PROFILES = {
         "no_download": True,  # a test-sized profile never pulls a dataset from the internet
         "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn"},
         # real but small digit domains (USPS needs the data root; SVHN is never downloaded)
-        "digit_domains": ["usps", "digits", "svhn"], "framing_pair": ("digits", "usps"),
+        "digit_domains": "smoke-sized", "framing_pair": ("digits", "usps"),
         "seeds": [0, 1],
         # a learning rate no network survives: the "diverged" outcome, end to end
         "extra_ablations": {"diverge_check": ["--lr", "1e6"]},
@@ -86,7 +86,7 @@ PROFILES = {
     # reaches the eps-ball's surface); the short schedules drop the colour jitter.
     "quick": {
         "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn"},
-        "digit_domains": ["mnist", "usps", "digits", "mnistm", "svhn"],
+        "digit_domains": "all",
         "framing_pair": ("mnist", "usps"),
         "seeds": [0, 1, 2],
         "cifar10": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.2,
@@ -110,7 +110,7 @@ PROFILES = {
     # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
     "full": {
         "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn"},
-        "digit_domains": ["mnist", "usps", "digits", "mnistm", "svhn"],
+        "digit_domains": "all",
         "framing_pair": ("mnist", "usps"),
         "seeds": [0, 1, 2],
         "cifar10": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
@@ -130,8 +130,10 @@ PROFILES = {
 }
 
 
-TRAIN_IMAGES = {"digits": 1170, "usps": 6562, "mnist": 55000, "mnistm": 55000, "svhn": 68257}
-SMALL_DOMAINS = ("usps", "digits")  # trained with the "digits" budget (more epochs, small batches)
+def profile_domains(profile):
+    """The profile's transfer domains: every digit domain datasets.DOMAINS declares, or, for
+    "smoke-sized", those small enough (or bundled) for a test-sized run."""
+    return datasets.digit_domains(smoke=profile["digit_domains"] == "smoke-sized")
 
 
 @dataclass
@@ -179,11 +181,11 @@ def _train_flags(budget, out_dir, dataset, data_root, common):
              "--lr", str(budget["lr"])]
     if budget.get("train_subset"):
         flags += ["--train-subset", str(budget["train_subset"])]
-    if budget.get("val_size") and dataset not in SMALL_DOMAINS:  # small ones keep their 10%
+    if budget.get("val_size") and not datasets.DOMAINS[dataset].small:  # small ones keep their 10%
         flags += ["--val-size", str(budget["val_size"])]
     if budget.get("robust_val_samples"):  # PGD-10 validation of adversarial runs
         flags += ["--robust-val-samples", str(budget["robust_val_samples"])]
-    if dataset == "cifar10" and "color_jitter" in budget:
+    if datasets.DOMAINS[dataset].augment["jitter"] and "color_jitter" in budget:  # natural images
         flags += ["--color-jitter", str(budget["color_jitter"])]
     return flags + common
 
@@ -200,7 +202,7 @@ def build_matrix(args, profile):
     def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0, seed=None,
               choice=None, **fields):
         b = profile[budget] if isinstance(budget, str) else budget
-        images = b.get("train_subset") or TRAIN_IMAGES.get(dataset, 45000)
+        images = b.get("train_subset") or datasets.DOMAINS[dataset].train_images
         cost = b["epochs"] * images * (1 + 0.8 * adv_iters)
         seed = args.seed if seed is None else seed
         argv = (_train_flags(b, os.path.join(ck, name), dataset, root, common)
@@ -261,12 +263,12 @@ def build_matrix(args, profile):
     # Digit domains from scratch, then transfer: direct evaluation on the other domains; a
     # new classifier on frozen features, fitted on a small labelled target subset; and, as
     # the reference, the target trained from scratch on that same subset.
-    domains = profile["digit_domains"]
+    domains = profile_domains(profile)
     subset = profile["finetune"]["train_subset"]
     target_only = {**profile["target_only"], "train_subset": subset,
                    "val_size": profile["finetune"].get("val_size")}
     for d in domains:
-        train(f"{d}_scratch", "digits", "digits" if d in SMALL_DOMAINS else "digit", d,
+        train(f"{d}_scratch", "digits", "digits" if datasets.DOMAINS[d].small else "digit", d,
               source=d, target=d, kind="in_domain")
     for d in domains:
         train(f"{d}_target_only", "transfer", target_only, d, target=d, kind="target_only")
@@ -820,7 +822,7 @@ def missing_data(args, profile):
     line that says which and how to add them (None when nothing is missing)."""
     ds = profile["datasets"]
     names = {ds.get(args.ablation_dataset, args.ablation_dataset), ds["cifar10"],
-             *profile["digit_domains"]}
+             *profile_domains(profile)}
     missing = {n: files for n in sorted(names) if (files := datasets.files_missing(n, args.data_root))}
     if not missing:
         return None

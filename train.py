@@ -50,7 +50,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
+    d.add_argument("--dataset", default="cifar10", choices=tuple(datasets.DOMAINS),
                    help="dataset to train on ('synthetic' is fake data for smoke tests)")
     d.add_argument("--data-root", default=datasets.default_data_root(),
                    help=datasets.DATA_ROOT_HELP)
@@ -61,7 +61,7 @@ def build_parser():
     d.add_argument("--color-jitter", type=_below_one("colour jitter"), default=None, metavar="S",
                    help="CIFAR-10 brightness/contrast/saturation jitter: factors drawn from "
                         "[1-S, 1+S] (default: the dataset's, "
-                        f"{datasets.AUGMENT['cifar10']['jitter']:g} for cifar10)")
+                        f"{datasets.DOMAINS['cifar10'].augment['jitter']:g} for cifar10)")
     d.add_argument("--framing", choices=datasets.FRAMINGS, default="mnist",
                    help=datasets.FRAMING_HELP)
     d.add_argument("--train-subset", type=utils.positive_int, default=None,
@@ -123,7 +123,7 @@ def build_parser():
     a.add_argument("--eps", type=utils.pixel_value, default=8 / 255,
                    help="L-inf radius in pixel units, e.g. 8/255 or 0.0314 (default: 8/255)")
     a.add_argument("--alpha", type=utils.pixel_value, default=None,
-                   help="attack step in pixel units (default: 2/255 for pgd, "
+                   help=f"attack step in pixel units (default: {attacks.PGD_STEP_RULE} for pgd, "
                         f"{attacks.FGSM_RS_ALPHA:g} x eps for fgsm_rs)")
     a.add_argument("--iters", type=utils.positive_int, default=7, help="PGD iterations")
     a.add_argument("--adv-prob", type=utils.probability, default=0.5,
@@ -182,7 +182,8 @@ def parse_args(argv=None):
     if args.freeze_features and not (args.init_from or args.pretrained_weights):
         p.error("--freeze-features needs trained features: add --init-from CKPT or --pretrained-weights PATH")
     if args.alpha is None:
-        args.alpha = {"pgd": 2 / 255, "fgsm_rs": attacks.FGSM_RS_ALPHA * args.eps}.get(args.attack)
+        args.alpha = {"pgd": attacks.pgd_step(args.eps, args.iters),
+                      "fgsm_rs": attacks.FGSM_RS_ALPHA * args.eps}.get(args.attack)
     if args.adv_train and args.attack == "pgd" and args.alpha == 0:
         p.error("--alpha must be > 0 for PGD training")
     if args.select_by is None:
@@ -344,8 +345,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, args, device
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         if args.adv_train and torch.rand((), generator=generators["coin"]).item() < args.adv_prob:
-            x = attacks.ATTACKS[args.attack](plain, x, y, args.eps, args.alpha, args.iters, 1,
-                                             generators["attack"])
+            x = attacks.ATTACKS[args.attack].run(plain, x, y, args.eps, args.alpha, args.iters, 1,
+                                                 generators["attack"])
             totals[3] += 1
 
         with autocast(args, device):
@@ -395,7 +396,7 @@ ROBUST_VAL_ITERS = 10
 
 
 def robust_val_accuracy(model, loader, args, device):
-    """PGD-10 accuracy at --eps (step eps/4: eval.py's 2/255 at 8/255) on the fixed
+    """PGD-10 accuracy at --eps (eval.py's default step: 2/255 at 8/255) on the fixed
     validation sample, with the same random starts every epoch so epochs compare."""
     generator = torch.Generator().manual_seed(args.seed)
     correct = seen = 0
@@ -403,7 +404,8 @@ def robust_val_accuracy(model, loader, args, device):
         for x, y in loader:
             x = x.to(device, memory_format=torch.channels_last)
             y = y.to(device)
-            x_adv = attacks.pgd_attack(model, x, y, args.eps, args.eps / 4, ROBUST_VAL_ITERS,
+            x_adv = attacks.pgd_attack(model, x, y, args.eps, attacks.pgd_step(args.eps, ROBUST_VAL_ITERS),
+                                       ROBUST_VAL_ITERS,
                                        generator=generator)
             with torch.no_grad():
                 correct += (model(x_adv).argmax(1) == y).sum().item()

@@ -16,8 +16,8 @@ def _stats(name, data_root="unused"):
 @pytest.mark.parametrize("name", ["digits", "synthetic"])
 def test_normalization_stats_match_the_train_split(name):
     mean, std = _stats(name)
-    torch.testing.assert_close(mean, torch.tensor(datasets.NORM_STATS[name][0]), atol=2e-4, rtol=0)
-    torch.testing.assert_close(std, torch.tensor(datasets.NORM_STATS[name][1]), atol=2e-4, rtol=0)
+    torch.testing.assert_close(mean, torch.tensor(datasets.DOMAINS[name].mean), atol=2e-4, rtol=0)
+    torch.testing.assert_close(std, torch.tensor(datasets.DOMAINS[name].std), atol=2e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def own_root(data_root, tmp_path_factory):
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "usps", "mnistm"])
 def test_normalization_stats_match_the_real_train_split(name, own_root):
     mean, std = _stats(name, own_root)
-    torch.testing.assert_close(mean, torch.tensor(datasets.NORM_STATS[name][0]), atol=2e-4, rtol=0)
-    torch.testing.assert_close(std, torch.tensor(datasets.NORM_STATS[name][1]), atol=2e-4, rtol=0)
+    torch.testing.assert_close(mean, torch.tensor(datasets.DOMAINS[name].mean), atol=2e-4, rtol=0)
+    torch.testing.assert_close(std, torch.tensor(datasets.DOMAINS[name].std), atol=2e-4, rtol=0)
 
 
 @pytest.mark.real_data
@@ -196,9 +196,9 @@ def test_augmentation_crops_and_flips_only_where_label_preserving():
     assert all(a or b for a, b in zip(is_flip, is_same)) and 10 < sum(is_flip) < 54
     jittered = datasets.augment_batch(x, pad=0, jitter=0.1)
     assert 0 <= jittered.min() and jittered.max() <= 1 and not torch.equal(jittered, x)
-    for name in datasets.DIGIT_DATASETS:
-        assert not datasets.AUGMENT[name]["flip"] and not datasets.AUGMENT[name]["jitter"]
-    assert datasets.AUGMENT["cifar10"]["flip"]
+    for name in datasets.digit_domains():
+        assert not datasets.DOMAINS[name].augment["flip"] and not datasets.DOMAINS[name].augment["jitter"]
+    assert datasets.DOMAINS["cifar10"].augment["flip"]
 
 
 def test_missing_dataset_raises_a_clear_error_and_never_fakes_data(tmp_path):
@@ -249,7 +249,7 @@ def test_svhn_fixture_loads_through_the_real_path(tmp_path):
     write_svhn_fixture(str(tmp_path))
     splits = datasets.build_splits("svhn", str(tmp_path), download=False)
     assert splits.info["sizes"] == {"train": 360, "val": 40, "test": 100}
-    assert splits.info["augment"] == datasets.AUGMENT["svhn"]
+    assert splits.info["augment"] == datasets.DOMAINS["svhn"].augment
     x, y = splits.train[list(range(10))]
     assert x.shape == (10, 3, 32, 32) and y.max() <= 9
     # colour jitter is for natural images only; an explicit 0 is accepted everywhere

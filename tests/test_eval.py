@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -90,7 +91,7 @@ def test_a_broken_attack_is_flagged(digits_model, tmp_path, monkeypatch, capsys)
 
     def weak_pgd(model, x, y, eps, alpha, iters, restarts, generator):
         return (x + 2 * eps).clamp(0, 1)  # ignores the gradient and leaves the eps-ball
-    monkeypatch.setitem(attacks.ATTACKS, "pgd", weak_pgd)
+    monkeypatch.setitem(attacks.ATTACKS, "pgd", dataclasses.replace(attacks.ATTACKS["pgd"], run=weak_pgd))
     result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
                             "--out", str(tmp_path / "broken"), "--components", "attacks", "sweep",
                             "iter-sweep"] + FAST)

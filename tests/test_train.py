@@ -328,7 +328,9 @@ def test_selection_score_and_collapse_rule():
     assert train.parse_args(["--adv-train"]).select_by == "robust"
     assert train.parse_args([]).select_by == "clean"
     assert train.parse_args(["--adv-train", "--attack", "fgsm_rs"]).alpha == pytest.approx(10 / 255)
-    assert train.parse_args(["--adv-train"]).alpha == pytest.approx(2 / 255)
+    # the one PGD step rule, 2.5 eps / iters: 7 steps at 8/255 reach 2.5 eps together
+    assert train.parse_args(["--adv-train"]).alpha == pytest.approx(2.5 * (8 / 255) / 7)
+    assert train.parse_args(["--adv-train", "--iters", "10"]).alpha == pytest.approx(2 / 255)
 
 
 def test_the_robust_validation_accuracy_is_pgd_on_a_fixed_sample(tmp_path):
