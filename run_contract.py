@@ -36,6 +36,12 @@ DIVERGED = "diverged.json"
 LOCK = "owner.lock"
 EVAL_SUFFIX = ".metrics.json"
 PIPELINE_LOCK = "pipeline.lock"  # in a checkpoints folder a pipeline writes
+# In a report folder: the small records it was rendered from (the checkpoints folder's
+# layout, weights left out), their times, and every run's outcome. Committed with the
+# report, they let --render-only rebuild it where the checkpoints are gone.
+RECORDS = "records"
+RECORDS_MANIFEST = "manifest.json"
+OUTCOMES = "outcomes.json"
 
 
 class Outcome(enum.StrEnum):
@@ -70,6 +76,11 @@ class TrainFiles:
     lock = property(lambda self: self._path(LOCK))
     history = property(lambda self: self._path(HISTORY + ".json"))
     history_csv = property(lambda self: self._path(HISTORY + ".csv"))
+
+    @property
+    def records(self):
+        """The small files the report reads (weights and training state aside)."""
+        return [self.config, self.final, self.history, self.diverged]
 
 
 def eval_record(prefix):

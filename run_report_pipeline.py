@@ -384,14 +384,15 @@ def _newer_than_needs(path, run, runs_by_name):
     return True
 
 
-def _up_to_date(run, runs_by_name):
+def _up_to_date(run, runs_by_name, need_weights=True):
     """Whether the run's outputs are complete, were made by exactly this command, and are
-    newer than the outputs of every run it reads."""
+    newer than the outputs of every run it reads (and, if other runs read its weights and
+    `need_weights`, whether they are there)."""
     done_file, command_file = _outputs(run)
     if not os.path.exists(done_file) or not _same_command(command_file, run):
         return False
-    if _keeps_weights(run) and not os.path.exists(_train_files(run).best):
-        return False  # other runs read its weights
+    if need_weights and _keeps_weights(run) and not os.path.exists(_train_files(run).best):
+        return False
     return _newer_than_needs(done_file, run, runs_by_name)
 
 
@@ -412,6 +413,7 @@ def _divergence_reason(record):
 
 
 UP_TO_DATE = "up to date (same command, outputs complete)"
+NOT_EXECUTED = "not executed in this invocation and no up-to-date outputs"
 
 
 def resolve(run, runs_by_name):
@@ -515,17 +517,18 @@ def execute(run, runs_by_name, force):
 
 
 def on_disk(run, runs_by_name):
-    """The outcome of a run that is not executed now, from the files it left."""
+    """The outcome of a run that is not executed now, from the files it left (its numbers
+    stand without its weights, which only a run that reads them needs)."""
     if run.status == Outcome.NOT_RUN:  # decided when the matrix was declared
         return
     chosen = resolve(run, runs_by_name)  # a Choice flag is fixed by what the candidates left
     record = chosen and _diverged_before(run, runs_by_name)
-    if chosen and _up_to_date(run, runs_by_name):
+    if chosen and _up_to_date(run, runs_by_name, need_weights=False):
         run.status, run.reason = Outcome.SKIPPED, UP_TO_DATE
     elif record:
         run.status, run.reason = Outcome.DIVERGED, _divergence_reason(record) + " (recorded earlier)"
     else:
-        run.status, run.reason = Outcome.NOT_RUN, "not executed in this invocation and no up-to-date outputs"
+        run.status, run.reason = Outcome.NOT_RUN, NOT_EXECUTED
 
 
 def _eta(runs, elapsed):
@@ -757,7 +760,7 @@ def _seed_list(text):
     return seeds
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
@@ -806,7 +809,11 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="seeds of every ablation variant (default: the profile's; quick: 0,1,2)")
     p.add_argument("--device", default="auto", help="device of every run")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds is None:
         args.seeds = PROFILES[args.profile]["seeds"]
@@ -849,9 +856,11 @@ def main(argv=None):
     if missing:
         print(f"NOTE: {missing}", flush=True)
     start = time.time()
+    outcomes = restore_records(args) if args.render_only else {}
     for run in runs:
         if (args.only and run.name not in args.only) or args.render_only:
             on_disk(run, by_name)  # report what is on disk for it
+            recorded_outcome(run, outcomes)
     if not args.render_only:
         # one pipeline per checkpoints folder at a time (each run also has one owner)
         with run_contract.Owner(os.path.join(args.checkpoints, run_contract.PIPELINE_LOCK),
@@ -869,6 +878,7 @@ def main(argv=None):
             return 1
     results = _load_results(runs)
     write_report(args, runs, results, wall)
+    save_records(args, runs)
     code = exit_status(args, runs)
     if missing:
         print(f"\nNOTE: {missing}", flush=True)
@@ -883,6 +893,74 @@ def launch(args, runs, by_name):
     backend = (ProcessBackend(args.jobs, args.device) if args.launcher == "local"
                else SubmititBackend(args, args.jobs))
     run_parallel(runs, by_name, args.force, backend, args.jobs, os.path.join(args.checkpoints, "logs"))
+
+
+def _record_files(run):
+    return _train_files(run).records if run.script == "train" else [_outputs(run)[0]]
+
+
+def save_records(args, runs):
+    """Copy the small records of every run the report shows into <report-dir>/records/ (the
+    checkpoints folder's layout, with their times), and every run's outcome: committed
+    with the report, they let --render-only rebuild it on a fresh clone."""
+    import shutil
+
+    folder = os.path.join(args.report_dir, run_contract.RECORDS)
+    shutil.rmtree(folder, ignore_errors=True)  # records of runs the report no longer shows go
+    files = {}
+    for run in runs:
+        if run.status not in (*run_contract.FINISHED, Outcome.DIVERGED):
+            continue
+        for path in _record_files(run):
+            if os.path.exists(path):
+                rel = os.path.relpath(path, args.checkpoints)
+                os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+                shutil.copyfile(path, os.path.join(folder, rel))
+                files[rel] = os.path.getmtime(path)
+    utils.save_json({"checkpoints": args.checkpoints, "files": files},
+                    os.path.join(folder, run_contract.RECORDS_MANIFEST))
+    utils.save_json({r.name: {"status": r.status, "reason": r.reason, "error_tail": r.error_tail,
+                              "seconds": r.seconds, "command": r.command} for r in runs},
+                    os.path.join(folder, run_contract.OUTCOMES))
+
+
+def restore_records(args):
+    """Before --render-only: copy the report's committed records that the checkpoints
+    folder lacks into it (never over a file there), with their original times. Returns the
+    outcomes the report recorded, {} when it has none."""
+    import shutil
+
+    folder = os.path.join(args.report_dir, run_contract.RECORDS)
+    manifest_path = os.path.join(folder, run_contract.RECORDS_MANIFEST)
+    if not os.path.exists(manifest_path):
+        return {}
+    restored = 0
+    for rel, made in utils.load_json(manifest_path)["files"].items():
+        dest = os.path.join(args.checkpoints, rel)
+        if not os.path.exists(dest) and os.path.exists(os.path.join(folder, rel)):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copyfile(os.path.join(folder, rel), dest)
+            os.utime(dest, (made, made))
+            restored += 1
+    if restored:
+        print(f"restored {restored} run records from {folder} into {args.checkpoints} "
+              "(records only: no weights)", flush=True)
+    return utils.load_json(os.path.join(folder, run_contract.OUTCOMES))
+
+
+def recorded_outcome(run, outcomes):
+    """Under --render-only, a run keeps the outcome the report recorded for the same command
+    where the disk agrees: its numbers are there (it stays "done", with its time), or nothing
+    is (a FAILED run stays FAILED, with its error; a "not run" keeps its reason)."""
+    before = outcomes.get(run.name)
+    if not before or utils.computed_part(before["command"]) != utils.computed_part(run.command):
+        return
+    numbers_there = run.status == Outcome.SKIPPED and before["status"] == Outcome.DONE
+    nothing_there = (run.status == Outcome.NOT_RUN and run.reason == NOT_EXECUTED
+                     and before["status"] in (Outcome.NOT_RUN, Outcome.FAILED))
+    if numbers_there or nothing_there:
+        run.status, run.reason = Outcome(before["status"]), before["reason"]
+        run.error_tail, run.seconds = before["error_tail"], before["seconds"]
 
 
 def records_lost(args, runs):

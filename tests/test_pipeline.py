@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 
@@ -237,12 +238,38 @@ def test_only_reports_what_is_on_disk_for_the_runs_it_leaves_out(smoke):
     assert runs["ablation_cifar10_diverge_check_s1"]["status"] == "diverged"  # its record on disk
 
 
+def _without_provenance(text):
+    """REPORT.md less the lines that name when, from which commit and by which command."""
+    return [line for line in text.splitlines()
+            if not re.search(r"generated|commit|run_report_pipeline.py|wall time|^- date", line)]
+
+
+def test_render_only_on_a_fresh_clone_rebuilds_the_report_from_its_records(smoke, tmp_path, capsys):
+    import shutil
+
+    root, argv, code = smoke
+    report = tmp_path / "report"  # a committed report with its records, on a clone without checkpoints
+    shutil.copytree(root / "report", report)
+    before = (report / "REPORT.md").read_text()
+    assert (report / "records" / "manifest.json").exists()
+    assert not list((report / "records").rglob("*.pth"))  # records, never weights
+    argv = list(argv)
+    argv[argv.index("--report-dir") + 1] = str(report)
+    argv[argv.index("--checkpoints") + 1] = str(tmp_path / "fresh_clone_checkpoints")
+    assert pipeline.main(argv + ["--render-only"]) == code  # the recorded FAILED run is still FAILED
+    assert "restored" in capsys.readouterr().out
+    assert _without_provenance((report / "REPORT.md").read_text()) == _without_provenance(before)
+    for name in ("robustness_summary.csv", "ablation_summary.csv", "claims.csv"):
+        assert (report / "summary" / name).read_text() == (root / "report" / "summary" / name).read_text()
+
+
 def test_render_only_leaves_a_report_whose_records_are_missing_as_it_is(smoke, tmp_path, capsys):
     import shutil
 
     root, argv, _ = smoke
-    report = tmp_path / "report"  # a committed report, on a clone without its run records
+    report = tmp_path / "report"  # a committed report whose records were not committed
     shutil.copytree(root / "report", report)
+    shutil.rmtree(report / "records")
     before = (report / "REPORT.md").read_text()
     argv = list(argv)
     argv[argv.index("--report-dir") + 1] = str(report)

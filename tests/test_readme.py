@@ -1,0 +1,48 @@
+"""The README is a map: every file, flag and name it mentions is the one the code uses."""
+
+import os
+import re
+
+import eval as evaluate
+import run_report_pipeline as pipeline
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md")).read()
+
+
+def test_every_file_and_folder_it_names_exists():
+    named = set(re.findall(r"\b([\w/]+\.(?:py|md|txt))\b", README))
+    named |= {m for m in re.findall(r"^([\w/]+/)\s", README, re.M)}  # the layout's folders
+    named |= set(re.findall(r"\]\(([^)]+)\)", README))  # links
+    named -= {"REPORT.md"}  # written by the pipeline, under report/
+    assert len(named) > 15
+    missing = sorted(n for n in named if not os.path.exists(os.path.join(ROOT, n)))
+    assert not missing, missing
+
+
+def _options(parser):
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def test_every_flag_it_names_is_a_flag_of_a_script():
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", README))
+    known = (_options(train.build_parser()) | _options(evaluate.build_parser())
+             | _options(pipeline.build_parser()))
+    assert len(flags) > 15
+    assert not sorted(flags - known), sorted(flags - known)
+
+
+def test_the_names_of_the_to_add_table_are_the_codes():
+    import attacks
+    import datasets
+    import report
+
+    assert "`attacks.ATTACKS`" in README and isinstance(attacks.ATTACKS["pgd"], attacks.Attack)
+    assert "`datasets.DOMAINS`" in README and isinstance(datasets.DOMAINS["usps"], datasets.Domain)
+    assert "`ABLATIONS`" in README and "baseline" in pipeline.ABLATIONS
+    assert "`PROFILES`" in README and set(pipeline.PROFILES) == {"smoke", "quick", "full"}
+    assert "`Verdict`" in README and callable(report.claims) and report.Verdict
+    for profile in pipeline.PROFILES:
+        assert re.search(rf"`(--profile )?{profile}`", README), profile
+    assert os.path.getsize(os.path.join(ROOT, "README.md")) < 10_000  # a map, not a manual
