@@ -950,12 +950,14 @@ def restore_records(args):
 
 def recorded_outcome(run, outcomes):
     """Under --render-only, a run keeps the outcome the report recorded for the same command
-    where the disk agrees: its numbers are there (it stays "done", with its time), or nothing
-    is (a FAILED run stays FAILED, with its error; a "not run" keeps its reason)."""
+    where the disk agrees: its numbers (or divergence record) are there (it stays "done" or
+    "diverged", with its time), or nothing is (a FAILED run stays FAILED, with its error; a
+    "not run" keeps its reason)."""
     before = outcomes.get(run.name)
     if not before or utils.computed_part(before["command"]) != utils.computed_part(run.command):
         return
-    numbers_there = run.status == Outcome.SKIPPED and before["status"] == Outcome.DONE
+    numbers_there = ((run.status, before["status"]) in ((Outcome.SKIPPED, Outcome.DONE),
+                                                       (Outcome.DIVERGED, Outcome.DIVERGED)))
     nothing_there = (run.status == Outcome.NOT_RUN and run.reason == NOT_EXECUTED
                      and before["status"] in (Outcome.NOT_RUN, Outcome.FAILED))
     if numbers_there or nothing_there:
@@ -973,7 +975,7 @@ def records_lost(args, runs):
     now = {r.name: r.status for r in runs}
     shows_result = (*run_contract.FINISHED, Outcome.DIVERGED)
     return [name for name, r in shown.items() if r["status"] in shows_result
-            and now.get(name) not in (Outcome.SKIPPED, Outcome.DIVERGED)]
+            and now.get(name) not in shows_result]
 
 
 def exit_status(args, runs):

@@ -255,8 +255,14 @@ def test_render_only_on_a_fresh_clone_rebuilds_the_report_from_its_records(smoke
     assert not list((report / "records").rglob("*.pth"))  # records, never weights
     argv = list(argv)
     argv[argv.index("--report-dir") + 1] = str(report)
-    argv[argv.index("--checkpoints") + 1] = str(tmp_path / "fresh_clone_checkpoints")
-    assert pipeline.main(argv + ["--render-only"]) == code  # the recorded FAILED run is still FAILED
+    checkpoints = root / "checkpoints"  # where the commands the records hold point
+    checkpoints.rename(root / "checkpoints_away")  # gone, as on a fresh clone
+    try:
+        assert pipeline.main(argv + ["--render-only"]) == code  # the recorded FAILED run still FAILED
+        assert not list(checkpoints.rglob("*.pth"))
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (root / "checkpoints_away").rename(checkpoints)
     assert "restored" in capsys.readouterr().out
     assert _without_provenance((report / "REPORT.md").read_text()) == _without_provenance(before)
     for name in ("robustness_summary.csv", "ablation_summary.csv", "claims.csv"):
