@@ -12,7 +12,7 @@ import plots
 import report
 import run_report_pipeline as pipeline
 import train
-from test_report import attacked, cifar, rec  # noqa: F401  (hand-made records)
+from test_report import cifar  # hand-made records
 
 
 def _blank(model, x, y, eps, alpha, iters, restarts, generator):

@@ -6,6 +6,9 @@ import re
 import pytest
 
 import run_report_pipeline as pipeline
+from study import execution
+from study import launchers
+from study import plan
 
 FIGURES = ["training_curves.png", "umap_features.png", "adv_examples.png",
            "confusion_matrix.png", "per_class_accuracy.png", "classwise_prf1.png",
@@ -75,11 +78,11 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     # ablations: every variant with both seeds, summarised over seeds
     ablation = _csv(report / "summary" / "ablation_summary.csv")
     assert {(r["variant"], r["seed"]) for r in ablation} == {
-        (v, str(s)) for v in [*pipeline.ABLATIONS, "diverge_check"] for s in (0, 1)}
+        (v, str(s)) for v in [*plan.ABLATIONS, "diverge_check"] for s in (0, 1)}
     # Circle Loss: the weight the sweep chose is the one the Circle models trained with
     chosen = json.loads((report / "figures" / "metrics_summary.json").read_text())["runs"][
         "cifar10_circle"]["fields"]["chosen"]
-    sweep = {w: float(by_run[f"circle_sweep_w{w}"]["best_val_acc"]) for w in pipeline.CIRCLE_WEIGHTS}
+    sweep = {w: float(by_run[f"circle_sweep_w{w}"]["best_val_acc"]) for w in plan.CIRCLE_WEIGHTS}
     assert chosen["value"] == max(sweep, key=lambda w: (sweep[w], w))
     assert f"--circle-weight {chosen['value']}" in by_run["cifar10_circle_pgd_at"]["command"]
     history = json.loads((root / "checkpoints" / "cifar10_circle" / "training_history.json").read_text())
@@ -193,7 +196,7 @@ def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatc
     runs = pipeline.build_matrix(args, pipeline.PROFILES["smoke"])
     by_name = {r.name: r for r in runs}
     for run in runs:
-        pipeline.execute(run, by_name, force=False)
+        execution.execute(run, by_name, force=False)
     statuses = {r.name: r.status for r in runs}
     assert statuses["cifar10_standard"] == "skipped" and statuses["cifar10_pgd_at"] == "skipped"
     assert statuses["cifar10_circle"] == "skipped"  # its chosen weight resolved the same way
@@ -206,21 +209,21 @@ def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatc
     again = pipeline.build_matrix(moved, pipeline.PROFILES["smoke"])
     again_by_name = {r.name: r for r in again}
     for run in again:
-        pipeline.prepare(run, again_by_name, force=False)
+        execution.prepare(run, again_by_name, force=False)
     assert again_by_name["cifar10_standard"].status == "skipped"
     assert again_by_name["eval_cifar10_pgd_at"].status == "skipped"
 
     # a retrained model makes its evaluation stale although the eval command is unchanged
     standard, evaluation = by_name["cifar10_standard"], by_name["eval_cifar10_standard"]
-    done = pipeline._outputs(standard)[0]
-    later = os.path.getmtime(pipeline._outputs(evaluation)[0]) + 10
+    done = execution._outputs(standard)[0]
+    later = os.path.getmtime(execution._outputs(evaluation)[0]) + 10
     os.utime(done, (later, later))
-    assert pipeline._up_to_date(standard, by_name)
-    assert not pipeline._up_to_date(evaluation, by_name)
+    assert execution._up_to_date(standard, by_name)
+    assert not execution._up_to_date(evaluation, by_name)
     seen = []
     import eval as evaluate
     monkeypatch.setattr(evaluate, "main", lambda argv: seen.append(argv))
-    pipeline.execute(evaluation, by_name, force=False)
+    execution.execute(evaluation, by_name, force=False)
     assert evaluation.status == "done" and seen == [evaluation.argv]
 
 
@@ -294,9 +297,9 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
     runs = {r.name: r for r in pipeline.build_matrix(args, pipeline.PROFILES["smoke"])}
     run = runs["cifar10_circle"]
     for name in run.choice.candidates.values():  # the sweep it chooses from finished earlier
-        pipeline.execute(runs[name], runs, force=False)
+        execution.execute(runs[name], runs, force=False)
         assert runs[name].status == "skipped"
-    assert pipeline.resolve(run, runs)
+    assert execution.resolve(run, runs)
     real_epoch = train.train_one_epoch
 
     def stopped_in_epoch_2(*a, **k):
@@ -311,7 +314,7 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
     assert not os.path.exists(os.path.join(out_dir, "final_metrics.json"))  # the new run replaced it
     seen = []
     monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
-    pipeline.execute(run, runs, force=False)
+    execution.execute(run, runs, force=False)
     assert seen and seen[0][-1] == "--resume"
 
 
@@ -356,11 +359,11 @@ def test_slurm_launcher_sets_parameters_submitit_accepts(tmp_path, monkeypatch):
                                 str(tmp_path), "--slurm-partition", "gpu", "--slurm-cpus", "6"])
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here: a clear error, not a traceback
     with pytest.raises(SystemExit, match="--launcher slurm: .*login node"):
-        pipeline.SubmititBackend(args, 4)
+        launchers.SubmititBackend(args, 4)
     srun = tmp_path / "srun"  # a stand-in, so submitit's own parameter checks run
     srun.write_text("#!/bin/sh\nexit 0\n")
     srun.chmod(0o755)
-    backend = pipeline.SubmititBackend(args, 4)
+    backend = launchers.SubmititBackend(args, 4)
     params = backend.executor._executor.parameters
     assert params["partition"] == "gpu" and params["cpus_per_task"] == 6 and params["gpus_per_node"] == 1
     assert params["time"] == args.slurm_timeout_min and backend.threads == 6

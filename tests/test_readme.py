@@ -5,6 +5,7 @@ import re
 
 import eval as evaluate
 import run_report_pipeline as pipeline
+from study import plan
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ def test_the_names_of_the_to_add_table_are_the_codes():
 
     assert "`attacks.ATTACKS`" in README and isinstance(attacks.ATTACKS["pgd"], attacks.Attack)
     assert "`datasets.DOMAINS`" in README and isinstance(datasets.DOMAINS["usps"], datasets.Domain)
-    assert "`ABLATIONS`" in README and "baseline" in pipeline.ABLATIONS
+    assert "`ABLATIONS`" in README and "baseline" in plan.ABLATIONS
     assert "`PROFILES`" in README and set(pipeline.PROFILES) == {"smoke", "quick", "full"}
     assert "`Verdict`" in README and callable(report.claims) and report.Verdict
     for profile in pipeline.PROFILES:

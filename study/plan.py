@@ -1,0 +1,324 @@
+"""The experiment plan: budgets per profile, ablation variants, and the matrix of runs.
+
+Each run is declared once, as data: its script, flags, the runs it reads, and the fields the
+report places it by (variant, seed, source, target, kind, model, ...). A profile is the
+shared real-data base plus its own budgets; the matrix is built by one small function per
+experiment group, in dependency order.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+import datasets
+import run_contract
+import utils
+from run_contract import Outcome
+
+# ----------------------------------------------------------------------------- profiles
+# Budgets per experiment group. Any flag below can still be overridden on the command line.
+
+# Ablation variants: name -> flags added to the baseline's. "no_bn" gets its own working
+# learning rate; "no_bn_same_lr" keeps the baseline's, which is what "BatchNorm eases
+# optimization" is about.
+ABLATIONS = {
+    "baseline": [],
+    "no_bn": ["--use-bn", "false", "--lr", "0.02"],
+    "no_bn_same_lr": ["--use-bn", "false"],
+    "label_smoothing": ["--label-smoothing", "0.1"],
+    "adam": ["--optimizer", "adam", "--lr", "0.001"],
+    "no_augment": ["--no-augment"],
+    "dropout": ["--dropout", "0.3"],
+}
+# Circle Loss at gamma 256, m 0.25 starts near 150 nats on a fresh ResNet18 (CIFAR-10, batch
+# 128) against cross-entropy's 2.3-2.5: weight ~0.016 makes the two terms equal at the first
+# step. The sweep brackets that point by 4x either way; the validation split picks one.
+CIRCLE_WEIGHTS = ("0.004", "0.016", "0.064")
+
+# What the real-data profiles share: every domain DOMAINS declares, three seeds.
+REAL_DATA = {
+    "datasets": {"cifar10": "cifar10", "mnist": "mnist", "svhn": "svhn"},
+    "digit_domains": "all",
+    "framing_pair": ("mnist", "usps"),
+    "seeds": [0, 1, 2],
+}
+
+PROFILES = {
+    # Tiny budgets on a synthetic CIFAR-10 stand-in and two small real digit domains:
+    # exercises the whole chain, and every outcome a run can have, in about two minutes.
+    "smoke": {
+        "no_download": True,  # a test-sized profile never pulls a dataset from the internet
+        "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn"},
+        # real but small digit domains (USPS needs the data root; SVHN is never downloaded)
+        "digit_domains": "smoke-sized", "framing_pair": ("digits", "usps"),
+        "seeds": [0, 1],
+        # a learning rate no network survives: the "diverged" outcome, end to end
+        "extra_ablations": {"diverge_check": ["--lr", "1e6"]},
+        "deliberate": {"diverge_check": "a learning rate no network survives, to check the "
+                                        "diverged outcome end to end"},
+        "cifar10": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02,
+                    "iters": 2, "alpha": "4/255", "adv_prob": 0.5, "robust_val_samples": 32},
+        "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
+        "circle_sweep": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
+        "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "digits": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
+        "finetune": {"epochs": 2, "train_subset": 128, "batch_size": 32, "lr": 0.05,
+                     "val_size": 100},
+        "target_only": {"epochs": 3, "batch_size": 32, "lr": 0.05},
+        "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
+                 "batch_size": 32, "umap_samples": 200, "pgd_iters_list": "1,2,5",
+                 "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 16,
+                 "autoattack_version": "fast", "autoattack_steps": 10},
+    },
+    # Real data sized for a 2-core CPU: the whole matrix in about 80 minutes (AVX-512 CPU).
+    # Every CIFAR-10 model, standard or adversarially trained, has one budget, so the cost of
+    # adversarial training is not confounded with the schedule. Adversarial training attacks
+    # every batch (FGSM with a random start at step 10/255, or a 2-step PGD whose step
+    # reaches the eps-ball's surface); the short schedules drop the colour jitter.
+    "quick": {
+        **REAL_DATA,
+        "cifar10": {"epochs": 8, "train_subset": None, "batch_size": 128, "lr": 0.2,
+                    "iters": 2, "alpha": "10/255", "adv_prob": 1.0, "color_jitter": 0.0},
+        # 8 epochs: at 4 the baseline was at 48% with train accuracy no higher than test
+        # (nothing to regularize yet); the sweep only ranks weights, so 4 do there
+        "ablation": {"epochs": 8, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
+                     "color_jitter": 0.0},
+        "circle_sweep": {"epochs": 4, "train_subset": 10000, "batch_size": 128, "lr": 0.1,
+                         "color_jitter": 0.0},
+        "digit": {"epochs": 1, "train_subset": None, "batch_size": 128, "lr": 0.05},
+        "digits": {"epochs": 15, "train_subset": None, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 10, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
+                     "val_size": 1000},
+        "target_only": {"epochs": 30, "batch_size": 64, "lr": 0.05},
+        "eval": {"max_batches": 4, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
+                 "batch_size": 256, "umap_samples": 2000, "pgd_iters_list": "1,2,5,10,20",
+                 "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255",
+                 "autoattack_samples": 1000, "autoattack_version": "fast"},
+    },
+    # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
+    "full": {
+        **REAL_DATA,
+        "cifar10": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
+                    "iters": 7, "alpha": "2/255", "adv_prob": 0.5},
+        "ablation": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "circle_sweep": {"epochs": 30, "train_subset": None, "batch_size": 128, "lr": 0.1},
+        "digit": {"epochs": 20, "train_subset": None, "batch_size": 128, "lr": 0.05},
+        "digits": {"epochs": 40, "train_subset": None, "batch_size": 64, "lr": 0.05},
+        "finetune": {"epochs": 20, "train_subset": 1000, "batch_size": 64, "lr": 0.05,
+                     "val_size": 1000},
+        "target_only": {"epochs": 60, "batch_size": 64, "lr": 0.05},
+        "eval": {"max_batches": 40, "sweep_max_batches": 8, "iter_sweep_max_batches": 8,
+                 "batch_size": 256, "umap_samples": 5000, "pgd_iters_list": "1,2,5,10,20,50,100",
+                 "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255",
+                 "autoattack_samples": 0, "autoattack_version": "standard"},
+    },
+}
+
+
+def profile_domains(profile):
+    """The profile's transfer domains: every digit domain datasets.DOMAINS declares, or, for
+    "smoke-sized", those small enough (or bundled) for a test-sized run."""
+    return datasets.digit_domains(smoke=profile["digit_domains"] == "smoke-sized")
+
+
+@dataclass
+class Choice:
+    """A flag whose value is picked when the run starts: the candidate (value -> run) whose
+    final_metrics.json has the highest `by`."""
+    flag: str
+    candidates: dict
+    by: str = "best_val_acc"
+
+
+@dataclass
+class Run:
+    """One train.py or eval.py invocation of the matrix, declared once. `fields` are what the
+    report needs to place it (variant, seed, source, target, kind, model, ...)."""
+    name: str
+    script: str  # "train" or "eval"
+    argv: list
+    group: str
+    needs: list = field(default_factory=list)  # names of runs whose outputs this one reads
+    fields: dict = field(default_factory=dict)
+    choice: Choice = None
+    cost: float = 1.0  # rough relative cost, for the time estimate
+    # outcome: pending | done | skipped (up to date) | not run | diverged | FAILED
+    status: Outcome = Outcome.PENDING
+    reason: str = ""
+    error_tail: str = ""  # a failure's last lines
+    seconds: float = 0.0
+
+    @property
+    def needs_all(self):
+        return self.needs + (list(self.choice.candidates.values()) if self.choice else [])
+
+    @property
+    def command(self):
+        argv = self.argv
+        if self.choice and self.choice.flag not in argv:
+            argv = argv + [self.choice.flag, f"<best of {', '.join(self.choice.candidates.values())}>"]
+        return utils.command_line(f"{self.script}.py", argv)
+
+
+def _train_flags(budget, out_dir, dataset, data_root, common):
+    flags = ["--dataset", dataset, "--data-root", data_root, "--out-dir", out_dir,
+             "--epochs", str(budget["epochs"]), "--batch-size", str(budget["batch_size"]),
+             "--lr", str(budget["lr"])]
+    if budget.get("train_subset"):
+        flags += ["--train-subset", str(budget["train_subset"])]
+    if budget.get("val_size") and not datasets.DOMAINS[dataset].small:  # small ones keep their 10%
+        flags += ["--val-size", str(budget["val_size"])]
+    if budget.get("robust_val_samples"):  # PGD-10 validation of adversarial runs
+        flags += ["--robust-val-samples", str(budget["robust_val_samples"])]
+    if datasets.DOMAINS[dataset].augment["jitter"] and "color_jitter" in budget:  # natural images
+        flags += ["--color-jitter", str(budget["color_jitter"])]
+    return flags + common
+
+
+def build_matrix(args, profile):
+    """The experiment matrix as an ordered list of runs (dependencies come first)."""
+    ds, root, ck = profile["datasets"], args.data_root, args.checkpoints
+    common = ["--device", args.device]
+    if args.no_download or profile.get("no_download"):
+        common.append("--no-download")
+    fast = ["--schedule", "onecycle", "--nesterov"]
+    runs = []
+
+    def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0, seed=None,
+              choice=None, **fields):
+        b = profile[budget] if isinstance(budget, str) else budget
+        images = b.get("train_subset") or datasets.DOMAINS[dataset].train_images
+        cost = b["epochs"] * images * (1 + 0.8 * adv_iters)
+        seed = args.seed if seed is None else seed
+        argv = (_train_flags(b, os.path.join(ck, name), dataset, root, common)
+                + ["--seed", str(seed)] + fast + list(extra))
+        runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
+                        choice, cost=cost))
+
+    def finetune(src, dst, model):
+        train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", dst,
+              ["--init-from", run_contract.TrainFiles(os.path.join(ck, model)).best, "--freeze-features"],
+              needs=[model], source=src, target=dst, kind="finetune")
+
+    def evaluate(name, model, dataset, group, components=None, needs=(), extra=(), **fields):
+        e = profile["eval"]
+        argv = ["--checkpoint", run_contract.TrainFiles(os.path.join(ck, model)).best, "--dataset", dataset,
+                "--data-root", root, "--out", os.path.join(ck, "eval", name),
+                "--batch-size", str(e["batch_size"]), "--seed", str(args.seed),
+                "--device", args.device, *extra]
+        if args.no_download or profile.get("no_download"):
+            argv.append("--no-download")
+        # cost in training-image units: a forward pass ~0.3, an attack step ~0.8
+        cost = 0.3 * 10000
+        if components:
+            argv += ["--components"] + components
+        if not components or "autoattack" in components:
+            argv += ["--autoattack-samples", str(e["autoattack_samples"]),
+                     "--autoattack-version", e["autoattack_version"]]
+            if e.get("autoattack_steps"):  # fewer than the paper's 100: a smoke test only
+                argv += ["--autoattack-steps", str(e["autoattack_steps"])]
+            # APGD-CE's 100 steps on every image, APGD-T's 9 x 100 on the ~third left
+            cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
+        if not components or "attacks" in components:
+            argv += ["--max-batches", str(e["max_batches"]),
+                     "--sweep-max-batches", str(e["sweep_max_batches"]),
+                     "--iter-sweep-max-batches", str(e["iter_sweep_max_batches"]),
+                     "--umap-samples", str(e["umap_samples"]),
+                     "--pgd-iters-list", e["pgd_iters_list"],
+                     "--sweep-epsilons", e["sweep_epsilons"]]
+            cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
+            if not components:  # sweeps over eps and PGD iterations, UMAP
+                n_eps = len(e["sweep_epsilons"].split(","))
+                iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
+                cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
+                                                 + e["iter_sweep_max_batches"] * iters)
+                cost += 10000
+        runs.append(Run(name, "eval", argv, group, [model, *needs],
+                        {"model": model, **fields}, cost=cost))
+
+    # Ablations on one dataset, every variant with every seed.
+    abl = ds.get(args.ablation_dataset, args.ablation_dataset)
+    variants = {**ABLATIONS, **profile.get("extra_ablations", {})}
+    for variant, extra in variants.items():
+        for seed in args.seeds:
+            why = profile.get("deliberate", {}).get(variant)
+            train(f"ablation_{args.ablation_dataset}_{variant}_s{seed}", "ablation", "ablation",
+                  abl, extra, seed=seed, variant=variant, **({"deliberate": why} if why else {}))
+
+    # Digit domains from scratch, then transfer: direct evaluation on the other domains; a
+    # new classifier on frozen features, fitted on a small labelled target subset; and, as
+    # the reference, the target trained from scratch on that same subset.
+    domains = profile_domains(profile)
+    subset = profile["finetune"]["train_subset"]
+    target_only = {**profile["target_only"], "train_subset": subset,
+                   "val_size": profile["finetune"].get("val_size")}
+    for d in domains:
+        train(f"{d}_scratch", "digits", "digits" if datasets.DOMAINS[d].small else "digit", d,
+              source=d, target=d, kind="in_domain")
+    for d in domains:
+        train(f"{d}_target_only", "transfer", target_only, d, target=d, kind="target_only")
+    for src in domains:
+        for dst in domains:
+            if src != dst:
+                evaluate(f"transfer_{src}_to_{dst}_direct", f"{src}_scratch", dst, "transfer",
+                         components=["confusion"], source=src, target=dst, kind="direct")
+                finetune(src, dst, f"{src}_scratch")
+    src, dst = profile["framing_pair"]  # the same pair with the target's digits filling the frame
+    evaluate(f"framing_{src}_to_{dst}_fill", f"{src}_scratch", dst, "transfer",
+             components=["confusion"], extra=["--framing", "fill"], source=src, target=dst,
+             kind="direct_fill")
+    for dst in domains:  # declared either way: without weights they are "not run"
+        train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", dst,
+              ["--pretrained-weights", args.pretrained_weights or "<none>", "--freeze-features"],
+              source="imagenet", target=dst, kind="finetune")
+        if not args.pretrained_weights:
+            runs[-1].status = Outcome.NOT_RUN
+            runs[-1].reason = "no ImageNet weights given (--pretrained-weights PATH)"
+
+    # CIFAR-10, every model on one budget: standard, FGSM / FGSM-RS / PGD adversarial
+    # training, and Circle Loss with and without PGD-AT at the weight its sweep chose.
+    budget = profile["cifar10"]
+    cifar = ds["cifar10"]
+    sweep = {}
+    for w in CIRCLE_WEIGHTS:
+        sweep[w] = f"circle_sweep_w{w}"
+        train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
+              weight=float(w))
+    circle = Choice("--circle-weight", sweep)
+    adv = ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"])]
+    pgd = adv + ["--attack", "pgd", "--alpha", budget["alpha"], "--iters", str(budget["iters"])]
+    models = {"cifar10_standard": ([], 0, None), "cifar10_circle": ([], 0, circle),
+              "cifar10_fgsm_at": (adv + ["--attack", "fgsm"], 1, None),
+              "cifar10_fgsm_rs_at": (adv + ["--attack", "fgsm_rs"], 1, None),
+              "cifar10_pgd_at": (pgd, budget["iters"], None),
+              "cifar10_circle_pgd_at": (pgd, budget["iters"], circle)}
+    for name, (extra, iters, choice) in models.items():
+        attack = extra[extra.index("--attack") + 1] if "--attack" in extra else None
+        train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
+              model=name, adversarial=attack is not None, attack=attack, circle=choice is not None)
+
+    # Natural-image features for digits: the CIFAR-10 standard model as a frozen extractor.
+    for dst in domains:
+        finetune("cifar10", dst, "cifar10_standard")
+
+    # Every CIFAR-10 model under the same attacks (AutoAttack included); every component on
+    # the standard and PGD-trained models.
+    for name in models:
+        full = name in ("cifar10_standard", "cifar10_pgd_at")
+        evaluate(f"eval_{name}", name, cifar, "robustness",
+                 components=None if full else ["attacks", "autoattack"], diagnostics=full)
+    _keep_only_weights_read(runs)
+    return runs
+
+
+def _keep_only_weights_read(runs):
+    """Training runs whose weights no other run reads keep only their records on disk (a
+    ResNet18's best.pth is ~43 MB; most runs of the matrix are read only through their
+    final_metrics.json)."""
+    read = {name for run in runs for name in run.needs}
+    for run in runs:
+        if run.script == "train" and run.name not in read:
+            run.argv += ["--keep-weights", "none"]
+
+
+def _keeps_weights(run):
+    return run.script == "train" and "--keep-weights" not in run.argv
