@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -580,13 +581,55 @@ def interrupted_message(args, argv):
             f"  {utils.command_line('train.py', again)}")
 
 
+@dataclass
+class Session:
+    """What the epochs of one training run share: built by `setup`, read by `run_epochs`
+    and `final_evaluation`."""
+    args: argparse.Namespace
+    argv: list
+    device: torch.device
+    dist: "Distributed"
+    files: run_contract.TrainFiles
+    splits: datasets.Splits
+    model: nn.Module
+    model_args: dict
+    loaders: dict  # train, val, and robust (None unless the run validates under PGD)
+    loader_gen: torch.Generator  # the train loader's, reseeded every epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    criterion: nn.Module
+    circle: nn.Module  # None without --circle-weight
+    config: dict = None
+    start_epoch: int = 1
+    best_score: list = None
+    history: list = None
+    ddp_model: nn.Module = None  # the model the steps run (wrapped under torchrun)
+    writer: object = None  # TensorBoard, rank 0 only
+    started: float = 0.0  # when this invocation began its epochs
+    prior_time: float = 0.0  # seconds of the epochs an interrupted invocation finished
+
+    rank = property(lambda self: self.dist.rank if self.dist else 0)
+    world = property(lambda self: self.dist.world if self.dist else 1)
+    steps_per_epoch = property(lambda self: len(self.loaders["train"]))
+    label = property(lambda self: self.splits.info["description"])  # says SYNTHETIC if so
+
+
 def fit(args, argv, device, dist=None):
-    rank, world = (dist.rank, dist.world) if dist else (0, 1)
-    # recorded in the run's arguments, so --resume on a machine that would choose otherwise
-    # refuses instead of changing the arithmetic mid-run
-    args.amp_used, amp_why = resolve_amp(args.amp, device)
-    utils.seed_everything(args.seed)
-    files = run_contract.TrainFiles(args.out_dir)
+    """Train as the flags say: set up (or resume; a finished run returns its result), run
+    the epochs, then evaluate the selected checkpoint on the test split (rank 0 only)."""
+    session = setup(args, argv, device, dist)
+    if isinstance(session, dict):
+        return session
+    try:
+        run_epochs(session)
+    finally:
+        if session.writer is not None:
+            session.writer.close()
+    return final_evaluation(session) if session.rank == 0 else None
+
+
+def _data_and_model(args, device, world):
+    """The splits and the model, bad input mapped to the pipeline's outcomes."""
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) must be "
                          f"divisible by the {world} processes")
@@ -601,134 +644,159 @@ def fit(args, argv, device, dist=None):
         raise SystemExit(f"error: {exc}")
     except utils.CheckpointError as exc:
         raise SystemExit(f"error: --init-from: {exc}")
+    return splits, model, model_args
+
+
+def _loaders(args, splits, world, rank):
+    """Train (sharded, reseeded each epoch), validation, and the fixed PGD validation sample."""
+    loader_gen = torch.Generator()
+    loaders = {"train": datasets.batch_loader(
+        splits.train, args.batch_size, shuffle=True, drop_last=len(splits.train) > args.batch_size,
+        workers=args.workers, generator=loader_gen, world=world, rank=rank),
+        "val": datasets.batch_loader(splits.val, 512), "robust": None}
+    if (args.adv_train or args.select_by == "robust") and args.robust_val_samples and args.eps:
+        sample = torch.randperm(len(splits.val), generator=torch.Generator().manual_seed(args.seed))
+        loaders["robust"] = datasets.batch_loader(splits.val, 256,
+                                                  sampler=sample[:args.robust_val_samples].tolist())
+    return loaders, loader_gen
+
+
+def setup(args, argv, device, dist=None):
+    """A Session ready for its first (or resumed) epoch, or a finished run's final metrics."""
+    world, rank = (dist.world, dist.rank) if dist else (1, 0)
+    # recorded in the run's arguments, so --resume on a machine that would choose otherwise
+    # refuses instead of changing the arithmetic mid-run
+    args.amp_used, amp_why = resolve_amp(args.amp, device)
+    utils.seed_everything(args.seed)
+    files = run_contract.TrainFiles(args.out_dir)
+    splits, model, model_args = _data_and_model(args, device, world)
     finished = _finished(args, files, model_args)  # before loaders and optimizer are built
     if finished is not None:
         return finished
-    info = splits.info
     # channels-last is ~1.4x faster for this network on CPU (oneDNN) and on GPUs alike.
     model.to(device, memory_format=torch.channels_last)
-    loader_gen = torch.Generator()
-    train_loader = datasets.batch_loader(
-        splits.train, args.batch_size, shuffle=True, drop_last=len(splits.train) > args.batch_size,
-        workers=args.workers, generator=loader_gen, world=world, rank=rank)
-    val_loader = datasets.batch_loader(splits.val, 512)
-    robust_loader = None
-    if (args.adv_train or args.select_by == "robust") and args.robust_val_samples and args.eps:
-        sample = torch.randperm(len(splits.val), generator=torch.Generator().manual_seed(args.seed))
-        robust_loader = datasets.batch_loader(splits.val, 256,
-                                              sampler=sample[:args.robust_val_samples].tolist())
-    steps_per_epoch = len(train_loader)
+    loaders, loader_gen = _loaders(args, splits, world, rank)
     optimizer = build_optimizer(args, model)
-    scheduler = build_scheduler(args, optimizer, steps_per_epoch)
-    criterion = LabelSmoothingCrossEntropy(args.label_smoothing)
-    circle = CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None
-
-    config = _run_config(args, argv, info, model_args, device)
-    config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,
-                             "global_batch_size": args.batch_size,
-                             "per_process_batch_size": args.batch_size // world,
-                             "lr": args.lr, "amp": args.amp_used}
-    config["precision"] = {"amp": args.amp_used, "why": amp_why}
-    start_epoch, best_score, history = _resume(args, files, model, optimizer, scheduler,
-                                                 model_args, config, device)
-    ddp_model = model
-    if dist is not None:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
-    label = info["description"]  # says SYNTHETIC for synthetic data
-    writer = None
+    s = Session(args, argv, device, dist, files, splits, model, model_args, loaders, loader_gen,
+                optimizer, build_scheduler(args, optimizer, len(loaders["train"])),
+                LabelSmoothingCrossEntropy(args.label_smoothing),
+                CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None)
+    s.config = _run_config(args, argv, splits.info, model_args, device)
+    s.config["distributed"] = {"world_size": world, "backend": dist.backend if dist else None,
+                               "global_batch_size": args.batch_size,
+                               "per_process_batch_size": args.batch_size // world,
+                               "lr": args.lr, "amp": args.amp_used}
+    s.config["precision"] = {"amp": args.amp_used, "why": amp_why}
+    s.start_epoch, s.best_score, s.history = _resume(args, files, model, s.optimizer, s.scheduler,
+                                                     model_args, s.config, device)
+    s.ddp_model = torch.nn.parallel.DistributedDataParallel(model) if dist is not None else model
     if rank == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        if start_epoch == 1:  # a new run replaces the outcome of any earlier one in this folder
-            for stale in (files.final, files.diverged):
-                if os.path.exists(stale):
-                    os.remove(stale)
-        utils.save_json(config, files.config)
-        print(f"run folder: {os.path.abspath(args.out_dir)}", flush=True)
-        print(f"training on {label}: {info['sizes']} images, {steps_per_epoch} steps/epoch, "
-              f"device {device}" + (f", {world} processes" if dist else "")
-              + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} ({amp_why})",
-              flush=True)
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
+        _open_run_folder(s, amp_why)
+    s.started, s.prior_time = time.time(), sum(h["epoch_time_s"] for h in s.history)
+    return s
 
-    start = time.time()
-    prior_time = sum(h["epoch_time_s"] for h in history)
-    try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            t0 = time.time()
-            torch.manual_seed(epoch_seed(args.seed, epoch) + 7919 * rank)
-            loader_gen.manual_seed(epoch_seed(args.seed, epoch))  # the same order on every rank
-            kept = (f"; the last good checkpoint is {files.last}"
-                    if os.path.exists(files.last) else "")
-            try:
-                stats = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, criterion,
-                                        args, device, epoch, circle,
-                                        step0=(epoch - 1) * steps_per_epoch, dist=dist,
-                                        generators=epoch_generators(args.seed, epoch, rank))
-            except NonFiniteLossError as exc:
-                _diverged(args, config, exc.record, rank)
-                raise utils.Diverged(f"error: {exc}{kept}")
-            if rank != 0:
-                continue
-            val_loss, val_acc = utils.evaluate(model, val_loader, device)
-            if not math.isfinite(val_loss):
-                _diverged(args, config, {"validation_loss": str(val_loss), "epoch": epoch,
-                                         "global_step": epoch * steps_per_epoch}, rank)
-                raise utils.Diverged(f"error: the validation loss became {val_loss} after epoch "
-                                     f"{epoch}: training diverged; lower --lr{kept}")
-            row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc}
-            if robust_loader is not None:
-                row["val_pgd_acc"] = robust_val_accuracy(model, robust_loader, args, device)
-            row.update(lr=optimizer.param_groups[0]["lr"], epoch_time_s=time.time() - t0)
-            history.append(row)
-            if robust_collapse(history):
-                row["robust_collapse"] = True
-                print(f"WARNING: epoch {epoch}: PGD validation accuracy collapsed "
-                      f"({100 * history[-2]['val_pgd_acc']:.1f}% -> "
-                      f"{100 * row['val_pgd_acc']:.1f}%) while clean accuracy rose: catastrophic "
-                      "overfitting; best.pth keeps the most robust epoch", flush=True)
-            score = selection_score(row, args.select_by)
-            is_best = score > best_score
-            best_score = max(best_score, score)
-            state = {"model": model.state_dict(), "model_args": model_args,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch, "best_score": best_score, "history": history,
-                     "config": config}
-            _record_epoch(files, state, is_best, writer)
-            robust = (f"  val PGD-{ROBUST_VAL_ITERS} {100 * row['val_pgd_acc']:.2f}%"
-                      if "val_pgd_acc" in row else "")
-            print(f"epoch {epoch}/{args.epochs}  train loss {row['train_loss']:.4f} "
-                  f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} "
-                  f"acc {100 * val_acc:.2f}%{robust}  lr {row['lr']:.2e}  "
-                  f"{row['epoch_time_s']:.0f}s" + ("  *best" if is_best else ""), flush=True)
-    finally:
-        if writer is not None:
-            writer.close()
-    if rank != 0:
-        return None
 
+def _open_run_folder(s, amp_why):
+    """Rank 0: the config before the first step, the run's announcement, TensorBoard."""
+    args = s.args
+    os.makedirs(args.out_dir, exist_ok=True)
+    if s.start_epoch == 1:  # a new run replaces the outcome of any earlier one in this folder
+        for stale in (s.files.final, s.files.diverged):
+            if os.path.exists(stale):
+                os.remove(stale)
+    utils.save_json(s.config, s.files.config)
+    print(f"run folder: {os.path.abspath(args.out_dir)}", flush=True)
+    print(f"training on {s.label}: {s.splits.info['sizes']} images, {s.steps_per_epoch} "
+          f"steps/epoch, device {s.device}" + (f", {s.world} processes" if s.dist else "")
+          + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} ({amp_why})",
+          flush=True)
+    from torch.utils.tensorboard import SummaryWriter
+    s.writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
+
+
+def run_epochs(s):
+    """The epochs from s.start_epoch: train, then (rank 0) validate, select, checkpoint."""
+    args = s.args
+    for epoch in range(s.start_epoch, args.epochs + 1):
+        t0 = time.time()
+        torch.manual_seed(epoch_seed(args.seed, epoch) + 7919 * s.rank)
+        s.loader_gen.manual_seed(epoch_seed(args.seed, epoch))  # the same order on every rank
+        kept = (f"; the last good checkpoint is {s.files.last}"
+                if os.path.exists(s.files.last) else "")
+        try:
+            stats = train_one_epoch(s.ddp_model, s.loaders["train"], s.optimizer, s.scheduler,
+                                    s.criterion, args, s.device, epoch, s.circle,
+                                    step0=(epoch - 1) * s.steps_per_epoch, dist=s.dist,
+                                    generators=epoch_generators(args.seed, epoch, s.rank))
+        except NonFiniteLossError as exc:
+            _diverged(args, s.config, exc.record, s.rank)
+            raise utils.Diverged(f"error: {exc}{kept}")
+        if s.rank == 0:
+            _end_of_epoch(s, epoch, stats, t0, kept)
+
+
+def _end_of_epoch(s, epoch, stats, t0, kept):
+    """Rank 0: validation (clean, and PGD where asked), selection, checkpoints, the log line."""
+    args, model = s.args, s.model
+    val_loss, val_acc = utils.evaluate(model, s.loaders["val"], s.device)
+    if not math.isfinite(val_loss):
+        _diverged(args, s.config, {"validation_loss": str(val_loss), "epoch": epoch,
+                                   "global_step": epoch * s.steps_per_epoch}, s.rank)
+        raise utils.Diverged(f"error: the validation loss became {val_loss} after epoch "
+                             f"{epoch}: training diverged; lower --lr{kept}")
+    row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc}
+    if s.loaders["robust"] is not None:
+        row["val_pgd_acc"] = robust_val_accuracy(model, s.loaders["robust"], args, s.device)
+    row.update(lr=s.optimizer.param_groups[0]["lr"], epoch_time_s=time.time() - t0)
+    s.history.append(row)
+    if robust_collapse(s.history):
+        row["robust_collapse"] = True
+        print(f"WARNING: epoch {epoch}: PGD validation accuracy collapsed "
+              f"({100 * s.history[-2]['val_pgd_acc']:.1f}% -> "
+              f"{100 * row['val_pgd_acc']:.1f}%) while clean accuracy rose: catastrophic "
+              "overfitting; best.pth keeps the most robust epoch", flush=True)
+    score = selection_score(row, args.select_by)
+    is_best = score > s.best_score
+    s.best_score = max(s.best_score, score)
+    state = {"model": model.state_dict(), "model_args": s.model_args,
+             "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
+             "epoch": epoch, "best_score": s.best_score, "history": s.history,
+             "config": s.config}
+    _record_epoch(s.files, state, is_best, s.writer)
+    robust = (f"  val PGD-{ROBUST_VAL_ITERS} {100 * row['val_pgd_acc']:.2f}%"
+              if "val_pgd_acc" in row else "")
+    print(f"epoch {epoch}/{args.epochs}  train loss {row['train_loss']:.4f} "
+          f"acc {100 * row['train_acc']:.2f}%  val loss {val_loss:.4f} "
+          f"acc {100 * val_acc:.2f}%{robust}  lr {row['lr']:.2e}  "
+          f"{row['epoch_time_s']:.0f}s" + ("  *best" if is_best else ""), flush=True)
+
+
+def final_evaluation(s):
+    """The selected checkpoint on the test split: the run's result, written last."""
+    args, files, history, test = s.args, s.files, s.history, s.splits.test
     plot_training_curves(history, os.path.join(args.out_dir, "training_curves.png"),
-                         f"ResNet18 on {label}")
-    best = utils.model_from_checkpoint(utils.load_checkpoint(files.best, device), files.best)
-    best.to(device, memory_format=torch.channels_last)
-    logits, labels = utils.predict(best, datasets.batch_loader(splits.test, 512), device)
-    test_loss = torch.nn.functional.cross_entropy(logits, labels).item()
+                         f"ResNet18 on {s.label}")
+    best = utils.model_from_checkpoint(utils.load_checkpoint(files.best, s.device), files.best)
+    best.to(s.device, memory_format=torch.channels_last)
+    logits, labels = utils.predict(best, datasets.batch_loader(test, 512), s.device)
     correct = (logits.argmax(1) == labels).sum().item()
-    # calibration of the selected model (label smoothing's claimed effect), 10 bins as eval.py
-    test_ece = metrics.expected_calibration_error(metrics.softmax(logits.numpy()), labels.numpy())
     # the first of equal scores, as is_best keeps it
     best_row = max(history, key=lambda h: selection_score(h, args.select_by))
-    final = {**run_contract.accuracy("test_accuracy", correct, len(splits.test)), "test_loss": test_loss,
-             "test_ece": test_ece, "selected_by": args.select_by,
+    final = {**run_contract.accuracy("test_accuracy", correct, len(test)),
+             "test_loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+             # calibration of the selected model (label smoothing's claimed effect), as eval.py
+             "test_ece": metrics.expected_calibration_error(metrics.softmax(logits.numpy()),
+                                                            labels.numpy()),
+             "selected_by": args.select_by,
              "best_epoch": best_row["epoch"], "best_val_acc": best_row["val_acc"],
              **({"best_val_pgd_acc": best_row["val_pgd_acc"]} if "val_pgd_acc" in best_row else {}),
              "robust_collapse_epochs": [h["epoch"] for h in history if h.get("robust_collapse")],
-             "epochs": args.epochs, "n_test": len(splits.test), "dataset": args.dataset,
-             "data_description": info["description"], "synthetic": info["synthetic"],
-             "wall_time_s": prior_time + (time.time() - start),
+             "epochs": args.epochs, "n_test": len(test), "dataset": args.dataset,
+             "data_description": s.label, "synthetic": s.splits.info["synthetic"],
+             "wall_time_s": s.prior_time + (time.time() - s.started),
              "train_time_s": sum(h["epoch_time_s"] for h in history),
-             "command": config["command"]}
-    if circle is not None:  # the two terms at the first step, before any learning
+             "command": s.config["command"]}
+    if s.circle is not None:  # the two terms at the first step, before any learning
         final.update(initial_cross_entropy=history[0]["first_step_cross_entropy"],
                      initial_circle=history[0]["first_step_circle"],
                      circle_weight=args.circle_weight)
@@ -737,9 +805,9 @@ def fit(args, argv, device, dist=None):
     os.remove(files.last)
     if args.keep_weights == "none":
         os.remove(files.best)
-    print(f"test accuracy of best.pth (epoch {final['best_epoch']}): {100 * final['test_accuracy']:.2f}% "
-          f"on {len(splits.test)} {label} test images; wall time {final['wall_time_s']:.0f}s\n"
-          f"run folder: {os.path.abspath(args.out_dir)} ("
+    print(f"test accuracy of best.pth (epoch {final['best_epoch']}): "
+          f"{100 * final['test_accuracy']:.2f}% on {len(test)} {s.label} test images; wall time "
+          f"{final['wall_time_s']:.0f}s\nrun folder: {os.path.abspath(args.out_dir)} ("
           + ("best.pth and " if args.keep_weights == "best" else "")
           + "config.json, training_history, final_metrics.json)", flush=True)
     return final
