@@ -174,41 +174,47 @@ def _train_flags(budget, out_dir, dataset, data_root, common):
     return flags + common
 
 
-def build_matrix(args, profile):
-    """The experiment matrix as an ordered list of runs (dependencies come first)."""
-    ds, root, ck = profile["datasets"], args.data_root, args.checkpoints
-    common = ["--device", args.device]
-    if args.no_download or profile.get("no_download"):
-        common.append("--no-download")
-    fast = ["--schedule", "onecycle", "--nesterov"]
-    runs = []
+class Matrix:
+    """The runs declared so far, and how one is declared: the flags every run of this
+    invocation shares, a profile's budgets, the paths runs read each other by."""
 
-    def train(name, group, budget, dataset, extra=(), needs=(), adv_iters=0, seed=None,
+    def __init__(self, args, profile):
+        self.args, self.profile, self.runs = args, profile, []
+        self.common = ["--device", args.device]
+        if args.no_download or profile.get("no_download"):
+            self.common.append("--no-download")
+
+    def weights(self, model):
+        return run_contract.TrainFiles(os.path.join(self.args.checkpoints, model)).best
+
+    def train(self, name, group, budget, dataset, extra=(), needs=(), adv_iters=0, seed=None,
               choice=None, **fields):
-        b = profile[budget] if isinstance(budget, str) else budget
+        """A train.py run on `budget` (a profile key, or the budget itself)."""
+        b = self.profile[budget] if isinstance(budget, str) else budget
         images = b.get("train_subset") or datasets.DOMAINS[dataset].train_images
-        cost = b["epochs"] * images * (1 + 0.8 * adv_iters)
-        seed = args.seed if seed is None else seed
-        argv = (_train_flags(b, os.path.join(ck, name), dataset, root, common)
-                + ["--seed", str(seed)] + fast + list(extra))
-        runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
-                        choice, cost=cost))
+        seed = self.args.seed if seed is None else seed
+        argv = (_train_flags(b, os.path.join(self.args.checkpoints, name), dataset,
+                             self.args.data_root, self.common)
+                + ["--seed", str(seed)] + FAST + list(extra))
+        self.runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
+                             choice, cost=b["epochs"] * images * (1 + 0.8 * adv_iters)))
+        return self.runs[-1]
 
-    def finetune(src, dst, model):
-        train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", dst,
-              ["--init-from", run_contract.TrainFiles(os.path.join(ck, model)).best, "--freeze-features"],
-              needs=[model], source=src, target=dst, kind="finetune")
+    def finetune(self, src, dst, model):
+        """A new classifier on `model`'s frozen features, fitted on the target's small subset."""
+        self.train(f"transfer_{src}_to_{dst}_finetune", "transfer", "finetune", dst,
+                   ["--init-from", self.weights(model), "--freeze-features"],
+                   needs=[model], source=src, target=dst, kind="finetune")
 
-    def evaluate(name, model, dataset, group, components=None, needs=(), extra=(), **fields):
-        e = profile["eval"]
-        argv = ["--checkpoint", run_contract.TrainFiles(os.path.join(ck, model)).best, "--dataset", dataset,
-                "--data-root", root, "--out", os.path.join(ck, "eval", name),
+    def evaluate(self, name, model, dataset, group, components=None, extra=(), **fields):
+        """An eval.py run of `model`'s best.pth: every component, or `components`."""
+        e, args = self.profile["eval"], self.args
+        argv = ["--checkpoint", self.weights(model), "--dataset", dataset,
+                "--data-root", args.data_root, "--out", os.path.join(args.checkpoints, "eval", name),
                 "--batch-size", str(e["batch_size"]), "--seed", str(args.seed),
                 "--device", args.device, *extra]
-        if args.no_download or profile.get("no_download"):
+        if args.no_download or self.profile.get("no_download"):
             argv.append("--no-download")
-        # cost in training-image units: a forward pass ~0.3, an attack step ~0.8
-        cost = 0.3 * 10000
         if components:
             argv += ["--components"] + components
         if not components or "autoattack" in components:
@@ -216,8 +222,6 @@ def build_matrix(args, profile):
                      "--autoattack-version", e["autoattack_version"]]
             if e.get("autoattack_steps"):  # fewer than the paper's 100: a smoke test only
                 argv += ["--autoattack-steps", str(e["autoattack_steps"])]
-            # APGD-CE's 100 steps on every image, APGD-T's 9 x 100 on the ~third left
-            cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
         if not components or "attacks" in components:
             argv += ["--max-batches", str(e["max_batches"]),
                      "--sweep-max-batches", str(e["sweep_max_batches"]),
@@ -225,64 +229,81 @@ def build_matrix(args, profile):
                      "--umap-samples", str(e["umap_samples"]),
                      "--pgd-iters-list", e["pgd_iters_list"],
                      "--sweep-epsilons", e["sweep_epsilons"]]
-            cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
-            if not components:  # sweeps over eps and PGD iterations, UMAP
-                n_eps = len(e["sweep_epsilons"].split(","))
-                iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
-                cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
-                                                 + e["iter_sweep_max_batches"] * iters)
-                cost += 10000
-        runs.append(Run(name, "eval", argv, group, [model, *needs],
-                        {"model": model, **fields}, cost=cost))
+        self.runs.append(Run(name, "eval", argv, group, [model], {"model": model, **fields},
+                             cost=_eval_cost(e, components)))
 
-    # Ablations on one dataset, every variant with every seed.
-    abl = ds.get(args.ablation_dataset, args.ablation_dataset)
-    variants = {**ABLATIONS, **profile.get("extra_ablations", {})}
-    for variant, extra in variants.items():
+
+FAST = ["--schedule", "onecycle", "--nesterov"]  # every run of the matrix
+
+
+def _eval_cost(e, components):
+    """An evaluation's cost in training-image units: a forward pass ~0.3, an attack step ~0.8."""
+    cost = 0.3 * 10000
+    if not components or "autoattack" in components:
+        # APGD-CE's 100 steps on every image, APGD-T's 9 x 100 on the ~third left
+        cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
+    if not components or "attacks" in components:
+        cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
+    if not components:  # sweeps over eps and PGD iterations, UMAP
+        n_eps = len(e["sweep_epsilons"].split(","))
+        iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
+        cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
+                                         + e["iter_sweep_max_batches"] * iters) + 10000
+    return cost
+
+
+def ablations(m):
+    """Every ablation variant (and the profile's extra ones) with every seed, on one dataset."""
+    args, profile = m.args, m.profile
+    dataset = profile["datasets"].get(args.ablation_dataset, args.ablation_dataset)
+    for variant, extra in {**ABLATIONS, **profile.get("extra_ablations", {})}.items():
         for seed in args.seeds:
             why = profile.get("deliberate", {}).get(variant)
-            train(f"ablation_{args.ablation_dataset}_{variant}_s{seed}", "ablation", "ablation",
-                  abl, extra, seed=seed, variant=variant, **({"deliberate": why} if why else {}))
+            m.train(f"ablation_{args.ablation_dataset}_{variant}_s{seed}", "ablation", "ablation",
+                    dataset, extra, seed=seed, variant=variant,
+                    **({"deliberate": why} if why else {}))
 
-    # Digit domains from scratch, then transfer: direct evaluation on the other domains; a
-    # new classifier on frozen features, fitted on a small labelled target subset; and, as
-    # the reference, the target trained from scratch on that same subset.
-    domains = profile_domains(profile)
-    subset = profile["finetune"]["train_subset"]
-    target_only = {**profile["target_only"], "train_subset": subset,
+
+def digit_transfer(m, domains):
+    """Each digit domain from scratch, then transfer between every ordered pair: direct
+    evaluation; a new classifier on frozen features, fitted on a small labelled target
+    subset; and, as the reference, the target trained from scratch on that same subset."""
+    profile = m.profile
+    target_only = {**profile["target_only"], "train_subset": profile["finetune"]["train_subset"],
                    "val_size": profile["finetune"].get("val_size")}
     for d in domains:
-        train(f"{d}_scratch", "digits", "digits" if datasets.DOMAINS[d].small else "digit", d,
-              source=d, target=d, kind="in_domain")
+        m.train(f"{d}_scratch", "digits", "digits" if datasets.DOMAINS[d].small else "digit", d,
+                source=d, target=d, kind="in_domain")
     for d in domains:
-        train(f"{d}_target_only", "transfer", target_only, d, target=d, kind="target_only")
+        m.train(f"{d}_target_only", "transfer", target_only, d, target=d, kind="target_only")
     for src in domains:
         for dst in domains:
             if src != dst:
-                evaluate(f"transfer_{src}_to_{dst}_direct", f"{src}_scratch", dst, "transfer",
-                         components=["confusion"], source=src, target=dst, kind="direct")
-                finetune(src, dst, f"{src}_scratch")
+                m.evaluate(f"transfer_{src}_to_{dst}_direct", f"{src}_scratch", dst, "transfer",
+                           components=["confusion"], source=src, target=dst, kind="direct")
+                m.finetune(src, dst, f"{src}_scratch")
     src, dst = profile["framing_pair"]  # the same pair with the target's digits filling the frame
-    evaluate(f"framing_{src}_to_{dst}_fill", f"{src}_scratch", dst, "transfer",
-             components=["confusion"], extra=["--framing", "fill"], source=src, target=dst,
-             kind="direct_fill")
+    m.evaluate(f"framing_{src}_to_{dst}_fill", f"{src}_scratch", dst, "transfer",
+               components=["confusion"], extra=["--framing", "fill"], source=src, target=dst,
+               kind="direct_fill")
     for dst in domains:  # declared either way: without weights they are "not run"
-        train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", dst,
-              ["--pretrained-weights", args.pretrained_weights or "<none>", "--freeze-features"],
-              source="imagenet", target=dst, kind="finetune")
-        if not args.pretrained_weights:
-            runs[-1].status = Outcome.NOT_RUN
-            runs[-1].reason = "no ImageNet weights given (--pretrained-weights PATH)"
+        run = m.train(f"transfer_imagenet_to_{dst}_finetune", "transfer", "finetune", dst,
+                      ["--pretrained-weights", m.args.pretrained_weights or "<none>",
+                       "--freeze-features"], source="imagenet", target=dst, kind="finetune")
+        if not m.args.pretrained_weights:
+            run.status, run.reason = Outcome.NOT_RUN, "no ImageNet weights given (--pretrained-weights PATH)"
 
-    # CIFAR-10, every model on one budget: standard, FGSM / FGSM-RS / PGD adversarial
-    # training, and Circle Loss with and without PGD-AT at the weight its sweep chose.
-    budget = profile["cifar10"]
-    cifar = ds["cifar10"]
+
+def cifar10_models(m):
+    """Every CIFAR-10 model on one budget: standard, FGSM / FGSM-RS / PGD adversarial
+    training, and Circle Loss with and without PGD-AT at the weight its sweep chose.
+    Returns the models' names."""
+    budget, cifar = m.profile["cifar10"], m.profile["datasets"]["cifar10"]
     sweep = {}
     for w in CIRCLE_WEIGHTS:
         sweep[w] = f"circle_sweep_w{w}"
-        train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
-              weight=float(w))
+        m.train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
+                weight=float(w))
     circle = Choice("--circle-weight", sweep)
     adv = ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"])]
     pgd = adv + ["--attack", "pgd", "--alpha", budget["alpha"], "--iters", str(budget["iters"])]
@@ -293,21 +314,32 @@ def build_matrix(args, profile):
               "cifar10_circle_pgd_at": (pgd, budget["iters"], circle)}
     for name, (extra, iters, choice) in models.items():
         attack = extra[extra.index("--attack") + 1] if "--attack" in extra else None
-        train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
-              model=name, adversarial=attack is not None, attack=attack, circle=choice is not None)
+        m.train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
+                model=name, adversarial=attack is not None, attack=attack, circle=choice is not None)
+    return list(models)
 
-    # Natural-image features for digits: the CIFAR-10 standard model as a frozen extractor.
-    for dst in domains:
-        finetune("cifar10", dst, "cifar10_standard")
 
-    # Every CIFAR-10 model under the same attacks (AutoAttack included); every component on
-    # the standard and PGD-trained models.
+def robustness(m, models):
+    """Every CIFAR-10 model under the same attacks (AutoAttack included); every component on
+    the standard and PGD-trained models."""
     for name in models:
         full = name in ("cifar10_standard", "cifar10_pgd_at")
-        evaluate(f"eval_{name}", name, cifar, "robustness",
-                 components=None if full else ["attacks", "autoattack"], diagnostics=full)
-    _keep_only_weights_read(runs)
-    return runs
+        m.evaluate(f"eval_{name}", name, m.profile["datasets"]["cifar10"], "robustness",
+                   components=None if full else ["attacks", "autoattack"], diagnostics=full)
+
+
+def build_matrix(args, profile):
+    """The experiment matrix as an ordered list of runs (dependencies come first)."""
+    m = Matrix(args, profile)
+    domains = profile_domains(profile)
+    ablations(m)
+    digit_transfer(m, domains)
+    models = cifar10_models(m)
+    for dst in domains:  # natural-image features for digits: the standard model, frozen
+        m.finetune("cifar10", dst, "cifar10_standard")
+    robustness(m, models)
+    _keep_only_weights_read(m.runs)
+    return m.runs
 
 
 def _keep_only_weights_read(runs):
