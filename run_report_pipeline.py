@@ -7,7 +7,7 @@
 The matrix is declared once, in study/plan.py, as data: each run's script, flags, the runs
 it reads, and the fields the report places it by; study/execution.py decides and records each
 run's outcome, study/launchers.py runs them (here, on worker processes, or through submitit). Every run is the command a person would
-type (train.py / eval.py main(argv)), written into the report; report.py renders tables,
+type (train.py / eval.py main(argv)), written into the report; reporting/ renders tables,
 figures and the claims' verdicts from the records and the files the runs wrote. Runs whose
 outputs are complete for the same command are skipped (--force redoes them); an
 interrupted training run resumes. Each run ends in one of:
@@ -40,12 +40,12 @@ from study.plan import PROFILES, build_matrix, profile_domains
 
 def write_report(args, runs, results, wall_time):
     """Render the report from the run records and the numbers their files hold."""
-    import report
+    import reporting
 
-    study = report.Study(runs, results, args.profile, PROFILES[args.profile],
+    study = reporting.Study(runs, results, args.profile, PROFILES[args.profile],
                          utils.command_line("run_report_pipeline.py", args.argv), args.data_root,
                          wall_time)
-    return report.write(study, args.report_dir)
+    return reporting.write(study, args.report_dir)
 
 
 # ----------------------------------------------------------------------------- main

@@ -9,7 +9,9 @@ import attacks
 import datasets
 import eval as evaluate
 import plots
-import report
+from reporting import common
+from reporting import robustness
+from reporting import transfer
 import run_report_pipeline as pipeline
 import train
 from test_report import cifar  # hand-made records
@@ -55,11 +57,11 @@ def test_a_new_attack_reaches_evals_json_the_robustness_table_and_the_figures(
     runs, results = [], {}
     cifar(runs, results, "std", dict(adversarial=False, circle=False), (0.80, 0.10, 0.01, 0.0))
     results["eval_std"].update(blank_accuracy=0.5, blank_accuracy_ci95=[0.45, 0.55])
-    study = report.Study(runs, results, "test", {}, "python run_report_pipeline.py", "data")
-    headers = [h for h, _ in report.robust_columns()]
+    study = common.Study(runs, results, "test", {}, "python run_report_pipeline.py", "data")
+    headers = [h for h, _ in robustness.robust_columns()]
     assert headers.index("grey blank") < headers.index("AutoAttack")  # an attack, not a baseline
     legends.clear()
-    md = report.robustness_section(study, report.robustness_rows(study), str(tmp_path),
+    md = robustness.robustness_section(study, robustness.robustness_rows(study), str(tmp_path),
                                    str(tmp_path), str(tmp_path))
     table_head = next(line for line in md if line.startswith("| model"))
     assert "| grey blank |" in table_head and "| 50.0 ± 5.0 |" in "\n".join(md)
@@ -76,7 +78,7 @@ def test_a_new_digit_domain_is_a_transfer_domain_of_the_smoke_profile(monkeypatc
                  "transfer_cifar10_to_toydigits_finetune", "transfer_imagenet_to_toydigits_finetune"):
         assert name in runs, name
     # the report's transfer claims place it: grey, and a change of handwriting from MNIST
-    assert "toydigits" in report.grey_domains() and "toydigits" in report.handwriting_targets()
+    assert "toydigits" in transfer.grey_domains() and "toydigits" in transfer.handwriting_targets()
     # and the scripts take it as it was declared
     final = train.main(["--dataset", "toydigits", "--epochs", "1", "--train-subset", "128",
                         "--batch-size", "32", "--out-dir", str(tmp_path / "run"),

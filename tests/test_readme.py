@@ -37,13 +37,13 @@ def test_every_flag_it_names_is_a_flag_of_a_script():
 def test_the_names_of_the_to_add_table_are_the_codes():
     import attacks
     import datasets
-    import report
+    from reporting import claims
 
     assert "`attacks.ATTACKS`" in README and isinstance(attacks.ATTACKS["pgd"], attacks.Attack)
     assert "`datasets.DOMAINS`" in README and isinstance(datasets.DOMAINS["usps"], datasets.Domain)
     assert "`ABLATIONS`" in README and "baseline" in plan.ABLATIONS
     assert "`PROFILES`" in README and set(pipeline.PROFILES) == {"smoke", "quick", "full"}
-    assert "`Verdict`" in README and callable(report.claims) and report.Verdict
+    assert "`Verdict`" in README and callable(claims.claims) and claims.Verdict
     for profile in pipeline.PROFILES:
         assert re.search(rf"`(--profile )?{profile}`", README), profile
     assert os.path.getsize(os.path.join(ROOT, "README.md")) < 10_000  # a map, not a manual

@@ -7,7 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 import metrics
-import report
+from reporting import claims
+from reporting import common
+from reporting import transfer
+from reporting import writer
 
 
 def rec(name, group, script="train", status="done", reason="", **fields):
@@ -86,20 +89,20 @@ def study():
                                       "data": {"description": "hand-made digits"}}
         runs.append(rec(f"{s}_{t}_tuned", "transfer", source=s, target=t, kind="finetune"))
         results[f"{s}_{t}_tuned"] = trained(tuned, n=2000)
-    return report.Study(runs, results, "test", {"ablation": {"epochs": 4}, "finetune": {"train_subset": 1000}},
+    return common.Study(runs, results, "test", {"ablation": {"epochs": 4}, "finetune": {"train_subset": 1000}},
                         "python run_report_pipeline.py", "data")
 
 
 def test_seed_difference_and_direction():
-    clear = report.seed_difference([0.60, 0.61, 0.62], [0.70, 0.71, 0.72])
+    clear = common.seed_difference([0.60, 0.61, 0.62], [0.70, 0.71, 0.72])
     assert clear["diff"] == pytest.approx(0.10) and clear["exceeds"] and clear["p"] < 0.01
-    assert report.directional(clear, +1) == "supported"
-    assert report.directional(clear, -1) == "contradicted"
-    noisy = report.seed_difference([0.60, 0.61, 0.62], [0.59, 0.63, 0.61])
-    assert not noisy["exceeds"] and report.directional(noisy, +1) == "inconclusive"
-    one_seed = report.seed_difference([0.6], [0.9])
-    assert one_seed["p"] is None and report.directional(one_seed, +1) == "inconclusive"
-    assert report.directional(report.seed_difference([], [0.5]), +1) == "not run"
+    assert common.directional(clear, +1) == "supported"
+    assert common.directional(clear, -1) == "contradicted"
+    noisy = common.seed_difference([0.60, 0.61, 0.62], [0.59, 0.63, 0.61])
+    assert not noisy["exceeds"] and common.directional(noisy, +1) == "inconclusive"
+    one_seed = common.seed_difference([0.6], [0.9])
+    assert one_seed["p"] is None and common.directional(one_seed, +1) == "inconclusive"
+    assert common.directional(common.seed_difference([], [0.5]), +1) == "not run"
     # the test is Welch's: same p as scipy's unequal-variance t-test
     from scipy import stats
     p = stats.ttest_ind([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], equal_var=False).pvalue
@@ -107,7 +110,7 @@ def test_seed_difference_and_direction():
 
 
 def test_claims_on_hand_made_numbers(study):
-    verdicts = {v.claim.split(" (")[0].split(":")[0]: v for v in report.claims(study)}
+    verdicts = {v.claim.split(" (")[0].split(":")[0]: v for v in claims.claims(study)}
     v = lambda start: next(x for k, x in verdicts.items() if k.startswith(start))  # noqa: E731
     assert v("BatchNorm").verdict == "supported" and "diverged in all 3 seeds" in v("BatchNorm").evidence
     assert v("Label smoothing").verdict == "supported"  # ECE 11% -> 2.5%, seeds tight
@@ -129,7 +132,7 @@ def test_a_partly_diverged_variant_is_judged_on_its_finished_seeds_and_says_so(s
         run = study.by_name[f"abl_no_bn_same_lr_{seed}"]
         run.status, run.reason = "done", ""
         study.results[run.name] = trained(acc)
-    verdict = next(v for v in report.claims(study) if v.claim.startswith("BatchNorm"))
+    verdict = next(v for v in claims.claims(study) if v.claim.startswith("BatchNorm"))
     assert verdict.verdict == "supported"  # 50.5% vs 61% over the seeds that finished
     assert "no_bn_same_lr diverged in 1 of 3 seeds" in verdict.evidence
 
@@ -142,7 +145,7 @@ def test_verdicts_flip_with_the_numbers(study):
     study.results["mnist_mnistm_direct"]["clean_accuracy_ci95"] = metrics.wilson_ci(1910, 2000)
     study.results["usps_mnistm_direct"]["clean_accuracy"] = 0.72  # vs mnistm -> usps 70%
     study.results["usps_mnistm_direct"]["clean_accuracy_ci95"] = metrics.wilson_ci(1440, 2000)
-    verdicts = {v.claim[:20]: v.verdict for v in report.claims(study)}
+    verdicts = {v.claim[:20]: v.verdict for v in claims.claims(study)}
     assert verdicts["Adversarial training"] == "inconclusive"
     assert verdicts["A colour/texture shi"] == "contradicted"  # 95.5% vs MNIST->USPS 90%
     assert verdicts["Transfer is harder f"] == "inconclusive"  # 95.5% vs 95%, 72% vs 70%: all level
@@ -158,9 +161,9 @@ def test_report_renders_a_new_run_without_other_edits(study, tmp_path):
     cifar(study.runs, study.results, "cifar10_trades", dict(adversarial=True, attack="trades", circle=False),
           (0.70, 0.45, 0.40, 0.38))
     ablations(study.runs, study.results, "mixup", [0.64, 0.65, 0.66])
-    study = report.Study(study.runs, study.results, study.profile_name, study.profile,
+    study = common.Study(study.runs, study.results, study.profile_name, study.profile,
                          study.command, study.data_root)
-    report.write(study, str(tmp_path))
+    writer.write(study, str(tmp_path))
     text = (tmp_path / "REPORT.md").read_text()
     assert "| cifar10_trades | 8 | 70.0 ± 0.9 |" in text
     assert "| mixup | 3/3 | 65.00 ± 1.00 |" in text
@@ -170,12 +173,12 @@ def test_report_renders_a_new_run_without_other_edits(study, tmp_path):
 
 
 def test_report_opens_with_claims_and_links_only_existing_figures(study, tmp_path):
-    report.write(study, str(tmp_path))
+    writer.write(study, str(tmp_path))
     text = (tmp_path / "REPORT.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Claims and verdicts"
-    claims = _csv(tmp_path / "summary" / "claims.csv")
-    assert len(claims) == 11 and {c["verdict"] for c in claims} <= {"supported", "contradicted",
+    rows = _csv(tmp_path / "summary" / "claims.csv")
+    assert len(rows) == 11 and {c["verdict"] for c in rows} <= {"supported", "contradicted",
                                                                    "inconclusive", "not run"}
     for line in text.splitlines():
         if line.startswith("!["):
@@ -192,8 +195,8 @@ def test_failures_are_at_the_top_with_their_error(study, tmp_path):
               source="imagenet", target="mnist", kind="finetune")
     bad.error_tail = "Traceback (most recent call last):\n  ...\nUnpicklingError: invalid load key"
     study.runs.append(bad)
-    study = report.Study(study.runs, study.results, "test", study.profile, "cmd", "data")
-    report.write(study, str(tmp_path))
+    study = common.Study(study.runs, study.results, "test", study.profile, "cmd", "data")
+    writer.write(study, str(tmp_path))
     text = (tmp_path / "REPORT.md").read_text()
     top = text.split("## Claims and verdicts")[0]
     assert "1 run FAILED" in top and "UnpicklingError: invalid load key" in top
@@ -211,14 +214,14 @@ def test_gap_closed_only_where_the_intervals_see_a_gap():
                         source=s, target=t, kind=kind))
         key = "clean_accuracy" if kind == "direct" else "test_accuracy"
         results[name] = {key: v, f"{key}_ci95": [v - 0.02, v + 0.02]}
-    t = report.transfer_numbers(report.Study(runs, results))
+    t = transfer.transfer_numbers(common.Study(runs, results))
     assert ("usps", "digits") not in t.closed  # 21% vs 22%: no gap to close
     assert t.closed["digits", "usps"] == pytest.approx((0.80 - 0.50) / (0.95 - 0.50))
-    assert "over 1 pairs" in " ".join(report.transfer_readings(t))
+    assert "over 1 pairs" in " ".join(transfer.transfer_readings(t))
 
 
 def test_pooled_verdict_of_several_comparisons():
-    assert report.pooled([1, 0, 1]) == "supported"
-    assert report.pooled([-1, 0]) == "contradicted"
-    assert report.pooled([1, -1]) == "inconclusive" and report.pooled([0, 0]) == "inconclusive"
-    assert report.pooled([]) == "not run"
+    assert common.pooled([1, 0, 1]) == "supported"
+    assert common.pooled([-1, 0]) == "contradicted"
+    assert common.pooled([1, -1]) == "inconclusive" and common.pooled([0, 0]) == "inconclusive"
+    assert common.pooled([]) == "not run"

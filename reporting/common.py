@@ -1,0 +1,176 @@
+"""Shared by every section: the Study (runs, results, profile), how accuracies and
+seed comparisons are computed, and how cells and tables are written."""
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+import run_contract
+import utils
+from run_contract import Outcome
+
+
+SHOWN = {Outcome.SKIPPED: "up to date"}  # a run whose outputs were already there for the same command
+ALPHA = 0.05  # significance level of the seed comparisons
+
+
+@dataclass
+class Study:
+    """Everything the report is rendered from."""
+    runs: list
+    results: dict
+    profile_name: str = ""
+    profile: dict = field(default_factory=dict)
+    command: str = ""
+    data_root: str = ""
+    wall_time: float = 0.0
+
+    def __post_init__(self):
+        self.by_name = {r.name: r for r in self.runs}
+
+    def select(self, group=None, script=None, **fields):
+        """The runs of `group` / `script` whose fields equal the given ones, in matrix order."""
+        return [r for r in self.runs
+                if (group is None or r.group == group) and (script is None or r.script == script)
+                and all(r.fields.get(k) == v for k, v in fields.items())]
+
+    def result(self, run):
+        """The numbers of a finished run (a Run or its name), else None."""
+        run = self.by_name.get(run) if isinstance(run, str) else run
+        if run is None or run.status not in run_contract.FINISHED:
+            return None
+        return self.results.get(run.name)
+
+    @property
+    def synthetic(self):
+        return any(r.get("synthetic") for r in self.results.values())
+
+    def title(self, text):
+        """A figure title, marked where the numbers come from synthetic data."""
+        return f"SYNTHETIC DATA: {text}" if self.synthetic else text
+
+    def why(self, run):
+        """The short outcome of a run that has no numbers: 'not run: ...', 'diverged: ...'."""
+        run = self.by_name.get(run) if isinstance(run, str) else run
+        if run is None:
+            return "not in the matrix"
+        return f"{run.status}: {short(run.reason)}" if run.reason else run.status
+
+
+# ----------------------------------------------------------------------------- numbers
+
+def accuracy(result):
+    """(accuracy, [low, high]) of a train.py or eval.py result, or None."""
+    if not result:
+        return None
+    if "clean_accuracy" in result:
+        return result["clean_accuracy"], result["clean_accuracy_ci95"]
+    return result["test_accuracy"], result["test_accuracy_ci95"]
+
+
+def measure(result, key):
+    """(value, 95% interval or None) of an eval.py result's key, or None if absent."""
+    if not result or result.get(key) is None:
+        return None
+    return result[key], result.get(f"{key}_ci95")
+
+
+def below(a, b):
+    """a's 95% interval lies wholly below b's: a difference the sample size can see."""
+    return bool(a and b and a[1] and b[1] and a[1][1] < b[1][0])
+
+
+def seed_summary(values):
+    """(n, mean, sample std or nan) of per-seed values."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return 0, math.nan, math.nan
+    return len(values), float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def seed_difference(reference, other):
+    """Difference of means (other - reference) over seeds and whether it exceeds the
+    seed-to-seed spread: Welch's t-test at ALPHA (needs two seeds a side)."""
+    if not len(reference) or not len(other):
+        return None
+    diff = float(np.mean(other) - np.mean(reference))
+    if len(reference) < 2 or len(other) < 2:
+        return {"diff": diff, "p": None, "exceeds": False}
+    if np.std(reference) == 0 and np.std(other) == 0:  # no spread at all: any gap is real
+        p = 0.0 if diff else 1.0
+    else:
+        with warnings.catch_warnings():  # scipy warns when the seeds agree to many digits
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
+    return {"diff": diff, "p": p, "exceeds": p < ALPHA}
+
+
+def pooled(signs):
+    """One verdict from several comparisons (+1 as claimed, -1 the opposite, 0 level within
+    the uncertainty): supported if some agree and none disagree, contradicted if the reverse,
+    inconclusive if they are mixed or all level, not run if there are none."""
+    if not signs:
+        return Outcome.NOT_RUN
+    if 1 in signs and -1 not in signs:
+        return "supported"
+    if -1 in signs and 1 not in signs:
+        return "contradicted"
+    return "inconclusive"
+
+
+def directional(difference, expected_sign):
+    """Verdict of a claim that `difference` has `expected_sign`, from seed_difference."""
+    if difference is None:
+        return Outcome.NOT_RUN
+    if not difference["exceeds"]:
+        return "inconclusive"
+    return "supported" if np.sign(difference["diff"]) == expected_sign else "contradicted"
+
+
+def pm(value, ci95=None):
+    """'27.3 ± 2.7' (half the 95% interval, in points), '27.3' without one, 'not run'."""
+    if value is None:
+        return Outcome.NOT_RUN
+    if not ci95:
+        return f"{100 * value:.1f}"
+    return utils.plus_minus(value, ci95)
+
+
+def cell(result, key):
+    """pm() of an eval.py result's key, or 'not run' where the number is absent."""
+    value = measure(result, key)
+    return pm(*value) if value else Outcome.NOT_RUN
+
+
+def pct(value, digits=2):
+    return Outcome.NOT_RUN if value is None else f"{100 * value:.{digits}f}"
+
+
+def short(reason):
+    """The first clause of a failure reason, for table cells (the full text is in 'Runs and
+    commands' and metrics_summary.json)."""
+    reason = reason or "not selected or not reached"
+    for cut in (": tried", ". "):
+        if cut in reason:
+            reason = reason.split(cut)[0]
+    return reason if len(reason) <= 90 else reason[:87] + "..."
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _figure(report_dir, rel, alt, missing_why):
+    """A markdown image link if the file exists, else a line saying why it does not."""
+    if os.path.exists(os.path.join(report_dir, rel)):
+        return f"![{alt}]({rel})"
+    return f"*Figure `{rel}` not drawn: {missing_why}.*"
+
+
+# ----------------------------------------------------------------------------- ablations

@@ -1,0 +1,259 @@
+"""The robustness and Circle Loss sections: every CIFAR-10 model under the same attacks."""
+
+import os
+
+import numpy as np
+
+import attacks
+import utils
+from run_contract import Outcome
+
+from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, table
+
+
+def robust_columns():
+    """(header, result key) of the robustness table: clean accuracy, then each attack eval.py
+    runs (attacks.ATTACKS), AutoAttack beside the gradient attacks, the baselines last."""
+    attacking = [n for n in attacks.evaluated() if not attacks.ATTACKS[n].baseline]
+    baselines = [n for n in attacks.evaluated() if attacks.ATTACKS[n].baseline]
+    return ([("clean", "clean_accuracy"), ("clean, attacked sample", "attack_subset_clean_accuracy")]
+            + [(attacks.ATTACKS[n].label, f"{n}_accuracy") for n in attacking]
+            + [(attacks.AUTOATTACK.label, "autoattack_accuracy")]
+            + [(attacks.ATTACKS[n].label, f"{n}_accuracy") for n in baselines])
+
+
+def robust_keys():
+    return [key for _, key in robust_columns()]
+
+
+def robustness_rows(study):
+    """One row per evaluated model: its training record, its evaluation and its numbers."""
+    rows = []
+    for ev in study.select("robustness", script="eval"):
+        model = study.by_name.get(ev.fields["model"])
+        rows.append({"model": ev.fields["model"], "eval": ev, "train": model,
+                     "result": study.result(ev), "trained": study.result(model) if model else None})
+    return rows
+
+
+def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
+    import plots
+
+    md = ["## Robustness", ""]
+    ok = [r for r in rows if r["result"]]
+    csv_rows = []
+    for r in rows:
+        e, t = r["result"], r["trained"]
+        row = {"model": r["model"], "status": "ok" if e else study.why(r["eval"])}
+        if e:
+            row.update({k: e.get(k) for k in robust_keys()})
+            row.update({f"{k}_ci95": e.get(f"{k}_ci95") for k in robust_keys()})
+            row.update(n_attacked=e["n_samples"]["attacks"], n_autoattack=e.get("autoattack", {}).get("n"),
+                       autoattack_version=e.get("autoattack", {}).get("version"),
+                       autoattack_errors="; ".join(f"{k}: {v}" for k, v in e.get("autoattack", {}).get("errors", {}).items()),
+                       eps=e["params"]["eps"], pgd_iters=e["params"]["iters"],
+                       epochs=t["epochs"] if t else "", train_wall_time_s=round(t["wall_time_s"]) if t else "",
+                       sanity_checks_passed=sum(e["sanity_checks"].values()),
+                       sanity_checks_run=len(e["sanity_checks"]))
+        csv_rows.append(row)
+    utils.save_csv(csv_rows, os.path.join(sum_dir, "robustness_summary.csv"))
+    if not ok:
+        return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
+    first = ok[0]["result"]
+    epochs = sorted({r["trained"]["epochs"] for r in ok if r["trained"]})
+    if len(epochs) == 1:
+        budget = (f"Every model trained for the same budget ({epochs[0]} epochs, same schedule "
+                  "and data), so the differences below are the training method's. ")
+    else:
+        budget = (f"**The models trained for different budgets** ({', '.join(map(str, epochs))} "
+                  "epochs): their differences mix the method with the schedule. ")
+    md += [budget + "Accuracy in % ± half the 95% Wilson interval at eps "
+           f"{first['params']['eps'] * 255:.0f}/255 on a seeded random sample of "
+           f"{first['n_samples']['attacks']} test images (PGD-{first['params']['iters']} with a "
+           "random start; noise is a random ±eps sign pattern); AutoAttack "
+           f"({first.get('autoattack', {}).get('version', '?')} version, torchattacks) on the "
+           f"first {first.get('autoattack', {}).get('n', '?')} images of that sample. Clean "
+           "accuracy is on the whole test split. AutoAttack is the number to trust; PGD well "
+           "above it is a sign of gradient masking.", ""]
+
+    def checks(e):
+        passed, total = sum(e["sanity_checks"].values()), len(e["sanity_checks"])
+        text = f"{passed} of {total} passed"
+        return text if passed == total else f"**{text}** (see Attack sanity checks)"
+
+    def autoattack_cell(e):
+        aa = cell(e, "autoattack_accuracy")
+        errors = e.get("autoattack", {}).get("errors")
+        if errors:
+            aa += " (incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + ")"
+        return aa
+
+    columns = robust_columns()
+    body = []
+    for r in rows:
+        e = r["result"]
+        if not e:
+            body.append([r["model"], study.why(r["eval"])] + [""] * len(columns))
+            continue
+        body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
+                    + [autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
+                       for _, key in columns] + [checks(e)])
+    md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks"], body))
+    md += ["", "Reading: " + " ".join(robustness_readings(study, rows)), ""]
+    compared = ["clean_accuracy", *[f"{n}_accuracy" for n in attacks.evaluated()
+                                    if not attacks.ATTACKS[n].baseline], "autoattack_accuracy"]
+    bars = {r["model"]: {k: measure(r["result"], k) for k in compared} for r in ok}
+    plots.plot_model_comparison(bars, os.path.join(fig_dir, "robustness_models.png"),
+                                study.title(f"CIFAR-10 models at eps {first['params']['eps'] * 255:.0f}/255: "
+                                            "accuracy with 95% Wilson intervals"))
+    md += [_figure(report_dir, "figures/robustness_models.png", "robustness per model",
+                   "no model evaluated"), ""]
+    histories = {r.name: study.result(r)["history"] for r in study.select("cifar10", script="train")
+                 if study.result(r)}
+    if histories:
+        plots.plot_run_comparison(histories, os.path.join(fig_dir, "cifar10_training_curves.png"),
+                                  study.title("CIFAR-10 models, one budget: training curves (training "
+                                              "loss includes the weighted Circle term where there is one)"))
+    md += [_figure(report_dir, "figures/cifar10_training_curves.png", "CIFAR-10 training curves",
+                   "no CIFAR-10 model finished"), ""]
+    diag = {r["model"]: r["result"] for r in ok if r["eval"].fields.get("diagnostics")}
+    if diag:
+        title = study.title(f"{next(iter(diag.values()))['data']['description']}")
+        plots.plot_robustness_sweep({m: e["robustness_sweep"] for m, e in diag.items()
+                                     if e.get("robustness_sweep")},
+                                    os.path.join(fig_dir, "robustness_sweep.png"), title)
+        plots.plot_pgd_iter_sweep({m: e["pgd_iter_sweep"] for m, e in diag.items()
+                                   if e.get("pgd_iter_sweep")},
+                                  os.path.join(fig_dir, "pgd_iter_sweep.png"), title)
+    why = "no model with diagnostics was evaluated"
+    md += [_figure(report_dir, "figures/robustness_sweep.png", "robustness sweep", why),
+           _figure(report_dir, "figures/pgd_iter_sweep.png", "PGD iterations", why), "",
+           _figure(report_dir, "figures/adv_examples.png", "adversarial examples", why), ""]
+    return md
+
+
+def _model(rows, **fields):
+    """The first evaluated row whose training run has these fields."""
+    for r in rows:
+        if r["train"] and r["result"] and all(r["train"].fields.get(k) == v for k, v in fields.items()):
+            return r
+    return None
+
+
+def robustness_readings(study, rows):
+    out = []
+    std = _model(rows, adversarial=False, circle=False)
+    masked = [r for r in rows if r["result"] and r["result"]["sanity_checks"].get("pgd_overestimate") is False]
+    if masked:
+        out.append("**PGD overestimates robustness** (PGD clearly more than 5 points above "
+                   "AutoAttack on the same images: gradient masking) for "
+                   + "; ".join(f"`{r['model']}`: PGD-{r['result']['params']['iters']} "
+                               f"{100 * r['result']['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
+                               f"{100 * r['result']['autoattack_accuracy']:.1f}%"
+                               for r in masked) + "; read those from the AutoAttack column.")
+    adv = [r for r in rows if r["result"] and r["train"] and r["train"].fields.get("adversarial")
+           and measure(r["result"], "autoattack_accuracy")]
+    if std and adv:
+        best = max(adv, key=lambda r: r["result"]["autoattack_accuracy"])
+        clean_cost = best["result"]["clean_accuracy"] - std["result"]["clean_accuracy"]
+        same = r_epochs(best) == r_epochs(std)
+        if all(below(measure(r["result"], "autoattack_accuracy"),
+                     measure(best["result"], "autoattack_accuracy")) for r in adv if r is not best):
+            out.append(f"The most robust model under AutoAttack is `{best['model']}` "
+                       f"({cell(best['result'], 'autoattack_accuracy')}% vs the standard model's "
+                       f"{cell(std['result'], 'autoattack_accuracy')}%), at {pm(*accuracy(best['result']))}% "
+                       f"clean accuracy ({100 * clean_cost:+.1f} points against the standard model "
+                       + ("trained for the same epochs)." if same else
+                          f"trained for {r_epochs(std)} epochs against its {r_epochs(best)})."))
+        else:  # a ranking inside the intervals would be noise
+            out.append("No adversarially trained model is clearly the most robust under "
+                       "AutoAttack: the highest interval overlaps another's (the standard model: "
+                       f"{cell(std['result'], 'autoattack_accuracy')}%).")
+        out[-1] += (" Every adversarially trained model, AutoAttack and clean: " + "; ".join(
+                       f"`{r['model']}` {cell(r['result'], 'autoattack_accuracy')}% at "
+                       f"{pm(*accuracy(r['result']))}% clean" for r in adv) + ".")
+        apart = [(a, b) for a in adv for b in adv if below(measure(a["result"], "autoattack_accuracy"),
+                                                         measure(b["result"], "autoattack_accuracy"))]
+        out.append("Between the adversarially trained models, AutoAttack accuracy differs clearly for "
+                   + ", ".join(f"`{b['model']}` over `{a['model']}`" for a, b in apart) + "."
+                   if apart else "The adversarially trained models are level under AutoAttack "
+                   "(their intervals overlap): at this budget the method matters less than the "
+                   "training itself.")
+    return out or ["no adversarially trained model was evaluated under AutoAttack."]
+
+
+def r_epochs(row):
+    return row["trained"]["epochs"] if row.get("trained") else None
+
+
+# ----------------------------------------------------------------------------- Circle Loss
+
+def _g(value):
+    return "?" if value is None else f"{value:g}"
+
+
+def circle_section(study, report_dir, rows):
+    md = ["## Circle Loss", ""]
+    sweep = study.select("circle_sweep")
+    if not sweep:
+        return md + ["not run: the matrix has no Circle Loss sweep", ""]
+    budget = study.profile.get("circle_sweep", {})
+    done = [study.result(r) for r in sweep if study.result(r)]
+    args = done[0].get("args", {}) if done else {}
+    start = (f"its term starts at {np.mean([r['initial_circle'] for r in done]):.0f} nats on a "
+             f"fresh network against cross-entropy's {np.mean([r['initial_cross_entropy'] for r in done]):.1f}"
+             if done else "its term starts far above cross-entropy's")
+    md += [f"Circle Loss (gamma {_g(args.get('circle_gamma'))}, m {_g(args.get('circle_m'))}) is "
+           f"added to cross-entropy with a weight. At that gamma {start}, so the sweep brackets "
+           "the weight that makes the two terms equal at the first step and the validation "
+           f"split picks one ({budget.get('epochs', '?')} epochs on "
+           f"{budget.get('train_subset') or 'all'} images, one seed). train.py logs both terms, "
+           "unweighted, at the first step and as each epoch's mean.", ""]
+    body = []
+    for run in sweep:
+        res = study.result(run)
+        if not res:
+            body.append([run.fields["weight"], study.why(run), "", "", "", "", ""])
+            continue
+        w, ce, circle = res["circle_weight"], res["initial_cross_entropy"], res["initial_circle"]
+        last = res["history"][-1]
+        body.append([w, f"{ce:.2f}", f"{circle:.1f}", f"{w * circle:.2f} ({w * circle / ce:.2f}x CE)",
+                     f"{last['train_cross_entropy']:.2f} / {w * last['train_circle']:.2f}",
+                     pct(res["best_val_acc"]), pm(*accuracy(res))])
+    md.append(table(["weight", "CE at step 1", "Circle at step 1", "weighted Circle at step 1",
+                     "last epoch: CE / weighted Circle", "val acc (%)", "test acc (%)"], body))
+    chosen = [r for r in study.runs if r.fields.get("chosen")]
+    if chosen:
+        c = chosen[0].fields["chosen"]
+        md += ["", f"Chosen on validation accuracy: {c['flag']} {c['value']} (used by "
+               + ", ".join(f"`{r.name}`" for r in chosen) + ")."]
+    pairs = [("cross-entropy", dict(adversarial=False, circle=False), dict(adversarial=False, circle=True)),
+             ("PGD-AT", dict(adversarial=True, circle=False, attack="pgd"),
+              dict(adversarial=True, circle=True, attack="pgd"))]
+    body = []
+    for label, without, with_ in pairs:
+        for name, sel in ((label, without), (f"{label} + Circle", with_)):
+            r = _model(rows, **sel)
+            e = r["result"] if r else None
+            body.append([name, f"`{r['model']}`" if r else Outcome.NOT_RUN]
+                        + [cell(e, k)
+                           for k in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy", "autoattack_accuracy")])
+    md += ["", "Equal budgets, same attacks (the Robustness section's protocol):", "",
+           table(["objective", "model", "clean", "FGSM", "PGD", "AutoAttack"], body), ""]
+    terms = []
+    for r in study.select("cifar10", script="train", circle=True):
+        res = study.result(r)
+        if res and "initial_circle" in res:
+            w, last = res["circle_weight"], res["history"][-1]
+            terms.append(f"`{r.name}`: cross-entropy {res['initial_cross_entropy']:.2f} and weighted "
+                         f"Circle {w * res['initial_circle']:.2f} at the first step, "
+                         f"{last['train_cross_entropy']:.2f} and {w * last['train_circle']:.2f} in "
+                         "the last epoch")
+    if terms:
+        md += ["The two terms of the objective (nats): " + "; ".join(terms) + ".", ""]
+    return md
+
+
+# ----------------------------------------------------------------------------- transfer
+
+# Published source-only accuracies (LeNet-style networks, other protocols: reference only).

@@ -1,0 +1,194 @@
+"""REPORT.md from its sections, the diagnostics and sanity checks of the evaluated
+models, the training table, and where the figures and CSVs go."""
+
+import datetime
+import json
+import os
+import shutil
+
+import utils
+from run_contract import Outcome
+
+from reporting.ablations import ablation_rows, ablation_section
+from reporting.claims import claims, claims_section
+from reporting.common import SHOWN, _figure, pct, short, table
+from reporting.robustness import circle_section, robustness_rows, robustness_section
+from reporting.transfer import transfer_numbers, transfer_section
+
+
+def _figure_folder(row, i):
+    """The first diagnosed model's figures go in figures/, the others' in a subfolder."""
+    return "figures" if i == 0 else f"figures/{row['model']}"
+
+
+DRAWN_HERE = ("robustness_sweep.png", "pgd_iter_sweep.png")  # the report draws all models in one
+
+
+def diagnosed(rows):
+    """The evaluated models with every diagnostic component."""
+    return [r for r in rows if r["eval"].fields.get("diagnostics") and r["result"] and "ece" in r["result"]]
+
+
+def copy_eval_figures(report_dir, rows):
+    """The figures eval.py drew for the diagnosed models, as its metrics.json lists them."""
+    for i, r in enumerate(diagnosed(rows)):
+        folder = os.path.join(report_dir, _figure_folder(r, i))
+        os.makedirs(folder, exist_ok=True)
+        for name, source in r["result"]["files"].items():
+            if name not in DRAWN_HERE and os.path.exists(source):
+                shutil.copyfile(source, os.path.join(folder, name))
+
+
+def diagnostics_section(study, report_dir, rows):
+    md = ["## Calibration and diagnostics", ""]
+    diag = [r for r in rows if r["eval"].fields.get("diagnostics")]
+    ok = diagnosed(rows)
+    if not ok:
+        return md + ["not run: " + ("; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in diag)
+                                    or "no model has diagnostics in the matrix"), ""]
+    md.append(table(
+        ["model", "ECE (%)", "ECE after T (%)", "T", "AURC (%)", "sel. acc @80% (%)",
+         "sel. acc @90% (%)", "top-1 (%)", "top-3 (%)", "macro F1 (%)"],
+        [[r["model"], pct(e["ece"]), pct(e["ece_temperature_scaled"]), f"{e['temperature']:.2f}",
+          pct(e["aurc"]), pct(e["selective_accuracy"].get("0.8")), pct(e["selective_accuracy"].get("0.9")),
+          pct(e["topk"].get("1")), pct(e["topk"].get("3")), pct(e["macro_f1"])]
+         for r in ok for e in [r["result"]]]))
+    md += ["", "ECE uses 10 equal-width bins; the temperature is fitted on the validation split. "
+           "AURC is the mean over k of the error rate of the k most confident predictions.", ""]
+    for i, r in enumerate(ok):
+        rel = _figure_folder(r, i)
+        md.append(f"**{r['model']}**" + ("" if i == 0 else f" (figures in `{rel}/`)"))
+        md.append("")
+        names = [n for n in r["result"]["files"] if n not in DRAWN_HERE + ("adv_examples.png",)]
+        md += [_figure(report_dir, f"{rel}/{n}", n.removesuffix(".png"),
+                       "eval.py listed it but the file is missing") for n in names] + [""]
+    return md
+
+
+def sanity_section(study):
+    md = ["## Attack sanity checks", ""]
+    for run in study.select(script="eval"):
+        r = study.result(run)
+        if r and r.get("sanity_checks"):
+            md.append(f"**{run.name}**")
+            md += [f"- {'ok' if ok else '**FAILED**'} `{name}`: {r['sanity_details'][name]}"
+                   for name, ok in r["sanity_checks"].items()]
+            md.append("")
+    return md
+
+
+def training_rows(study):
+    rows = []
+    for run in study.select(script="train"):
+        r = study.result(run)
+        rows.append({"run": run.name, "group": run.group,
+                     "dataset": r["data_description"] if r else "",
+                     "epochs": r["epochs"] if r else "", "best_val_acc": r["best_val_acc"] if r else "",
+                     "test_accuracy": r["test_accuracy"] if r else "",
+                     "test_ece": r.get("test_ece", "") if r else "",
+                     "wall_time_s": round(r["wall_time_s"], 1) if r else "",
+                     "status": "ok" if r else study.why(run), "command": run.command})
+    return rows
+
+
+def failures_box(study):
+    failed = [r for r in study.runs if r.status == Outcome.FAILED]
+    if not failed:
+        return []
+    md = [f"> **{len(failed)} run{'s' if len(failed) > 1 else ''} FAILED** (a crash or bad input, "
+          "not missing data); the pipeline exited non-zero. Their numbers are absent below.", ""]
+    for r in failed:
+        md += [f"**FAILED: `{r.name}`**: {short(r.reason)}", "", f"    {r.command}", "", "```",
+               (r.error_tail or r.reason).strip(), "```", ""]
+    return md
+
+
+def describe_cpu(cpu):
+    """'AMD EPYC (avx2, avx512f, avx512_bf16)' from utils.cpu_info()'s record."""
+    if not isinstance(cpu, dict):
+        return "an unrecorded CPU"
+    return f"{cpu.get('model', '?')} ({', '.join(cpu.get('flags', [])) or 'no AVX2/AVX-512'})"
+
+
+def _run_seconds(run, results):
+    return results.get(run.name, {}).get("wall_time_s", run.seconds)
+
+
+def write(study, report_dir):
+    """Render REPORT.md, figures/ and summary/ into report_dir."""
+    env = utils.environment_info()  # before writing: the report's own files would read as dirty
+    fig_dir, sum_dir = os.path.join(report_dir, "figures"), os.path.join(report_dir, "summary")
+    os.makedirs(fig_dir, exist_ok=True)
+    os.makedirs(sum_dir, exist_ok=True)
+    results = {r.name: study.results[r.name] for r in study.runs
+               if study.result(r) is not None}
+
+    ablations, robust, transfer = ablation_rows(study), robustness_rows(study), transfer_numbers(study)
+    copy_eval_figures(report_dir, robust)
+    abl_md = ablation_section(study, ablations, report_dir, fig_dir, sum_dir)
+    robust_md = robustness_section(study, robust, report_dir, fig_dir, sum_dir)
+    circle_md = circle_section(study, report_dir, robust)
+    transfer_md = transfer_section(study, transfer, report_dir, fig_dir, sum_dir)
+    diag_md = diagnostics_section(study, report_dir, robust)
+    verdicts = claims(study, ablations, transfer, robust)
+    utils.save_csv([v.__dict__ for v in verdicts], os.path.join(sum_dir, "claims.csv"))
+    train_rows = training_rows(study)
+    utils.save_csv(train_rows, os.path.join(sum_dir, "training_summary.csv"))
+
+    commits = {}
+    for r in results.values():
+        commit = r.get("environment", {}).get("git_commit", "unknown")
+        commits[commit] = commits.get(commit, 0) + 1
+    data_desc = sorted({r.get("data_description") or r["data"]["description"] for r in results.values()})
+    total = sum(r.get("wall_time_s", 0) for r in results.values())
+    count = {SHOWN.get(s, s): sum(r.status == s for r in study.runs)
+             for s in (Outcome.DONE, Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.DIVERGED, Outcome.FAILED)}
+    deliberate = sum(r.status == Outcome.DIVERGED and bool(r.fields.get("deliberate")) for r in study.runs)
+    if deliberate:  # a check of the diverged outcome is not a failure of the study
+        count[f"diverged ({deliberate} deliberately)"] = count.pop(Outcome.DIVERGED)
+    md = [f"# Generalization and adversarial robustness of a ResNet18: report ({study.profile_name} profile)", ""]
+    if study.synthetic:
+        md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
+               "patterns; its numbers say nothing about real images.", ""]
+    md += failures_box(study)
+    cpus = sorted({describe_cpu(r.get("environment", {}).get("cpu")) for r in results.values()})
+    md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
+           f"`{study.command}`. **Total run time {total / 60:.1f} minutes** (the sum of the wall "
+           f"times the runs recorded, on {', '.join(cpus)}; this invocation took "
+           f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
+           + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
+    md += claims_section(verdicts)
+    md += abl_md + robust_md + circle_md + transfer_md + diag_md + sanity_section(study)
+    md += ["## Training runs", "", "Test accuracy of each run's `best.pth` (chosen on the "
+           "validation split carved from train).", "",
+           table(["run", "data", "epochs", "best val acc (%)", "test acc (%)", "wall time (s)"],
+                 [[r["run"], r["dataset"] or "-", r["epochs"] or "-", pct(r["best_val_acc"] or None),
+                   pct(r["test_accuracy"] or None) if r["status"] == "ok" else r["status"],
+                   r["wall_time_s"] or "-"] for r in train_rows if r["group"] in ("digits", "cifar10")]), ""]
+    md += ["## Parameters", "", f"Profile `{study.profile_name}` budgets per group:", "", "```",
+           json.dumps(study.profile, indent=1), "```", "",
+           "## Runs and commands", "",
+           table(["run", "status", "wall time (s)", "command"],
+                 [[r.name, SHOWN.get(r.status, r.status)
+                   + (" (deliberate)" if r.fields.get("deliberate") else "")
+                   + (f": {r.reason}" if r.reason and r.status != Outcome.SKIPPED else ""),
+                   f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in study.runs]), "",
+           "## Provenance", "",
+           f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "
+           + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items())),
+           f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
+           f"numpy {env['numpy']}, scikit-learn {env['scikit-learn']}",
+           f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch threads "
+           f"{env['torch_threads']}, GPU: {env['cuda'] or 'none'}",
+           f"- data root: `{study.data_root}`; datasets: {'; '.join(data_desc)}", ""]
+    with open(os.path.join(report_dir, "REPORT.md"), "w") as f:
+        f.write("\n".join(md))
+    summary = {"profile": study.profile_name, "wall_time_s": study.wall_time,
+               "claims": [v.__dict__ for v in verdicts],
+               "runs": {r.name: {"status": r.status, "reason": r.reason, "command": r.command,
+                                 "group": r.group, "fields": r.fields,
+                                 "seconds_this_invocation": r.seconds} for r in study.runs},
+               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"}
+                           for k, v in results.items()}}
+    utils.save_json(summary, os.path.join(fig_dir, "metrics_summary.json"))
+    return verdicts
