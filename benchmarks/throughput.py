@@ -184,7 +184,10 @@ def input_grad_fn(model, x, y):
     return step
 
 
-def main(argv=None):
+EMULATED_REPEATS = 3  # bf16 timed on a CPU without bf16 instructions: several times slower
+
+
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
@@ -202,32 +205,30 @@ def main(argv=None):
     p.add_argument("--strict", action="store_true",
                    help="exit with status 3 instead of only warning when the machine is busy")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = p.parse_args(argv)
-    busy_before, warnings = machine_load()
-    torch.manual_seed(0)
-    bs = args.batch_size
-    x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    cpu = utils.cpu_info()
-    print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags']) or 'none of ' + str(utils.CPU_FLAGS)}; "
-          f"torch threads {torch.get_num_threads()}; CPUs {100 * busy_before:.0f}% busy before the start",
-          flush=True)
+    return p
 
+
+def bf16_kind():
+    """'native' where the CPU has bf16 instructions, else 'emulated' (oneDNN converts, and a
+    bf16 step is several times slower than fp32: timed briefly, and labelled so)."""
+    return "native" if utils.bf16_autocast_reason(torch.device("cpu")) else "emulated"
+
+
+def measure_raw_steps(args, x, x_cl, y, ips, t):
+    """A raw training step of torchvision's ResNet18 and of ours (fp32)."""
     tv = torchvision.models.resnet18(num_classes=10)
     ours = resnet18().to(memory_format=torch.channels_last)
-    results = {"batch_size": bs, "torch": str(torch.__version__), "cpu": cpu,
-               "threads": torch.get_num_threads(), "cpu_busy_before": busy_before,
-               "images_per_s": {}, "seconds": {}}
-    ips, t = results["images_per_s"], Timings()
-
     raw = interleaved({"tv": raw_step_fn(tv, x, y), "ours": raw_step_fn(ours, x_cl, y)},
                       args.repeats)
-    ips["raw_torchvision_fp32"] = RAW_STEPS * bs / t.median("raw_torchvision_fp32", raw["tv"])
-    ips["raw_ours_fp32"] = RAW_STEPS * bs / t.median("raw_ours_fp32", raw["ours"])
+    ips["raw_torchvision_fp32"] = RAW_STEPS * x.shape[0] / t.median("raw_torchvision_fp32", raw["tv"])
+    ips["raw_ours_fp32"] = RAW_STEPS * x.shape[0] / t.median("raw_ours_fp32", raw["ours"])
 
-    # train.py's own loop on real CIFAR-10 batches, fp32 and bf16 autocast
+
+def measure_train_loops(args, ips, t, bf16):
+    """train.py's own loop on real CIFAR-10 batches, fp32 and bf16 autocast (alternated
+    where bf16 is native; a few repeats of its own where it is emulated)."""
     splits = datasets.build_splits("cifar10", args.data_root, download=False)
-    loader = datasets.batch_loader(splits.train, bs, shuffle=True, drop_last=True)
+    loader = datasets.batch_loader(splits.train, args.batch_size, shuffle=True, drop_last=True)
 
     def train_loop(amp):
         # a constant schedule: the warm-up calls the loop until two calls agree, so no
@@ -245,27 +246,38 @@ def main(argv=None):
             model, itertools.islice(loader, args.batches), optimizer, scheduler, criterion,
             targs, torch.device("cpu"), 1)
 
-    loops = interleaved({"train_loop_fp32": train_loop("off"),
-                         "train_loop_bf16": train_loop("bf16")}, args.repeats, settle=True)
-    ips.update({key: bs * args.batches / t.median(key, v) for key, v in loops.items()})
+    if bf16 == "native":
+        loops = interleaved({"train_loop_fp32": train_loop("off"),
+                             "train_loop_bf16": train_loop("bf16")}, args.repeats, settle=True)
+    else:
+        loops = {"train_loop_fp32": timed(train_loop("off"), args.repeats),
+                 "train_loop_bf16": timed(train_loop("bf16"), min(args.repeats, EMULATED_REPEATS))}
+    ips.update({key: args.batch_size * args.batches / t.median(key, v) for key, v in loops.items()})
 
-    # attacks: one PGD step vs one raw input-gradient pass, and vs torchattacks
+
+def measure_attacks(args, x_cl, y, results, t):
+    """One PGD step against one raw input-gradient pass, and against torchattacks' PGD."""
     import torchattacks
-    ours.eval()
+
+    ours = resnet18().to(memory_format=torch.channels_last).eval()
     ta = torchattacks.PGD(ours, eps=8 / 255, alpha=2 / 255, steps=args.pgd_iters)
     attack = interleaved({
         "raw_input_grad": input_grad_fn(ours, x_cl, y),
         "pgd_k": lambda: pgd_attack(ours, x_cl, y, 8 / 255, 2 / 255, args.pgd_iters),
         "torchattacks_pgd_k": lambda: ta(x_cl, y)}, args.repeats)
-    seconds = {key: t.median(key, v) for key, v in attack.items()}
-    results["seconds"].update(seconds)
+    results["seconds"].update({key: t.median(key, v) for key, v in attack.items()})
+    ips = results["images_per_s"]
     with torch.no_grad():
-        ips["eval_clean"] = bs / t.median("eval_clean", timed(lambda: ours(x_cl), args.repeats))
-    ips[f"eval_pgd{args.pgd_iters}"] = bs / seconds["pgd_k"]
+        ips["eval_clean"] = x_cl.shape[0] / t.median("eval_clean", timed(lambda: ours(x_cl), args.repeats))
+    ips[f"eval_pgd{args.pgd_iters}"] = x_cl.shape[0] / results["seconds"]["pgd_k"]
 
-    # how much of the machine a training step uses
+
+def measure_hardware(args, x_cl, y, results, bf16):
+    """How much of the machine a training step uses: its FLOPs against a matmul's peak."""
+    ips, bs = results["images_per_s"], x_cl.shape[0]
     flops = step_flops(resnet18().to(memory_format=torch.channels_last), x_cl, y) / bs
-    peak = {"fp32": matmul_gflops(args.repeats), "bf16": matmul_gflops(args.repeats, torch.bfloat16)}
+    bf16_repeats = args.repeats if bf16 == "native" else min(args.repeats, EMULATED_REPEATS)
+    peak = {"fp32": matmul_gflops(args.repeats), "bf16": matmul_gflops(bf16_repeats, torch.bfloat16)}
     results["hardware"] = {
         "train_step_gflop_per_image": flops / 1e9,
         "matmul_fp32_gflops": peak["fp32"], "matmul_bf16_gflops": peak["bf16"],
@@ -275,13 +287,12 @@ def main(argv=None):
         # what 8 CIFAR-10 epochs (45,000 images each) would take at the fp32 matmul's speed
         "min_minutes_8_cifar10_epochs": 8 * 45000 * flops / (peak["fp32"] * 1e9) / 60,
     }
+    return peak
 
-    if args.profile_rows:
-        step = raw_step_fn(resnet18().to(memory_format=torch.channels_last), x_cl, y)
-        results["profile_self_cpu_share"] = profile_step(step, args.profile_rows)
 
-    hw = results["hardware"]
-    results["ratios"] = {
+def ratios(args, results, peak):
+    ips, seconds, hw = results["images_per_s"], results["seconds"], results["hardware"]
+    return {
         "train_loop_vs_raw": ips["train_loop_fp32"] / ips["raw_torchvision_fp32"],
         "raw_ours_vs_raw_torchvision": ips["raw_ours_fp32"] / ips["raw_torchvision_fp32"],
         "train_loop_bf16_vs_fp32": ips["train_loop_bf16"] / ips["train_loop_fp32"],
@@ -291,7 +302,10 @@ def main(argv=None):
         "train_loop_fp32_vs_fp32_matmul_peak": hw["train_loop_fp32_gflops"] / peak["fp32"],
         "train_loop_bf16_vs_bf16_matmul_peak": hw["train_loop_bf16_gflops"] / peak["bf16"],
     }
-    results["spread"] = t.spread
+
+
+def check_trust(args, t, warnings):
+    """Warnings for repeats that disagree and for a machine something else ran on."""
     noisy = {k: v for k, v in t.spread.items() if v > args.max_spread}
     if noisy:
         warnings.append("repeats disagree by more than " f"{100 * args.max_spread:.0f}%: "
@@ -300,27 +314,62 @@ def main(argv=None):
     if load_after > torch.get_num_threads() + 0.75:  # more ran than our own threads
         warnings.append(f"1-minute load average {load_after:.2f} at the end, above this "
                         f"benchmark's {torch.get_num_threads()} threads: something else ran")
-    results["warnings"] = warnings
+    return warnings
 
+
+def print_results(results, t):
+    emulated = " (emulated)" if results["bf16"] == "emulated" else ""
     print(f"{'measurement':36s} {'images/s':>10s} {'spread':>7s}")
-    for k, v in ips.items():
+    for k, v in results["images_per_s"].items():
         spread = t.spread.get(k, t.spread.get("pgd_k") if k.startswith("eval_pgd") else None)
-        print(f"{k:36s} {v:10.1f} {100 * spread:6.0f}%")
+        label = k + (emulated if "bf16" in k else "")
+        print(f"{label:36s} {v:10.1f} {100 * spread:6.0f}%")
     print(f"\n{'hardware':36s} {'value':>10s}")
-    for k, v in hw.items():
-        print(f"{k:36s} {v:10.2f}")
+    for k, v in results["hardware"].items():
+        print(f"{k + (emulated if 'bf16' in k else ''):36s} {v:10.2f}")
     if "profile_self_cpu_share" in results:
         print(f"\n{'share of a raw training step':40s} {'%':>6s}")
         for k, v in results["profile_self_cpu_share"].items():
             print(f"{k:40s} {100 * v:6.1f}")
     print(f"\n{'ratio':36s} {'value':>10s}")
     for k, v in results["ratios"].items():
-        print(f"{k:36s} {v:10.3f}")
-    for w in warnings:
+        print(f"{k + (emulated if 'bf16' in k else ''):36s} {v:10.3f}")
+    for w in results["warnings"]:
         print(f"\nWARNING: {w}. These timings are not trustworthy; re-run on an idle machine.")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    start = time.time()
+    busy_before, warnings = machine_load()
+    torch.manual_seed(0)
+    bs = args.batch_size
+    x, y = torch.rand(bs, 3, 32, 32), torch.randint(0, 10, (bs,))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    cpu, bf16 = utils.cpu_info(), bf16_kind()
+    print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags']) or 'none of ' + str(utils.CPU_FLAGS)}; "
+          f"bf16 {bf16}; torch threads {torch.get_num_threads()}; CPUs {100 * busy_before:.0f}% "
+          "busy before the start", flush=True)
+    results = {"batch_size": bs, "torch": str(torch.__version__), "cpu": cpu, "bf16": bf16,
+               "threads": torch.get_num_threads(), "cpu_busy_before": busy_before,
+               "images_per_s": {}, "seconds": {}}
+    t = Timings()
+    measure_raw_steps(args, x, x_cl, y, results["images_per_s"], t)
+    measure_train_loops(args, results["images_per_s"], t, bf16)
+    measure_attacks(args, x_cl, y, results, t)
+    peak = measure_hardware(args, x_cl, y, results, bf16)
+    if args.profile_rows:
+        step = raw_step_fn(resnet18().to(memory_format=torch.channels_last), x_cl, y)
+        results["profile_self_cpu_share"] = profile_step(step, args.profile_rows)
+    results["ratios"] = ratios(args, results, peak)
+    results["spread"] = t.spread
+    results["warnings"] = check_trust(args, t, warnings)
+    results["wall_time_s"] = time.time() - start
+    print_results(results, t)
+    print(f"\nwall time {results['wall_time_s']:.0f} s", flush=True)
     if args.json:
         utils.save_json(results, args.json)
-    if warnings and args.strict:
+    if results["warnings"] and args.strict:
         raise SystemExit(3)
     return results
 

@@ -53,3 +53,18 @@ def test_spread_is_relative_to_the_median():
     timings = throughput.Timings()
     assert timings.median("step", [1.0, 1.1, 0.9]) == pytest.approx(1.0)
     assert timings.spread["step"] == pytest.approx(0.2)
+
+
+def test_bf16_is_labelled_emulated_where_the_cpu_has_no_bf16_instructions(monkeypatch, capsys):
+    monkeypatch.setattr(throughput.utils, "bf16_autocast_reason", lambda device: None)
+    assert throughput.bf16_kind() == "emulated"
+    monkeypatch.setattr(throughput.utils, "bf16_autocast_reason", lambda device: "CPU has amx_bf16")
+    assert throughput.bf16_kind() == "native"
+    timings = throughput.Timings()
+    timings.median("train_loop_bf16", [1.0, 1.0, 1.0])
+    results = {"bf16": "emulated", "images_per_s": {"train_loop_bf16": 10.0},
+               "hardware": {"matmul_bf16_gflops": 5.0}, "ratios": {"train_loop_bf16_vs_fp32": 0.2},
+               "warnings": []}
+    throughput.print_results(results, timings)
+    out = capsys.readouterr().out
+    assert "train_loop_bf16 (emulated)" in out and "matmul_bf16_gflops (emulated)" in out
