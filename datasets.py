@@ -40,6 +40,7 @@ class Domain:
     train_images: int  # train images left after the default validation split
     source: str = "files"  # "files": <name>-<split>.npz in the data root; "bundled": `arrays`
     arrays: Callable = None  # split -> (images, labels, provenance) when source is "bundled"
+    download: Callable = None  # (folder, train) -> (images, labels) through torchvision, or None
     digit: bool = False  # digit classes: a transfer domain of the study
     small: bool = False  # trained with the small-domain budget (more epochs, smaller batches)
     in_smoke: bool = False  # small enough (or bundled) for the smoke profile's transfer matrix
@@ -59,20 +60,24 @@ DIGITS = tuple(str(i) for i in range(10))
 _DIGIT_AUGMENT = {"pad": 2, "flip": False, "jitter": 0.0}
 DOMAINS = {d.name: d for d in (
     Domain("mnist", DIGITS, (28, 28, 1), (0.1000, 0.1000, 0.1000), (0.2752, 0.2752, 0.2752),
-           _DIGIT_AUGMENT, 55000, digit=True),
+           _DIGIT_AUGMENT, 55000, digit=True,
+           download=lambda raw, train: _torchvision_mnist(raw, train)),
     Domain("usps", DIGITS, (16, 16, 1), (0.0993, 0.0993, 0.0993), (0.2520, 0.2520, 0.2520),
-           _DIGIT_AUGMENT, 6562, digit=True, small=True, in_smoke=True),
+           _DIGIT_AUGMENT, 6562, digit=True, small=True, in_smoke=True,
+           download=lambda raw, train: _torchvision_usps(raw, train)),
     Domain("digits", DIGITS, (8, 8, 1), (0.1193, 0.1193, 0.1193), (0.2514, 0.2514, 0.2514),
            _DIGIT_AUGMENT, 1170, source="bundled", arrays=lambda split: _digits_arrays(split),
            digit=True, small=True, in_smoke=True),
     Domain("mnistm", DIGITS, (32, 32, 3), (0.4774, 0.4737, 0.4467), (0.2489, 0.2467, 0.2637),
            _DIGIT_AUGMENT, 55000, source="built", digit=True),
     Domain("svhn", DIGITS, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-           {"pad": 4, "flip": False, "jitter": 0.0}, 68257, digit=True, in_smoke=True),
+           {"pad": 4, "flip": False, "jitter": 0.0}, 68257, digit=True, in_smoke=True,
+           download=lambda raw, train: _torchvision_svhn(raw, train)),
     Domain("cifar10", ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck"), (32, 32, 3),
            (0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606),
-           {"pad": 4, "flip": True, "jitter": 0.1}, 45000),
+           {"pad": 4, "flip": True, "jitter": 0.1}, 45000,
+           download=lambda raw, train: _torchvision_cifar10(raw, train)),
     Domain("synthetic", tuple(f"pattern{i}" for i in range(10)), (32, 32, 3),
            (0.4986, 0.5055, 0.5009), (0.2049, 0.2028, 0.2073), _DIGIT_AUGMENT, 2700,
            source="bundled", arrays=lambda split: _synthetic_arrays(split), synthetic=True),
@@ -262,24 +267,41 @@ def _how_to_provide(name, path):
 
 
 def _download(name, split, data_root):
-    """Fetch through torchvision; returns (images NHWC uint8, labels int64)."""
+    """Fetch through torchvision (the Domain's `download`); returns (images NHWC uint8,
+    labels int64)."""
+    if DOMAINS[name].download is None:
+        raise ValueError(f"{name} has no download: provide its files")
+    return DOMAINS[name].download(os.path.join(data_root, "torchvision"), split == "train")
+
+
+def _torchvision_mnist(raw, train):
     import torchvision
 
-    raw = os.path.join(data_root, "torchvision")
-    if name == "mnist":
-        ds = torchvision.datasets.MNIST(raw, train=(split == "train"), download=True)
-        return ds.data.numpy()[..., None], ds.targets.numpy().astype(np.int64)
-    if name == "cifar10":
-        ds = torchvision.datasets.CIFAR10(raw, train=(split == "train"), download=True)
-        return ds.data, np.asarray(ds.targets, dtype=np.int64)
-    if name == "usps":  # LIBSVM's copy, values rescaled to 0..255 by torchvision
-        ds = torchvision.datasets.USPS(raw, train=(split == "train"), download=True)
-        return ds.data[..., None], np.asarray(ds.targets, dtype=np.int64)
-    if name == "svhn":
-        ds = torchvision.datasets.SVHN(raw, split=split, download=True)
-        # torchvision already maps SVHN's digit "0" (stored as 10) to label 0.
-        return ds.data.transpose(0, 2, 3, 1), ds.labels.astype(np.int64)
-    raise ValueError(name)
+    ds = torchvision.datasets.MNIST(raw, train=train, download=True)
+    return ds.data.numpy()[..., None], ds.targets.numpy().astype(np.int64)
+
+
+def _torchvision_cifar10(raw, train):
+    import torchvision
+
+    ds = torchvision.datasets.CIFAR10(raw, train=train, download=True)
+    return ds.data, np.asarray(ds.targets, dtype=np.int64)
+
+
+def _torchvision_usps(raw, train):
+    """LIBSVM's copy, values rescaled to 0..255 by torchvision."""
+    import torchvision
+
+    ds = torchvision.datasets.USPS(raw, train=train, download=True)
+    return ds.data[..., None], np.asarray(ds.targets, dtype=np.int64)
+
+
+def _torchvision_svhn(raw, train):
+    """torchvision already maps SVHN's digit "0" (stored as 10) to label 0."""
+    import torchvision
+
+    ds = torchvision.datasets.SVHN(raw, split="train" if train else "test", download=True)
+    return ds.data.transpose(0, 2, 3, 1), ds.labels.astype(np.int64)
 
 
 def load_arrays(name, split, data_root="data", download=True):

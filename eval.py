@@ -212,6 +212,10 @@ class Context:
     def path(self, suffix):
         return f"{self.args.out}.{suffix}"
 
+    def figure(self, component, i=0):
+        """Where `component` draws its i-th figure (COMPONENT_FILES names each file once)."""
+        return self.path(COMPONENT_FILES[component][i])
+
     @cached_property
     def report(self):
         """Confusion matrix and per-class scores, computed once for components 4 and 5."""
@@ -247,7 +251,7 @@ def feature_projection(ctx):
         points = PCA(n_components=2, random_state=ctx.args.seed).fit_transform(feats)
         method, error = "PCA (UMAP failed)", f"{type(exc).__name__}: {exc}"
         print(f"WARNING: UMAP failed ({error}); the projection uses PCA", flush=True)
-    plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.path("umap_features.png"),
+    plots.plot_feature_projection(points, labels, ctx.class_names, method, ctx.figure("umap"),
                                   ctx.title)
     return {"feature_projection": {"method": method, "error": error}}, {"umap": len(labels)}
 
@@ -287,7 +291,7 @@ def sample_grid(ctx):
     with torch.no_grad():
         preds = {k: ctx.model(v).argmax(1).tolist() for k, v in rows.items()}
     plots.plot_sample_grid({k: v.cpu() for k, v in rows.items()}, y.tolist(), preds,
-                           ctx.class_names, ctx.path("adv_examples.png"), ctx.title)
+                           ctx.class_names, ctx.figure("grid"), ctx.title)
     return {}, {"grid": len(y)}
 
 
@@ -295,9 +299,9 @@ def confusion(ctx):
     """Component 4: row-normalized confusion matrix and per-class accuracy."""
     report = ctx.report
     plots.plot_confusion(report["confusion_matrix_normalized"], ctx.class_names,
-                         ctx.path("confusion_matrix.png"), ctx.title)
+                         ctx.figure("confusion"), ctx.title)
     plots.plot_per_class_accuracy(report["per_class_accuracy"], ctx.class_names,
-                                  ctx.pred["correct"].mean(), ctx.path("per_class_accuracy.png"), ctx.title)
+                                  ctx.pred["correct"].mean(), ctx.figure("confusion", 1), ctx.title)
     cm = report["confusion_matrix"]
     return {"confusion_matrix": cm.tolist(),
             "per_class_accuracy": report["per_class_accuracy"].tolist(),
@@ -312,7 +316,7 @@ def precision_recall_f1(ctx):
     macro = {"precision": report["macro_precision"], "recall": report["macro_recall"],
              "F1": report["macro_f1"]}
     plots.plot_prf1(report["precision"], report["recall"], report["f1"], ctx.class_names, macro,
-                    ctx.path("classwise_prf1.png"), ctx.title)
+                    ctx.figure("prf1"), ctx.title)
     return {"macro_precision": macro["precision"], "macro_recall": macro["recall"],
             "macro_f1": macro["F1"],
             "per_class": {"class_names": ctx.class_names, **{
@@ -331,7 +335,7 @@ def calibration(ctx):
     ece_t = metrics.expected_calibration_error(scaled, pred["labels"], bins_n)
     bins = metrics.calibration_bins(pred["confidence"], pred["correct"], bins_n)
     bins_t = metrics.calibration_bins(scaled.max(1), scaled.argmax(1) == pred["labels"], bins_n)
-    plots.plot_calibration(bins, ece, bins_t, ece_t, temperature, ctx.path("reliability_diagram.png"),
+    plots.plot_calibration(bins, ece, bins_t, ece_t, temperature, ctx.figure("calibration"),
                            ctx.title)
     return {"ece": ece, "ece_temperature_scaled": ece_t, "temperature": temperature,
             "calibration_bins": {k: np.asarray(v).tolist() for k, v in bins.items()}}, \
@@ -346,7 +350,7 @@ def confidence_coverage(ctx):
                  for c in ctx.args.coverage_points}
     kept = {c: max(1, math.ceil(float(c) * len(conf) - 1e-9)) for c in selective}
     plots.plot_confidence_coverage(metrics.risk_coverage(conf, correct), aurc, selective,
-                                   ctx.path("confidence_coverage.png"), ctx.title)
+                                   ctx.figure("coverage"), ctx.title)
     return {"aurc": aurc, "selective_accuracy": selective, "selective_accuracy_n": kept,
             "selective_accuracy_ci95": {c: metrics.wilson_ci(round(v * kept[c]), kept[c])
                                         for c, v in selective.items()}}, {}
@@ -358,7 +362,7 @@ def topk(ctx):
         ctx.pred["logits"], ctx.pred["labels"], ctx.args.topk_list).items()}
     n = len(ctx.pred["labels"])
     intervals = {k: metrics.wilson_ci(round(v * n), n) for k, v in result.items()}
-    plots.plot_topk(result, ctx.path("topk_accuracy.png"), ctx.title)
+    plots.plot_topk(result, ctx.figure("topk"), ctx.title)
     return {"topk": result, "topk_n": n, "topk_ci95": intervals}, {}
 
 
@@ -484,7 +488,7 @@ def robustness_sweep(ctx):
         out["autoattack"] = {"eps": a.eps, "accuracy": ctx.results["autoattack_accuracy"],
                              "ci95": ctx.results["autoattack_accuracy_ci95"],
                              "n": ctx.results["autoattack_accuracy_n"]}
-    plots.plot_robustness_sweep({ctx.args.name: out}, ctx.path("robustness_sweep.png"), ctx.title)
+    plots.plot_robustness_sweep({ctx.args.name: out}, ctx.figure("sweep"), ctx.title)
     return {"robustness_sweep": out}, {"sweep": out["n"]}
 
 
@@ -514,7 +518,7 @@ def pgd_iter_sweep(ctx):
                                        names=("pgd",), desc=f"PGD-{iters}", restarts=a.restarts)
         out["pgd"].append(correct["pgd"] / n)
         out["pgd_ci95"].append(metrics.wilson_ci(correct["pgd"], n))
-    plots.plot_pgd_iter_sweep({ctx.args.name: out}, ctx.path("pgd_iter_sweep.png"), ctx.title)
+    plots.plot_pgd_iter_sweep({ctx.args.name: out}, ctx.figure("iter-sweep"), ctx.title)
     return {"pgd_iter_sweep": out}, {"iter_sweep": n}
 
 

@@ -193,9 +193,10 @@ def build_parser():
     p.add_argument("--data-root", default=os.environ.get("DATA_ROOT", "data"),
                    help="folder with cifar10-train.npz (env DATA_ROOT)")
     p.add_argument("--batch-size", type=utils.positive_int, default=128, help="batch size")
-    p.add_argument("--batches", type=utils.positive_int, default=20,
+    p.add_argument("--batches", type=utils.positive_int, default=10,
                    help="batches of train.py's loop per timed run")
-    p.add_argument("--repeats", type=utils.positive_int, default=15, help="timed runs per measurement")
+    p.add_argument("--repeats", type=utils.positive_int, default=7,
+                   help="timed runs per measurement")
     p.add_argument("--pgd-iters", type=utils.positive_int, default=10, help="k of the PGD-k timings")
     p.add_argument("--profile-rows", type=utils.nonnegative_int, default=15,
                    help="print torch.profiler's top N ops of our raw training step (0: skip)")
