@@ -28,6 +28,7 @@ FRAMING_HELP = ("how small digits (USPS, scikit-learn digits) sit in the 32x32 f
                 "in MNIST's ~20-pixel box, centred; fill = scaled to fill it")
 DIGIT_BOX = 20
 
+
 @dataclass(frozen=True)
 class Domain:
     """One dataset, declared once: what it holds, how it is read, and its place in the study."""
@@ -87,6 +88,7 @@ DOMAINS = {d.name: d for d in (
 def digit_domains(smoke=False):
     """The transfer domains, in declaration order (only the smoke-sized ones if `smoke`)."""
     return [n for n, d in DOMAINS.items() if d.digit and (d.in_smoke or not smoke)]
+
 
 # sha256 of the files in ../shared/data, so the report can name what was used.
 KNOWN_FILES = {

@@ -385,7 +385,6 @@ def _pm(result, name):
     return utils.plus_minus(result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]) + "%"
 
 
-
 def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
     """[(name, attack)] of AutoAttack's `version`, built from torchattacks' attacks with the
     original AutoAttack's settings: 100 iterations, 9 target classes, 5,000 Square queries.
@@ -582,7 +581,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.alpha is None:
         args.alpha = pgd_step(args.eps, args.iters)
-    with run_contract.Owner(args.out + ".lock", f"evaluation {args.out}"):  # one writer per prefix
+    with run_contract.Owner(run_contract.eval_lock(args.out), f"evaluation {args.out}"):  # one writer
         return evaluate(args, argv)
 
 

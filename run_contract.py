@@ -13,7 +13,8 @@ it. A training run's folder (`--out-dir`) holds:
     diverged.json           in place of final_metrics.json when the loss became NaN/inf
     owner.lock              while a process writes the folder: its PID, host and command
 
-An evaluation (`eval.py --out PREFIX`) writes PREFIX.metrics.json and PREFIX.*.png.
+An evaluation (`eval.py --out PREFIX`) writes PREFIX.metrics.json and PREFIX.*.png, holding
+PREFIX.owner.lock meanwhile.
 """
 
 import enum
@@ -86,6 +87,11 @@ class TrainFiles:
 def eval_record(prefix):
     """The result file of `eval.py --out PREFIX`."""
     return prefix + EVAL_SUFFIX
+
+
+def eval_lock(prefix):
+    """The lock `eval.py --out PREFIX` holds while it writes."""
+    return prefix + "." + LOCK
 
 
 def accuracy(key, correct, n):

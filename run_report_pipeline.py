@@ -43,8 +43,8 @@ def write_report(args, runs, results, wall_time):
     import reporting
 
     study = reporting.Study(runs, results, args.profile, PROFILES[args.profile],
-                         utils.command_line("run_report_pipeline.py", args.argv), args.data_root,
-                         wall_time)
+                            utils.command_line("run_report_pipeline.py", args.argv),
+                            args.data_root, wall_time)
     return reporting.write(study, args.report_dir)
 
 

@@ -9,7 +9,8 @@ import traceback
 import run_contract
 import utils
 from run_contract import Outcome
-from study.plan import _keeps_weights
+from study.plan import keeps_weights
+
 
 def _outputs(run):
     """(file proving the run finished, file recording its command)."""
@@ -60,7 +61,7 @@ def _up_to_date(run, runs_by_name, need_weights=True):
     done_file, command_file = _outputs(run)
     if not os.path.exists(done_file) or not _same_command(command_file, run):
         return False
-    if need_weights and _keeps_weights(run) and not os.path.exists(_train_files(run).best):
+    if need_weights and keeps_weights(run) and not os.path.exists(_train_files(run).best):
         return False
     return _newer_than_needs(done_file, run, runs_by_name)
 
@@ -272,8 +273,8 @@ def recorded_outcome(run, outcomes):
     before = outcomes.get(run.name)
     if not before or utils.computed_part(before["command"]) != utils.computed_part(run.command):
         return
-    numbers_there = ((run.status, before["status"]) in ((Outcome.SKIPPED, Outcome.DONE),
-                                                       (Outcome.DIVERGED, Outcome.DIVERGED)))
+    agreeing = ((Outcome.SKIPPED, Outcome.DONE), (Outcome.DIVERGED, Outcome.DIVERGED))
+    numbers_there = (run.status, before["status"]) in agreeing
     nothing_there = (run.status == Outcome.NOT_RUN and run.reason == NOT_EXECUTED
                      and before["status"] in (Outcome.NOT_RUN, Outcome.FAILED))
     if numbers_there or nothing_there:

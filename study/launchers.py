@@ -10,6 +10,7 @@ import utils
 from run_contract import Outcome
 from study.execution import _tail, call, finish, launch_argv, prepare
 
+
 def _eta(runs, elapsed):
     done_cost = sum(r.cost for r in runs if r.status == Outcome.DONE)
     rest = sum(r.cost for r in runs if r.status == Outcome.PENDING)

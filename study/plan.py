@@ -352,5 +352,6 @@ def _keep_only_weights_read(runs):
             run.argv += ["--keep-weights", "none"]
 
 
-def _keeps_weights(run):
+def keeps_weights(run):
+    """Whether a training run keeps its best.pth (another run reads it)."""
     return run.script == "train" and "--keep-weights" not in run.argv
