@@ -586,7 +586,6 @@ class Session:
     """What the epochs of one training run share: built by `setup`, read by `run_epochs`
     and `final_evaluation`."""
     args: argparse.Namespace
-    argv: list
     device: torch.device
     dist: "Distributed"
     files: run_contract.TrainFiles
@@ -628,7 +627,7 @@ def fit(args, argv, device, dist=None):
     return final_evaluation(session) if session.rank == 0 else None
 
 
-def _data_and_model(args, device, world):
+def _data_and_model(args, world):
     """The splits and the model, bad input mapped to the pipeline's outcomes."""
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) must be "
@@ -669,7 +668,7 @@ def setup(args, argv, device, dist=None):
     args.amp_used, amp_why = resolve_amp(args.amp, device)
     utils.seed_everything(args.seed)
     files = run_contract.TrainFiles(args.out_dir)
-    splits, model, model_args = _data_and_model(args, device, world)
+    splits, model, model_args = _data_and_model(args, world)
     finished = _finished(args, files, model_args)  # before loaders and optimizer are built
     if finished is not None:
         return finished
@@ -677,7 +676,7 @@ def setup(args, argv, device, dist=None):
     model.to(device, memory_format=torch.channels_last)
     loaders, loader_gen = _loaders(args, splits, world, rank)
     optimizer = build_optimizer(args, model)
-    s = Session(args, argv, device, dist, files, splits, model, model_args, loaders, loader_gen,
+    s = Session(args, device, dist, files, splits, model, model_args, loaders, loader_gen,
                 optimizer, build_scheduler(args, optimizer, len(loaders["train"])),
                 LabelSmoothingCrossEntropy(args.label_smoothing),
                 CircleLoss(args.circle_m, args.circle_gamma) if args.circle_weight > 0 else None)
@@ -691,12 +690,12 @@ def setup(args, argv, device, dist=None):
                                                      model_args, s.config, device)
     s.ddp_model = torch.nn.parallel.DistributedDataParallel(model) if dist is not None else model
     if rank == 0:
-        _open_run_folder(s, amp_why)
+        _open_run_folder(s)
     s.started, s.prior_time = time.time(), sum(h["epoch_time_s"] for h in s.history)
     return s
 
 
-def _open_run_folder(s, amp_why):
+def _open_run_folder(s):
     """Rank 0: the config before the first step, the run's announcement, TensorBoard."""
     args = s.args
     os.makedirs(args.out_dir, exist_ok=True)
@@ -708,7 +707,8 @@ def _open_run_folder(s, amp_why):
     print(f"run folder: {os.path.abspath(args.out_dir)}", flush=True)
     print(f"training on {s.label}: {s.splits.info['sizes']} images, {s.steps_per_epoch} "
           f"steps/epoch, device {s.device}" + (f", {s.world} processes" if s.dist else "")
-          + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} ({amp_why})",
+          + f"; precision {'bf16 autocast' if args.amp_used == 'bf16' else 'fp32'} "
+          f"({s.config['precision']['why']})",
           flush=True)
     from torch.utils.tensorboard import SummaryWriter
     s.writer = SummaryWriter(os.path.join(args.out_dir, "tensorboard"))
