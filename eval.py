@@ -167,28 +167,30 @@ class AttackRecord:
 
 
 def attack_accuracies(model, loader, device, eps, alpha, iters, max_batches, seed, record=None,
-                      names=None, desc="attacks", restarts=1):
+                      names=None, desc="attacks", restarts=1, per_image=None):
     """Correct counts (clean and under each attack `names`, default: the registry's evaluated
     ones) on the same first `max_batches` batches, and their size. Every attack draws its
     random starts from a generator seeded with `seed`, so the same call gives the same
-    numbers in every component."""
+    numbers in every component. With a dict `per_image`, each name's per-image outcomes (in
+    the loader's order) are stored in it too."""
     model.eval()
     names = evaluated() if names is None else tuple(names)
     generators = {name: torch.Generator().manual_seed(seed) for name in names}
-    correct = {name: 0 for name in ("clean",) + names}
-    n = 0
+    hits = {name: [] for name in ("clean",) + names}
     for x, y in _batches(loader, max_batches, desc):
         x, y = _to(x, device), y.to(device)
         with torch.no_grad():
-            correct["clean"] += (model(x).argmax(1) == y).sum().item()
+            hits["clean"].append((model(x).argmax(1) == y).cpu())
         for name in names:
             x_adv = run_attack(name, model, x, y, eps, alpha, iters, restarts, generators[name])
             if record is not None:
                 record.add(name, x, x_adv)
             with torch.no_grad():
-                correct[name] += (model(x_adv).argmax(1) == y).sum().item()
-        n += len(y)
-    return correct, n
+                hits[name].append((model(x_adv).argmax(1) == y).cpu())
+    hits = {name: torch.cat(h).numpy() if h else np.zeros(0, bool) for name, h in hits.items()}
+    if per_image is not None:
+        per_image.update(hits)
+    return {name: int(h.sum()) for name, h in hits.items()}, len(hits["clean"])
 
 
 # ----------------------------------------------------------------------------- components
@@ -208,6 +210,7 @@ class Context:
     pred: dict = None  # component 3, reused by 4-8
     results: dict = None  # the numbers so far (the sweep shows AutoAttack's beside PGD's)
     record: "AttackRecord" = field(default_factory=lambda: AttackRecord())
+    per_image: dict = field(default_factory=dict)  # name -> (split indices, correct or not)
 
     def path(self, suffix):
         return f"{self.args.out}.{suffix}"
@@ -369,8 +372,13 @@ def topk(ctx):
 def attacks_at_eps(ctx):
     """The accuracy under each evaluated attack at --eps, on the first --max-batches batches."""
     a = ctx.args
+    hits = {}
     correct, n = attack_accuracies(ctx.model, ctx.loader, ctx.device, a.eps, a.alpha, a.iters,
-                                   a.max_batches, a.seed, ctx.record, restarts=a.restarts)
+                                   a.max_batches, a.seed, ctx.record, restarts=a.restarts,
+                                   per_image=hits)
+    index = np.asarray(ctx.order[:n])
+    ctx.per_image.update({("attack_subset_clean" if name == "clean" else name): (index, h)
+                          for name, h in hits.items()})
     out = run_contract.accuracy("attack_subset_clean_accuracy", correct["clean"], n)
     for name in evaluated():
         out.update(run_contract.accuracy(f"{name}_accuracy", correct[name], n))
@@ -421,7 +429,7 @@ def autoattack(ctx):
     model = ctx.model.eval()
     start = time.time()
     robust = torch.zeros(n, dtype=torch.bool)
-    pgd_correct = 0
+    pgd_hits = torch.zeros(n, dtype=torch.bool)
     pgd_gen = torch.Generator().manual_seed(a.seed)
     for lo in range(0, n, a.batch_size):
         x, y = x_all[lo:lo + a.batch_size].to(ctx.device), y_all[lo:lo + a.batch_size].to(ctx.device)
@@ -430,7 +438,11 @@ def autoattack(ctx):
         x_pgd = run_attack("pgd", ctx.model, _to(x, ctx.device), y, a.eps, a.alpha, a.iters,
                            a.restarts, pgd_gen)
         with torch.no_grad():
-            pgd_correct += (ctx.model(x_pgd).argmax(1) == y).sum().item()
+            pgd_hits[lo:lo + len(y)] = (ctx.model(x_pgd).argmax(1) == y).cpu()
+    pgd_correct = int(pgd_hits.sum())
+    index = np.asarray(ctx.order[:n])
+    ctx.per_image.update(autoattack_clean=(index, robust.numpy().copy()),
+                         autoattack_pgd=(index, pgd_hits.numpy()))
     per_attack, errors = {"clean": robust.float().mean().item()}, {}
     n_classes = len(ctx.class_names)
     for name, attack in autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed,
@@ -452,6 +464,7 @@ def autoattack(ctx):
         per_attack[name] = robust.float().mean().item()
         print(f"AutoAttack {name}: robust accuracy {100 * per_attack[name]:.2f}% on {n} images "
               f"({time.time() - t0:.0f}s)", flush=True)
+    ctx.per_image["autoattack"] = (index, robust.numpy())
     out = run_contract.accuracy("autoattack_accuracy", int(robust.sum()), n)
     out.update(run_contract.accuracy("autoattack_pgd_accuracy", pgd_correct, n))
     out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
@@ -556,6 +569,18 @@ def sanity_checks(result, ctx):
 
 # ----------------------------------------------------------------------------- main
 
+def save_per_image(per_image, path):
+    """Each scored image's index in the split and whether it was classified correctly, per
+    name (see run_contract.eval_per_image): a few bytes per image, compressed."""
+    arrays = {}
+    for name, (index, correct) in per_image.items():
+        arrays[name] = np.asarray(correct, dtype=bool)
+        arrays[f"{name}_index"] = np.asarray(index, dtype=np.int32)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def training_validation_split(ckpt, dataset, val_size=None):
     """(val_size, seed) of the validation split: on the checkpoint's own dataset, the split
     its run carved and selected on (recorded in config.json's data.split), so temperature
@@ -636,6 +661,7 @@ def evaluate(args, argv):
     with timed(result["timings_s"], "predictions"):
         ctx.pred = collect_predictions(model, datasets.batch_loader(dataset, args.batch_size), device)
     result.update(run_contract.accuracy("clean_accuracy", ctx.pred["correct"].sum(), len(ctx.pred["labels"])))
+    ctx.per_image["clean"] = (np.arange(len(ctx.pred["labels"])), ctx.pred["correct"])
     result["n_samples"]["clean"] = len(ctx.pred["labels"])
     print(f"clean accuracy {_pm(result, 'clean')} on {len(ctx.pred['labels'])} images", flush=True)
 
@@ -653,8 +679,10 @@ def evaluate(args, argv):
 
     result["wall_time_s"] = time.time() - start
     result["environment"] = utils.environment_info()
+    save_per_image(ctx.per_image, run_contract.eval_per_image(args.out))
     utils.save_json(result, run_contract.eval_record(args.out))
-    print(f"wrote {run_contract.eval_record(args.out)} and {len(result['files'])} figures in "
+    print(f"wrote {run_contract.eval_record(args.out)}, its per-image outcomes and "
+          f"{len(result['files'])} figures in "
           f"{result['wall_time_s']:.0f}s", flush=True)
     return result
 

@@ -13,7 +13,9 @@ it. A training run's folder (`--out-dir`) holds:
     diverged.json           in place of final_metrics.json when the loss became NaN/inf
     owner.lock              while a process writes the folder: its PID, host and command
 
-An evaluation (`eval.py --out PREFIX`) writes PREFIX.metrics.json and PREFIX.*.png, holding
+An evaluation (`eval.py --out PREFIX`) writes PREFIX.metrics.json, PREFIX.per_image.npz (for
+every image it scored: its index in the split and whether each attack left it correct, so two
+evaluations on the same images compare image by image) and PREFIX.*.png, holding
 PREFIX.owner.lock meanwhile.
 """
 
@@ -24,6 +26,8 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 import metrics
 import utils
@@ -36,6 +40,7 @@ FINAL = "final_metrics.json"
 DIVERGED = "diverged.json"
 LOCK = "owner.lock"
 EVAL_SUFFIX = ".metrics.json"
+PER_IMAGE_SUFFIX = ".per_image.npz"
 PIPELINE_LOCK = "pipeline.lock"  # in a checkpoints folder a pipeline writes
 # In a report folder: the small records it was rendered from (the checkpoints folder's
 # layout, weights left out), their times, and every run's outcome. Committed with the
@@ -87,6 +92,23 @@ class TrainFiles:
 def eval_record(prefix):
     """The result file of `eval.py --out PREFIX`."""
     return prefix + EVAL_SUFFIX
+
+
+def eval_per_image(prefix):
+    """The per-image outcomes of `eval.py --out PREFIX`: arrays NAME (bool, correct or not)
+    and NAME_index (the images' indices in the split), for the whole split ("clean"), the
+    attacked sample ("attack_subset_clean" and each attack) and AutoAttack's sample
+    ("autoattack_clean", "autoattack", "autoattack_pgd")."""
+    return prefix + PER_IMAGE_SUFFIX
+
+
+def load_per_image(prefix):
+    """{name: (index, correct)} of an evaluation's per-image outcomes, {} if it has none."""
+    path = eval_per_image(prefix)
+    if not os.path.exists(path):
+        return {}
+    with np.load(path) as f:
+        return {k: (f[f"{k}_index"], f[k]) for k in f.files if not k.endswith("_index")}
 
 
 def eval_lock(prefix):

@@ -30,10 +30,13 @@ import datasets
 import run_contract
 import utils
 from run_contract import Outcome
-from study.execution import (_load_results, on_disk, recorded_outcome, records_lost,
-                             restore_records, save_records)
+from study.execution import (_load_results, load_per_image, on_disk, recorded_outcome,
+                             records_lost, restore_records, save_records)
 from study.launchers import launch
 from study.plan import PROFILES, build_matrix, profile_domains
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FINDINGS_DOC = os.path.join(HERE, "docs", "pipeline.md")  # its findings block follows report/
 
 # ----------------------------------------------------------------------------- report
 
@@ -44,8 +47,13 @@ def write_report(args, runs, results, wall_time):
 
     study = reporting.Study(runs, results, args.profile, PROFILES[args.profile],
                             utils.command_line("run_report_pipeline.py", args.argv),
-                            args.data_root, wall_time)
-    return reporting.write(study, args.report_dir)
+                            args.data_root, wall_time, load_per_image(runs))
+    verdicts = reporting.write(study, args.report_dir)
+    committed = os.path.join(HERE, "report")
+    if os.path.isdir(args.report_dir) and os.path.samefile(args.report_dir, committed):
+        if reporting.sync_findings(FINDINGS_DOC, [v.row() for v in verdicts]):
+            print(f"updated the findings in {os.path.relpath(FINDINGS_DOC)} from the report", flush=True)
+    return verdicts
 
 
 # ----------------------------------------------------------------------------- main

@@ -117,6 +117,20 @@ class ResNet(nn.Module):
         return (logits, feats) if return_features else logits
 
 
+def feature_map_sizes(stem="imagenet", size=32):
+    """{stage: side of its square feature maps} for a size x size input: with the ImageNet
+    stem a 32x32 image reaches layer4 at 1x1, with the CIFAR stem at 4x4."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    down = lambda s, k, p: (s + 2 * p - k) // 2 + 1  # noqa: E731  a stride-2 window
+    side = down(down(size, 7, 3), 3, 1) if stem == "imagenet" else size
+    sizes = {"layer1": side}
+    for stage in ("layer2", "layer3", "layer4"):
+        side = down(side, 3, 1)
+        sizes[stage] = side
+    return sizes
+
+
 def resnet18(num_classes=10, use_bn=True, stem="imagenet", mean=(0.0, 0.0, 0.0),
              std=(1.0, 1.0, 1.0), dropout=0.0):
     """ResNet18: BasicBlocks [2, 2, 2, 2]. `mean`/`std` normalize inputs inside the model."""

@@ -4,9 +4,10 @@
 is built by selecting runs on their declared fields (group, variant, seed, model, source,
 target, kind), never by spelling run names, so a run added to the matrix appears in its
 table without an edit here. The claims the study makes are judged here too, from the same
-numbers: `reporting.claims.claims(study)` returns each claim with its verdict (supported, contradicted,
-inconclusive at this budget, or not run), the evidence with its uncertainty, and the
-section behind it.
+numbers: `reporting.claims.judge(study)` tests each claim declared in `claims.CLAIMS` with
+`significance` (Holm-corrected within its family) and returns its verdict (supported,
+contradicted, inconclusive with the effect it could have detected, or not run), the evidence
+and the section behind it; `sync_findings` copies them into the documentation.
 
 A run record is anything with `name`, `script`, `group`, `fields`, `status`, `reason`,
 `command`, `error_tail` and `seconds` (the pipeline's Run); `results` maps run names to
@@ -14,7 +15,8 @@ what train.py (final_metrics.json plus `history` and `environment`) or eval.py
 (*.metrics.json) wrote.
 """
 
+from reporting.claims import sync_findings
 from reporting.common import Study
 from reporting.writer import write
 
-__all__ = ["Study", "write"]
+__all__ = ["Study", "write", "sync_findings"]

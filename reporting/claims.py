@@ -1,202 +1,544 @@
-"""The claims of the study and their verdicts, computed from the sections' numbers."""
+"""The claims of the study, declared as data, and their verdicts.
 
-from dataclasses import dataclass
+A claim is one `Claim`: its statement, the family it is judged in, the metric, what it
+compares (a function of the Study returning `Comparison`s, each with the direction the claim
+expects and the test `significance` computed), and how its comparisons combine:
+
+- "all": the claim is about every comparison (every model, every pair): supported only if
+  each one's test rejects in the expected direction, contradicted if any rejects the other
+  way, inconclusive otherwise;
+- "pooled": one test over the union of the comparisons' samples (McNemar over every image,
+  or the paired t-test over every seed pair), each oriented so that "as claimed" is positive.
+
+One rule turns tests into verdicts: within a family, Holm's step-down correction adjusts
+every test's p-value, and a test counts only if its adjusted p is below significance.ALPHA.
+A claim that does not reach a verdict is inconclusive with its effect, its 95% interval, the
+minimum detectable effect (80% power, at ALPHA / m, the strictest level Holm applies in a
+family of m tests) and what sample would resolve it. A new claim is one more declaration.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from reporting.ablations import _difference_cell, _mean_std, ablation_rows
-from reporting.common import (ALPHA, accuracy, below, cell, directional, measure, pm, pooled,
-                              seed_difference, short, table)
+import datasets
+import significance
+from run_contract import Outcome
+from significance import ALPHA
+
+from reporting.ablations import _mean_std
+from reporting.common import table
 from reporting.robustness import _model, robustness_rows
 from reporting.transfer import colour_domains, grey_domains, handwriting_targets, transfer_numbers
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+FAMILIES = ("ablations", "transfer", "robustness")
+
+
+@dataclass
+class Comparison:
+    """One comparison a claim makes: `test` of other against reference (None where it could
+    not be tested, `why` saying so), and the sign the claim expects of its effect."""
+    label: str
+    expect: int
+    test: significance.Test = None
+    why: str = ""
+    ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out
+
+    @property
+    def missing(self):
+        return not self.ran
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str
+    family: str
+    metric: str
+    compares: Callable  # Study -> [Comparison]
+    combine: str = "all"
+    variance: str = ""  # which variance the intervals cover
+    unit: str = "points"
+    link: str = ""
+
+
+@dataclass
+class Unit:
+    """What Holm's correction counts: one comparison, or a pooled claim's one test."""
+    label: str
+    expect: int
+    test: significance.Test
+    p_adjusted: float = math.nan
+    alpha_mde: float = ALPHA
+
+    @property
+    def rejects(self):
+        return self.p_adjusted < ALPHA
+
+    @property
+    def outcome(self):
+        if not self.rejects:
+            return "not significant"
+        return "as claimed" if self.test.sign == self.expect else "opposite"
 
 
 @dataclass
 class Verdict:
-    claim: str
-    verdict: str  # supported | contradicted | inconclusive | not run
-    evidence: str
-    link: str
+    claim: Claim
+    verdict: str
+    comparisons: list
+    units: list = field(default_factory=list)
+
+    @property
+    def statement(self):
+        return self.claim.statement
+
+    @property
+    def evidence(self):
+        return summary(self)
+
+    def row(self):
+        return {"claim": self.claim.statement, "family": self.claim.family,
+                "combine": self.claim.combine, "verdict": self.verdict,
+                "evidence": self.evidence, "link": self.claim.link}
 
 
-def _seed_evidence(rows, variant, budget, key="accuracy", what="test accuracy"):
-    base, row = rows.get("baseline"), rows.get(variant)
-    if not base or not row:
-        return None, f"not run: no {variant} runs"
-    d = seed_difference(base[key], row[key])
-    if d is None:
-        return None, (f"not run: {variant} has no finished seed"
-                      + (f" ({row['notes']})" if row.get("notes") else ""))
-    lost = "".join(f"; {v} diverged in {len(r['diverged'])} of "
-                   f"{len(r['runs'])} seeds" for v, r in (("baseline", base), (variant, row)) if r["diverged"])
-    return d, (f"{what} baseline {_mean_std(base[key])}% vs {variant} {_mean_std(row[key])}% "
-               f"(mean ± std over {len(base[key])} and {len(row[key])} seeds{budget}; "
-               f"difference {_difference_cell(d)}){lost}")
+# ----------------------------------------------------------------------------- comparisons
+
+def _count(result, key):
+    """(correct, n) of an accuracy a record stores with its sample size, or None."""
+    if not result or result.get(key) is None or not result.get(f"{key}_n"):
+        return None
+    n = int(result[f"{key}_n"])
+    return round(result[key] * n), n
 
 
-def _gap_evidence(rows, variant):
-    """The train-test accuracy gap beside a regularization claim (train accuracy on the batches
-    as trained, augmentation and dropout on: it flatters both, so it is context, not the verdict)."""
-    base, row = rows.get("baseline"), rows.get(variant)
-    if not (base and row and base["train_acc"] and row["train_acc"]
-            and len(base["train_acc"]) == len(base["accuracy"]) and len(row["train_acc"]) == len(row["accuracy"])):
-        return ""
-    gap = lambda r: 100 * (np.mean(r["train_acc"]) - np.mean(r["accuracy"]))  # noqa: E731
-    return (f"; train-test gap {gap(base):.1f} points for the baseline vs {gap(row):.1f} for "
-            f"{variant} (train accuracy on the batches as trained)")
+def _accuracy_count(result):
+    if not result:
+        return None
+    return _count(result, "clean_accuracy" if "clean_accuracy" in result else "test_accuracy")
 
 
-def _budget(study):
-    """' after 4 epochs on 10000 images' for the ablations' evidence: their verdicts hold at
-    that budget, not at the long schedules the claims were made for."""
-    b = study.profile.get("ablation", {})
-    if "epochs" not in b:
-        return ""
-    return f", {b['epochs']} epochs on {b.get('train_subset') or 'all'} images"
+def _pct(count):
+    return f"{100 * count[0] / count[1]:.1f}%"
 
 
-def claims(study, rows=None, transfer=None, robust_rows=None):
-    """Every claim of the study with its verdict computed from this run's numbers (the
-    sections' numbers, when the report passes them, else computed here)."""
-    rows = ablation_rows(study) if rows is None else rows
-    budget = _budget(study)
+def _per_seed(study, variant, key, chance=None):
+    """{seed: value} of an ablation variant's finished seeds; a diverged seed counts as
+    `chance` (1 / classes) for accuracy, and is left out where chance is None."""
+    values = {}
+    for run in study.select("ablation", variant=variant):
+        res = study.result(run)
+        if res and res.get(key) is not None:
+            values[run.fields["seed"]] = res[key]
+        elif run.status == Outcome.DIVERGED and chance is not None:
+            values[run.fields["seed"]] = chance
+    return values
+
+
+def _chance(study):
+    """1 / classes of the ablations' dataset, or None where no finished run names it."""
+    for run in study.select("ablation"):
+        res = study.result(run)
+        if res and res.get("dataset") in datasets.DOMAINS:
+            return 1 / len(datasets.DOMAINS[res["dataset"]].classes)
+    return None
+
+
+def _train_test_gap(study, variant):
+    """The gap between the last epoch's train accuracy (on the batches as trained:
+    augmentation and dropout on, so it flatters both) and test accuracy, in points."""
+    gaps = [100 * (res["history"][-1]["train_acc"] - res["test_accuracy"])
+            for run in study.select("ablation", variant=variant)
+            for res in [study.result(run)] if res and res.get("history")]
+    return f"train-test gap {np.mean(gaps):.1f} points" if gaps else ""
+
+
+def seed_pairs(variant, key, expect, what, diverged_is_chance=False, show_gap=False):
+    """The claim that `variant` moves `key` in direction `expect` against the baseline:
+    a paired t-test over the seeds both finished (same seed: same split, data order and,
+    where the architecture matches, initialisation)."""
+    def compares(study):
+        base_runs, runs = study.select("ablation", variant="baseline"), study.select("ablation", variant=variant)
+        if not base_runs or not runs:
+            return [Comparison(f"baseline -> {variant}", expect, why=f"not run: no {variant} runs", ran=False)]
+        chance = _chance(study) if diverged_is_chance else None
+        base, other = _per_seed(study, "baseline", key), _per_seed(study, variant, key, chance)
+        seeds = sorted(set(base) & set(other))
+        diverged = [r for r in runs if r.status == Outcome.DIVERGED]
+        label = (f"{what}: baseline {_mean_std([base[s] for s in seeds])}% -> {variant} "
+                 f"{_mean_std([other[s] for s in seeds])}%")
+        notes = []
+        if diverged:
+            scored = chance is not None
+            notes.append(f"{variant} diverged in {len(diverged)} of {len(runs)} seeds"
+                         + (f" (scored as chance, {100 * chance:.0f}%)" if scored else " (left out)"))
+        if show_gap:
+            notes += [f"{gap} ({name})" for name in ("baseline", variant)
+                      for gap in [_train_test_gap(study, name)] if gap]
+        label += "".join(f"; {n}" for n in notes)
+        if not seeds:
+            return [Comparison(label, expect, why="not run: no seed finished on both sides", ran=False)]
+        test = significance.paired([base[s] for s in seeds], [other[s] for s in seeds])
+        return [Comparison(label, expect, test, why="" if test else "one seed a side: no test")]
+    return compares
+
+
+def _direct(study, src, dst):
+    runs = study.select(kind="direct", source=src, target=dst)
+    return _accuracy_count(study.result(runs[0])) if runs else None
+
+
+def _independent(label, expect, reference, other, missing):
+    """Two accuracies on different images ((correct, n) each): the two-proportion test of
+    other against reference, or "not run" naming what is missing."""
+    if not (reference and other):
+        return Comparison(label, expect, why=f"not run: {missing}", ran=False)
+    return Comparison(f"{label}: {_pct(other)} vs {_pct(reference)}", expect,
+                      significance.two_proportions(*reference, *other))
+
+
+def transfer_direction(study):
+    """Greyscale -> colour against colour -> greyscale, per pair (different test images)."""
+    return [_independent(f"{plain} -> {varied} vs {varied} -> {plain}", -1,
+                         _direct(study, varied, plain), _direct(study, plain, varied),
+                         "needs both directions")
+            for varied in colour_domains() for plain in grey_domains()]
+
+
+def colour_vs_handwriting(study):
+    """MNIST -> MNIST-M against MNIST -> each other greyscale domain."""
+    return [_independent(f"mnist -> mnistm vs mnist -> {d}", -1, _direct(study, "mnist", d),
+                         _direct(study, "mnist", "mnistm"), "needs both transfers")
+            for d in handwriting_targets()]
+
+
+def frozen_vs_scratch(study):
+    """A new classifier on frozen features of another domain against training from scratch on
+    the same target images (accuracies on the same test split; the pairing of images is not
+    recorded for training runs, so the test treats them as independent: conservative)."""
     out = []
-
-    # BatchNorm eases optimization: without it, the baseline's learning rate trains worse or diverges
-    claim = "BatchNorm eases optimization: without it the same learning rate trains worse (or diverges)"
-    same = rows.get("no_bn_same_lr")
-    if same and same["diverged"] and not same["accuracy"] and rows.get("baseline", {}).get("accuracy"):
-        out.append(Verdict(claim, "supported",
-                           f"without BatchNorm the baseline's learning rate diverged in all "
-                           f"{len(same['diverged'])} seeds ({short(same['diverged'][0].reason)}); "
-                           f"the baseline reached {_mean_std(rows['baseline']['accuracy'])}%",
-                           "#ablations"))
-    else:
-        d, text = _seed_evidence(rows, "no_bn_same_lr", budget)
-        own, own_text = _seed_evidence(rows, "no_bn", budget)
-        if own is not None:
-            text += f"; without BatchNorm at its own lower learning rate: {_mean_std(rows['no_bn']['accuracy'])}%"
-        out.append(Verdict(claim, directional(d, -1), text, "#ablations"))
-
-    d, text = _seed_evidence(rows, "label_smoothing", budget, "ece", "ECE")
-    out.append(Verdict("Label smoothing improves calibration (lower ECE)", directional(d, -1),
-                       text, "#ablations"))
-    d, text = _seed_evidence(rows, "adam", budget)
-    out.append(Verdict("SGD with momentum generalizes better than Adam (higher test accuracy)",
-                       directional(d, -1), text, "#ablations"))
-    d, text = _seed_evidence(rows, "no_augment", budget)
-    out.append(Verdict("Data augmentation regularizes: turning it off lowers test accuracy",
-                       directional(d, -1), text + _gap_evidence(rows, "no_augment"), "#ablations"))
-    d, text = _seed_evidence(rows, "dropout", budget)
-    out.append(Verdict("Dropout before the classifier regularizes: it raises test accuracy",
-                       directional(d, +1), text + _gap_evidence(rows, "dropout"), "#ablations"))
-
-    out += transfer_claims(transfer or transfer_numbers(study))
-    out += robustness_claims(study, robust_rows if robust_rows is not None else robustness_rows(study))
+    for run in study.select(kind="finetune"):
+        src, dst = run.fields["source"], run.fields["target"]
+        scratch = study.select(kind="target_only", target=dst)
+        out.append(_independent(f"{src} features -> {dst} vs scratch", +1,
+                                _accuracy_count(study.result(scratch[0]) if scratch else None),
+                                _accuracy_count(study.result(run)),
+                                "needs the frozen-feature and scratch runs"))
     return out
 
 
-def transfer_claims(t):
-    out = []
-    claim = ("Transfer is harder from a greyscale digit domain to a colour/texture one (MNIST-M, "
-             "SVHN) than the reverse")
-    parts, signs = [], []
-    for varied in colour_domains():
-        for plain in grey_domains():
-            easy, hard = t.direct.get((varied, plain)), t.direct.get((plain, varied))
-            if easy and hard:
-                signs.append(1 if below(hard, easy) else -1 if below(easy, hard) else 0)
-                parts.append(f"{plain} -> {varied} {pm(*hard)}% vs {varied} -> {plain} {pm(*easy)}%")
-    out.append(Verdict(claim, pooled(signs), "; ".join(parts) or "not run: needs both directions of a pair",
-                       "#cross-domain-transfer"))
-
-    claim = ("Frozen-feature fine-tuning on a small labelled target set recovers most (over half) "
-             "of the accuracy lost to the domain shift")
-    if t.closed:
-        median = float(np.median(list(t.closed.values())))
-        verdict = "supported" if median > 0.5 else "contradicted"
-        vs = [(t.tuned[k], t.scratch_small.get(k[1])) for k in t.closed if t.scratch_small.get(k[1])]
-        worse = sum(below(v, ref) for v, ref in vs)
-        evidence = (f"median gap closed {100 * median:.0f}% over {len(t.closed)} pairs (range "
-                    f"{100 * min(t.closed.values()):.0f}% to {100 * max(t.closed.values()):.0f}%); "
-                    f"clearly worse than training from scratch on the same {t.n_target:,} images "
-                    f"in {worse} of {len(vs)} pairs")
-    else:
-        verdict, evidence = "not run", "not run: no pair with a gap and a fine-tuned model"
-    out.append(Verdict(claim, verdict, evidence, "#cross-domain-transfer"))
-
-    claim = "A colour/texture shift (MNIST -> MNIST-M) costs more than a handwriting shift (MNIST -> USPS, digits)"
-    colour = t.direct.get(("mnist", "mnistm"))
-    hand = [(d, t.direct.get(("mnist", d))) for d in handwriting_targets() if t.direct.get(("mnist", d))]
-    if colour and hand:
-        evidence = f"MNIST -> MNIST-M {pm(*colour)}% vs " + ", ".join(f"MNIST -> {d} {pm(*v)}%" for d, v in hand)
-        verdict = ("supported" if all(below(colour, v) for _, v in hand)
-                   else "contradicted" if any(below(v, colour) for _, v in hand) else "inconclusive")
-    else:
-        verdict, evidence = "not run", "not run: needs MNIST -> MNIST-M and MNIST -> USPS or digits"
-    out.append(Verdict(claim, verdict, evidence, "#cross-domain-transfer"))
-    return out
+def _gap_statistic(*samples, axis=-1):
+    """Median over pairs of (frozen - direct) / (in-domain - direct); samples come in threes."""
+    means = [s.mean(axis=axis) for s in samples]
+    ratios = [(t - d) / (f - d) for d, t, f in zip(means[0::3], means[1::3], means[2::3])]
+    return np.median(np.stack(ratios), axis=0)
 
 
-def robustness_claims(study, rows):
-    out = []
-    ok = [r for r in rows if r["result"] and measure(r["result"], "pgd_accuracy")
-          and measure(r["result"], "fgsm_accuracy")]
-    claim = "PGD is a stronger attack than FGSM (lower accuracy on the same images)"
-    if ok:
-        stronger = [r for r in ok if below(measure(r["result"], "pgd_accuracy"), measure(r["result"], "fgsm_accuracy"))]
-        weaker = [r for r in ok if below(measure(r["result"], "fgsm_accuracy"), measure(r["result"], "pgd_accuracy"))]
-        verdict = pooled([1] * len(stronger) + [-1] * len(weaker) + [0] * (len(ok) - len(stronger) - len(weaker)))
-        evidence = "; ".join(f"`{r['model']}` FGSM {cell(r['result'], 'fgsm_accuracy')}% vs PGD "
-                             f"{cell(r['result'], 'pgd_accuracy')}%" for r in ok)
-        evidence += f" (PGD clearly lower for {len(stronger)} of {len(ok)} models)"
-    else:
-        verdict, evidence = "not run", "not run: no model evaluated under both attacks"
-    out.append(Verdict(claim, verdict, evidence, "#robustness"))
+def gap_closed(study):
+    """The median share of the direct-transfer gap that frozen features close, over the pairs
+    with a gap the intervals see, against one half; bootstrap over each accuracy's images."""
+    t = transfer_numbers(study)
+    samples, parts = [], []
+    for (src, dst) in t.closed:
+        d = _direct(study, src, dst)
+        tuned = _accuracy_count(study.result(study.select(kind="finetune", source=src, target=dst)[0]))
+        full = _accuracy_count(study.result(study.select(kind="in_domain", target=dst)[0]))
+        if d and tuned and full:
+            samples += [significance.outcomes(*c) for c in (d, tuned, full)]
+            parts.append(f"{src} -> {dst} {100 * t.closed[src, dst]:.0f}%")
+    label = "median gap closed"
+    if not samples:
+        return [Comparison(label, +1, why="not run: no pair with a gap and a fine-tuned model", ran=False)]
+    test = significance.bootstrap(
+        _gap_statistic, samples, 0.5, "bootstrap vs 50%",
+        f"{len(parts)} pairs; each accuracy's images resampled on their own (they share the "
+        "target's test images, which widens the interval)")
+    return [Comparison(f"{label} over {len(parts)} pairs ({', '.join(parts)})", +1, test)]
 
-    claim = ("Adversarial training trades clean accuracy for robustness (PGD-AT vs standard, "
-             "same budget, AutoAttack)")
+
+def _same_images(study, row_a, key_a, row_b, key_b):
+    """McNemar of two per-image outcomes on the same images, or why not."""
+    a, b = study.outcomes(row_a["eval"], key_a), study.outcomes(row_b["eval"], key_b)
+    if a is None or b is None:
+        return None, ("no per-image outcomes (evaluated before eval.py recorded them): "
+                      "re-run the evaluation")
+    if not np.array_equal(a[0], b[0]):
+        return None, "the two evaluations scored different images (other --seed or sample size)"
+    return significance.mcnemar(a[1], b[1]), ""
+
+
+def attack_strength(weaker, stronger):
+    """Per evaluated model: accuracy under `stronger` against `weaker` on the same images."""
+    def compares(study):
+        out = []
+        for r in robustness_rows(study):
+            if not r["result"]:
+                out.append(Comparison(f"`{r['model']}`", -1, why=f"not run: {study.why(r['eval'])}", ran=False))
+                continue
+            test, why = _same_images(study, r, weaker, r, stronger)
+            e = r["result"]
+            out.append(Comparison(f"`{r['model']}`: {weaker.upper()} {100 * e[f'{weaker}_accuracy']:.1f}% -> "
+                                  f"{stronger.upper()} {100 * e[f'{stronger}_accuracy']:.1f}%", -1, test, why))
+        return out
+    return compares
+
+
+def adversarial_trade(study):
+    """PGD-AT against the standard model: clean accuracy (whole test split) lower, AutoAttack
+    accuracy (its sample) higher, each on the same images."""
+    rows = robustness_rows(study)
     std = _model(rows, adversarial=False, circle=False)
     pgd = _model(rows, adversarial=True, circle=False, attack="pgd")
-    if std and pgd and measure(std["result"], "autoattack_accuracy") and measure(pgd["result"], "autoattack_accuracy"):
-        a_std, a_pgd = measure(std["result"], "autoattack_accuracy"), measure(pgd["result"], "autoattack_accuracy")
-        c_std, c_pgd = accuracy(std["result"]), accuracy(pgd["result"])
-        robust, cost = below(a_std, a_pgd), below(c_pgd, c_std)
-        verdict = ("supported" if robust and cost else "contradicted" if robust and below(c_std, c_pgd)
-                   else "inconclusive")
-        evidence = (f"clean {pm(*c_std)}% -> {pm(*c_pgd)}%, AutoAttack {pm(*a_std)}% -> {pm(*a_pgd)}% "
-                    f"(`{std['model']}` -> `{pgd['model']}`)")
-    else:
-        verdict, evidence = "not run", "not run: needs the standard and PGD-trained models under AutoAttack"
-    out.append(Verdict(claim, verdict, evidence, "#robustness"))
-
-    claim = "Circle Loss makes representations more robust (AutoAttack accuracy, with vs without it, same budget)"
-    parts, signs = [], []
-    for adversarial in (False, True):
-        base = _model(rows, adversarial=adversarial, circle=False, **({"attack": "pgd"} if adversarial else {}))
-        circ = _model(rows, adversarial=adversarial, circle=True)
-        a = measure(base["result"], "autoattack_accuracy") if base else None
-        b = measure(circ["result"], "autoattack_accuracy") if circ else None
-        if a and b:
-            signs.append(1 if below(a, b) else -1 if below(b, a) else 0)
-            parts.append(f"`{base['model']}` {pm(*a)}% vs `{circ['model']}` {pm(*b)}%")
-    out.append(Verdict(claim, pooled(signs), "; ".join(parts) or "not run: needs Circle Loss models under AutoAttack",
-                       "#circle-loss"))
+    if not (std and pgd):
+        return [Comparison("standard vs PGD-AT", 0, why="not run: needs the standard and PGD-trained "
+                           "models evaluated", ran=False)]
+    out = []
+    for key, expect, what in (("clean", -1, "clean"), ("autoattack", +1, "AutoAttack")):
+        test, why = _same_images(study, std, key, pgd, key)
+        a, b = std["result"].get(f"{key}_accuracy"), pgd["result"].get(f"{key}_accuracy")
+        numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
+        out.append(Comparison(f"{what}: `{std['model']}` -> `{pgd['model']}`{numbers}", expect, test, why))
     return out
+
+
+def circle_robustness(study):
+    """With against without Circle Loss, under AutoAttack on the same images, with and without
+    PGD-AT."""
+    rows = robustness_rows(study)
+    out = []
+    for adversarial in (False, True):
+        extra = {"attack": "pgd"} if adversarial else {}
+        base = _model(rows, adversarial=adversarial, circle=False, **extra)
+        circ = _model(rows, adversarial=adversarial, circle=True, **extra)
+        what = "PGD-AT" if adversarial else "cross-entropy"
+        if not (base and circ):
+            out.append(Comparison(f"{what} vs + Circle", +1, why="not run: needs both models evaluated", ran=False))
+            continue
+        test, why = _same_images(study, base, "autoattack", circ, "autoattack")
+        a, b = base["result"].get("autoattack_accuracy"), circ["result"].get("autoattack_accuracy")
+        numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
+        out.append(Comparison(f"`{base['model']}` -> `{circ['model']}`{numbers}", +1, test, why))
+    return out
+
+
+# ----------------------------------------------------------------------------- the claims
+
+SEEDS = "seed-to-seed and test-image variance (paired by seed)"
+ONE_MODEL = "test-image sampling only: one training seed per model, so seed-to-seed variance is not in it"
+
+CLAIMS = [
+    Claim("BatchNorm eases optimization: without it the same learning rate trains worse (or diverges)",
+          "ablations", "test accuracy", seed_pairs("no_bn_same_lr", "test_accuracy", -1, "test accuracy",
+                                                   diverged_is_chance=True),
+          variance=SEEDS, link="#ablations"),
+    Claim("Label smoothing improves calibration (lower ECE)", "ablations", "ECE",
+          seed_pairs("label_smoothing", "test_ece", -1, "ECE"), variance=SEEDS, link="#ablations"),
+    Claim("SGD with momentum generalizes better than Adam (higher test accuracy)", "ablations",
+          "test accuracy", seed_pairs("adam", "test_accuracy", -1, "test accuracy"),
+          variance=SEEDS, link="#ablations"),
+    Claim("Data augmentation regularizes: turning it off lowers test accuracy", "ablations",
+          "test accuracy", seed_pairs("no_augment", "test_accuracy", -1, "test accuracy", show_gap=True),
+          variance=SEEDS, link="#ablations"),
+    Claim("Dropout before the classifier regularizes: it raises test accuracy", "ablations",
+          "test accuracy", seed_pairs("dropout", "test_accuracy", +1, "test accuracy", show_gap=True),
+          variance=SEEDS, link="#ablations"),
+    Claim("Transfer is harder from a greyscale digit domain to a colour/texture one (MNIST-M, SVHN) "
+          "than the reverse", "transfer", "direct-transfer accuracy", transfer_direction,
+          variance=ONE_MODEL, link="#cross-domain-transfer"),
+    Claim("Frozen-feature fine-tuning on a small labelled target set recovers most (over half) of "
+          "the accuracy lost to the domain shift", "transfer", "share of the gap closed", gap_closed,
+          variance=ONE_MODEL, unit="% of the gap", link="#cross-domain-transfer"),
+    Claim("Frozen features of another domain beat training from scratch on the same target images",
+          "transfer", "target test accuracy", frozen_vs_scratch, variance=ONE_MODEL,
+          link="#cross-domain-transfer"),
+    Claim("A colour/texture shift (MNIST -> MNIST-M) costs more than a handwriting shift "
+          "(MNIST -> USPS, digits)", "transfer", "direct-transfer accuracy", colour_vs_handwriting,
+          variance=ONE_MODEL, link="#cross-domain-transfer"),
+    Claim("PGD is a stronger attack than FGSM (lower accuracy on the same images)", "robustness",
+          "accuracy under attack", attack_strength("fgsm", "pgd"), variance=ONE_MODEL,
+          link="#robustness"),
+    Claim("Adversarial training trades clean accuracy for robustness (PGD-AT vs standard, same "
+          "budget: lower clean, higher AutoAttack accuracy)", "robustness", "accuracy",
+          adversarial_trade, variance=ONE_MODEL, link="#robustness"),
+    Claim("Circle Loss makes representations more robust (AutoAttack accuracy, with vs without "
+          "it, same budget)", "robustness", "AutoAttack accuracy", circle_robustness,
+          variance=ONE_MODEL, link="#circle-loss"),
+]
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+def _units(claim, comparisons):
+    tested = [c for c in comparisons if c.test]
+    if claim.combine == "pooled" and tested:
+        test = significance.pooled([significance.oriented(c.test, c.expect) for c in tested])
+        return [Unit(f"pooled over {len(tested)} comparisons", +1, test)]
+    if claim.combine not in ("all", "pooled"):
+        raise ValueError(f"claim {claim.statement!r}: combine must be 'all' or 'pooled'")
+    return [Unit(c.label, c.expect, c.test) for c in tested]
+
+
+def decide(claim, comparisons, units):
+    """The verdict of a claim from its units' Holm-adjusted tests and its combination rule."""
+    considered = [c for c in comparisons if c.ran]
+    if not considered:
+        return Outcome.NOT_RUN
+    if any(u.outcome == "opposite" for u in units):
+        return CONTRADICTED
+    untested = [c for c in considered if not c.test]
+    if units and not untested and all(u.outcome == "as claimed" for u in units):
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+def judge(study, declared=None):
+    """Every declared claim's verdict: Holm's correction within each family over every
+    test its claims make."""
+    declared = CLAIMS if declared is None else declared
+    compared = [(c, c.compares(study)) for c in declared]
+    units = [(c, comps, _units(c, comps)) for c, comps in compared]
+    for family in {c.family for c in declared}:
+        members = [u for c, _, us in units if c.family == family for u in us]
+        for u, p in zip(members, significance.holm([u.test.p for u in members])):
+            u.p_adjusted, u.alpha_mde = p, ALPHA / len(members)
+    return [Verdict(c, decide(c, comps, us), comps, us) for c, comps, us in units]
+
+
+# ----------------------------------------------------------------------------- text
+
+def effect_text(claim, test):
+    """'+5.2 points [+1.0, +9.4]', or for a statistic against its null value '79% [60%, 90%]
+    against 50%'."""
+    lo, hi = test.ci95
+    if test.null:
+        return (f"{100 * test.effect:.0f}% [{100 * lo:.0f}%, {100 * hi:.0f}%] against "
+                f"{100 * test.null:.0f}%")
+    return f"{100 * test.effect:+.1f} {claim.unit} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def mde_text(claim, unit):
+    mde = unit.test.mde(unit.alpha_mde)
+    if not math.isfinite(mde):
+        return ""
+    needed = unit.test.needed(unit.alpha_mde)
+    return (f"MDE {100 * mde:.1f} {claim.unit} (80% power at alpha {unit.alpha_mde:.3g})"
+            + (f"; {needed}" if needed else ""))
+
+
+def _p(p):
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def summary(v):
+    """One cell of evidence: the effect with its interval, the test, raw and Holm p, the
+    sample, and for an inconclusive verdict what it could have seen."""
+    c = v.claim
+    if v.verdict == Outcome.NOT_RUN:
+        return "; ".join(sorted({x.why for x in v.comparisons if x.why})) or "not run"
+    untested = [x for x in v.comparisons if x.ran and not x.test]
+    if len(v.units) == 1 and not untested:
+        u = v.units[0]
+        text = (f"{effect_text(c, u.test)}; {u.test.name} p={_p(u.test.p)}, Holm p={_p(u.p_adjusted)}; "
+                f"{u.test.sample}")
+        if v.verdict == INCONCLUSIVE:
+            text += f"; {mde_text(c, u)}"
+        return text
+    counts = {k: sum(u.outcome == k for u in v.units) for k in ("as claimed", "opposite", "not significant")}
+    text = (f"{c.combine} of {len(v.units)} tested comparisons: {counts['as claimed']} as claimed, "
+            f"{counts['opposite']} opposite, {counts['not significant']} not significant after Holm")
+    if untested:
+        text += f"; {len(untested)} untested ({untested[0].why})"
+    missing = [x for x in v.comparisons if not x.ran]
+    if missing:
+        text += f"; {len(missing)} not run"
+    if v.verdict == INCONCLUSIVE and v.units:
+        open_units = [u for u in v.units if u.outcome == "not significant"] or v.units
+        smallest = min(open_units, key=lambda u: u.test.mde(u.alpha_mde))
+        text += f"; smallest {mde_text(c, smallest)}"
+    return text + " (each in the table below)"
+
+
+def evidence_rows(verdicts):
+    """One row per tested comparison (or pooled test): what the reader checks a verdict by."""
+    rows = []
+    for i, v in enumerate(verdicts, 1):
+        for u in v.units:
+            rows.append({"claim": i, "comparison": u.label, "effect_95ci": effect_text(v.claim, u.test),
+                         "test": u.test.name, "p": u.test.p, "p_holm": u.p_adjusted,
+                         "outcome": u.outcome, "sample": u.test.sample,
+                         "mde": mde_text(v.claim, u) if u.outcome == "not significant" else ""})
+        for c in v.comparisons:
+            if not c.test:
+                rows.append({"claim": i, "comparison": c.label, "effect_95ci": "", "test": "",
+                             "p": "", "p_holm": "", "outcome": c.why, "sample": "", "mde": ""})
+    return rows
 
 
 def claims_section(verdicts):
     md = ["## Claims and verdicts", "",
-          "Each claim the study makes, judged from this run's numbers by `report.claims` (not "
-          "written by hand): **supported** or **contradicted** when the difference exceeds the "
-          "uncertainty (non-overlapping 95% Wilson intervals for single models, Welch's t-test "
-          f"at p < {ALPHA} across seeds), **inconclusive** when it does not at this budget, "
-          "**not run** when a run it needs is missing. A verdict holds at this profile's "
-          "budgets (see Parameters), not necessarily at the long schedules the claims were "
-          "made for.", ""]
-    md.append(table(["claim", "verdict", "evidence", "details"],
-                    [[v.claim, f"**{v.verdict}**", v.evidence, f"[table]({v.link})"] for v in verdicts]))
-    return md + [""]
+          "Each claim is declared once in `reporting/claims.py` (`CLAIMS`: statement, family, "
+          "metric, what it compares, the expected direction, the test and how several "
+          "comparisons combine) and judged from this run's numbers by one rule: **supported** or "
+          "**contradicted** only when the test rejects after Holm's correction over every test "
+          f"of its family (family-wise error rate {ALPHA}); otherwise **inconclusive**, with the "
+          "effect, its 95% interval and the minimum detectable effect (MDE) at 80% power; "
+          "**not run** when a run it needs is missing. Tests: seeds paired by seed (paired "
+          "t-test), two evaluations on the same images (McNemar's exact test), accuracies on "
+          "different images (two-proportion z-test), a derived ratio (percentile bootstrap). "
+          "A claim over several models or pairs says how it combines them: *all* (each must "
+          "reject as claimed; one rejecting the other way contradicts it) or *pooled* (one "
+          "test over all of them). A verdict holds at this profile's budgets (see Setup and "
+          "Parameters), not necessarily at the long schedules the claims were made for.", ""]
+    md.append(table(["#", "claim", "family, rule", "verdict", "evidence", "intervals cover", "details"],
+                    [[i, v.statement, f"{v.claim.family}, {v.claim.combine}", f"**{v.verdict}**",
+                      v.evidence, v.claim.variance, f"[table]({v.claim.link})"]
+                     for i, v in enumerate(verdicts, 1)]))
+    rows = evidence_rows(verdicts)
+    md += ["", "### Evidence, comparison by comparison", "",
+           "Effect: other minus reference in points of the metric, with its 95% interval "
+           "(for a ratio: the estimate against its null value); p: the test's two-sided "
+           "p-value; Holm p: adjusted over the claim's family.", "",
+           table(["claim", "comparison", "effect [95% CI]", "test", "p", "Holm p", "outcome", "sample",
+                  "MDE (80% power) / to resolve"],
+                 [[r["claim"], r["comparison"], r["effect_95ci"] or "-", r["test"] or "-",
+                   _p(r["p"]) if r["p"] != "" else "-", _p(r["p_holm"]) if r["p_holm"] != "" else "-",
+                   r["outcome"], r["sample"] or "-", r["mde"] or "-"] for r in rows]), ""]
+    return md
 
 
-# ----------------------------------------------------------------------------- the rest
+FINDINGS_START = "<!-- findings: generated from report/summary/claims.csv by run_report_pipeline.py; do not edit -->"
+FINDINGS_END = "<!-- end of findings -->"
+
+
+def findings_block(rows):
+    """The documentation's findings, generated from claims.csv rows (claim, verdict,
+    evidence): the report's words and numbers, so the two cannot drift."""
+    return [f"- **{r['verdict']}**: {r['claim']} ({r['evidence']})" for r in rows]
+
+
+def findings_in(text):
+    """The lines between the findings markers of a document, or None without markers."""
+    if FINDINGS_START not in text or FINDINGS_END not in text:
+        return None
+    inside = text.split(FINDINGS_START, 1)[1].split(FINDINGS_END, 1)[0]
+    return [line for line in inside.strip("\n").split("\n") if line]
+
+
+def sync_findings(doc_path, rows):
+    """Rewrite the findings block of `doc_path` from claims.csv rows; True if it changed.
+    A document without the markers is left alone (and says so by returning False)."""
+    with open(doc_path) as f:
+        text = f.read()
+    if findings_in(text) is None:
+        return False
+    head, rest = text.split(FINDINGS_START, 1)
+    tail = rest.split(FINDINGS_END, 1)[1]
+    new = head + FINDINGS_START + "\n" + "\n".join(findings_block(rows)) + "\n" + FINDINGS_END + tail
+    if new == text:
+        return False
+    with open(doc_path, "w") as f:
+        f.write(new)
+    return True

@@ -3,19 +3,18 @@ seed comparisons are computed, and how cells and tables are written."""
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 import run_contract
+import significance
 import utils
 from run_contract import Outcome
+from significance import ALPHA
 
 
 SHOWN = {Outcome.SKIPPED: "up to date"}  # a run whose outputs were already there for the same command
-ALPHA = 0.05  # significance level of the seed comparisons
 
 
 @dataclass
@@ -28,6 +27,7 @@ class Study:
     command: str = ""
     data_root: str = ""
     wall_time: float = 0.0
+    per_image: dict = field(default_factory=dict)  # eval run -> {name: (indices, correct)}
 
     def __post_init__(self):
         self.by_name = {r.name: r for r in self.runs}
@@ -44,6 +44,14 @@ class Study:
         if run is None or run.status not in run_contract.FINISHED:
             return None
         return self.results.get(run.name)
+
+    def outcomes(self, run, name):
+        """(indices, correct) of a finished evaluation's per-image outcomes `name`, or None
+        (not recorded: an evaluation made before eval.py wrote them)."""
+        run = self.by_name.get(run) if isinstance(run, str) else run
+        if run is None or self.result(run) is None:
+            return None
+        return self.per_image.get(run.name, {}).get(name)
 
     @property
     def synthetic(self):
@@ -93,42 +101,17 @@ def seed_summary(values):
 
 
 def seed_difference(reference, other):
-    """Difference of means (other - reference) over seeds and whether it exceeds the
-    seed-to-seed spread: Welch's t-test at ALPHA (needs two seeds a side)."""
-    if not len(reference) or not len(other):
+    """Difference of means (other - reference) of two {seed: value} dicts, over the seeds
+    both have, and whether it exceeds the seed-to-seed spread: significance.paired (same
+    seed: same split and data order) at ALPHA, uncorrected (the claims correct)."""
+    seeds = sorted(set(reference) & set(other))
+    if not seeds:
         return None
-    diff = float(np.mean(other) - np.mean(reference))
-    if len(reference) < 2 or len(other) < 2:
+    diff = float(np.mean([other[s] - reference[s] for s in seeds]))
+    test = significance.paired([reference[s] for s in seeds], [other[s] for s in seeds])
+    if test is None:
         return {"diff": diff, "p": None, "exceeds": False}
-    if np.std(reference) == 0 and np.std(other) == 0:  # no spread at all: any gap is real
-        p = 0.0 if diff else 1.0
-    else:
-        with warnings.catch_warnings():  # scipy warns when the seeds agree to many digits
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
-    return {"diff": diff, "p": p, "exceeds": p < ALPHA}
-
-
-def pooled(signs):
-    """One verdict from several comparisons (+1 as claimed, -1 the opposite, 0 level within
-    the uncertainty): supported if some agree and none disagree, contradicted if the reverse,
-    inconclusive if they are mixed or all level, not run if there are none."""
-    if not signs:
-        return Outcome.NOT_RUN
-    if 1 in signs and -1 not in signs:
-        return "supported"
-    if -1 in signs and 1 not in signs:
-        return "contradicted"
-    return "inconclusive"
-
-
-def directional(difference, expected_sign):
-    """Verdict of a claim that `difference` has `expected_sign`, from seed_difference."""
-    if difference is None:
-        return Outcome.NOT_RUN
-    if not difference["exceeds"]:
-        return "inconclusive"
-    return "supported" if np.sign(difference["diff"]) == expected_sign else "contradicted"
+    return {"diff": diff, "p": test.p, "exceeds": test.p < ALPHA}
 
 
 def pm(value, ci95=None):

@@ -11,6 +11,24 @@ from run_contract import Outcome
 from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, table
 
 
+# RobustBench's CIFAR-10 L-inf 8/255 leaderboard (model_info/cifar10/Linf/<entry>.json in
+# github.com/RobustBench/robustbench): clean and AutoAttack accuracy, standard AutoAttack on
+# the 10,000 test images. The architectures and schedules differ from this study's; they
+# anchor the scale, not a like-for-like comparison.
+PUBLISHED_ROBUSTNESS = [
+    ("Standard", "standard training", "WideResNet-28-10", 0.9478, 0.0),
+    ("Wong2020Fast", "FGSM-RS (Wong et al. 2020), 15 epochs", "PreAct ResNet-18", 0.8334, 0.4321),
+    ("Engstrom2019Robustness", "PGD AT (Madry et al.), MadryLab robustness library", "ResNet-50", 0.8703, 0.4925),
+    ("Rice2020Overfitting", "PGD-10 AT with robust early stopping (Rice et al. 2020)",
+     "WideResNet-34-20", 0.8534, 0.5342),
+]
+
+
+def published_rows():
+    return [[f"{entry} (RobustBench)", method, arch, f"{100 * clean:.2f}", f"{100 * aa:.2f}"]
+            for entry, method, arch, clean, aa in PUBLISHED_ROBUSTNESS]
+
+
 def robust_columns():
     """(header, result key) of the robustness table: clean accuracy, then each attack eval.py
     runs (attacks.ATTACKS), AutoAttack beside the gradient attacks, the baselines last."""
@@ -99,7 +117,12 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
                     + [autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
                        for _, key in columns] + [checks(e)])
     md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks"], body))
-    md += ["", "Reading: " + " ".join(robustness_readings(study, rows)), ""]
+    md += ["", "Published anchors at the same eps (8/255), standard AutoAttack on all 10,000 "
+           "test images, from RobustBench's leaderboard; other architectures and far longer "
+           "schedules than this profile's, so they give the scale, not a like-for-like "
+           "comparison:", "",
+           table(["entry", "method", "architecture", "clean (%)", "AutoAttack (%)"], published_rows()),
+           "", "Reading: " + " ".join(robustness_readings(study, rows)), ""]
     compared = ["clean_accuracy", *[f"{n}_accuracy" for n in attacks.evaluated()
                                     if not attacks.ATTACKS[n].baseline], "autoattack_accuracy"]
     bars = {r["model"]: {k: measure(r["result"], k) for k in compared} for r in ok}

@@ -10,9 +10,10 @@ import utils
 from run_contract import Outcome
 
 from reporting.ablations import ablation_rows, ablation_section
-from reporting.claims import claims, claims_section
+from reporting.claims import claims_section, evidence_rows, judge
 from reporting.common import SHOWN, _figure, pct, short, table
 from reporting.robustness import circle_section, robustness_rows, robustness_section
+from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section
 
 
@@ -130,8 +131,9 @@ def write(study, report_dir):
     circle_md = circle_section(study, report_dir, robust)
     transfer_md = transfer_section(study, transfer, report_dir, fig_dir, sum_dir)
     diag_md = diagnostics_section(study, report_dir, robust)
-    verdicts = claims(study, ablations, transfer, robust)
-    utils.save_csv([v.__dict__ for v in verdicts], os.path.join(sum_dir, "claims.csv"))
+    verdicts = judge(study)
+    utils.save_csv([v.row() for v in verdicts], os.path.join(sum_dir, "claims.csv"))
+    utils.save_csv(evidence_rows(verdicts), os.path.join(sum_dir, "claims_evidence.csv"))
     train_rows = training_rows(study)
     utils.save_csv(train_rows, os.path.join(sum_dir, "training_summary.csv"))
 
@@ -157,7 +159,7 @@ def write(study, report_dir):
            f"times the runs recorded, on {', '.join(cpus)}; this invocation took "
            f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
            + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
-    md += claims_section(verdicts)
+    md += setup_section(study) + claims_section(verdicts)
     md += abl_md + robust_md + circle_md + transfer_md + diag_md + sanity_section(study)
     md += ["## Training runs", "", "Test accuracy of each run's `best.pth` (chosen on the "
            "validation split carved from train).", "",
@@ -184,7 +186,7 @@ def write(study, report_dir):
     with open(os.path.join(report_dir, "REPORT.md"), "w") as f:
         f.write("\n".join(md))
     summary = {"profile": study.profile_name, "wall_time_s": study.wall_time,
-               "claims": [v.__dict__ for v in verdicts],
+               "claims": [v.row() for v in verdicts],
                "runs": {r.name: {"status": r.status, "reason": r.reason, "command": r.command,
                                  "group": r.group, "fields": r.fields,
                                  "seconds_this_invocation": r.seconds} for r in study.runs},

@@ -17,7 +17,7 @@ def _outputs(run):
     if run.script == "train":
         files = _train_files(run)
         return files.final, files.config
-    record = run_contract.eval_record(run.argv[run.argv.index("--out") + 1])
+    record = run_contract.eval_record(_eval_prefix(run))
     return record, record
 
 
@@ -212,8 +212,21 @@ def _load_results(runs):
     return results
 
 
+def load_per_image(runs):
+    """The per-image outcomes of every finished evaluation that recorded them."""
+    return {run.name: outcomes for run in runs
+            if run.script == "eval" and run.status in run_contract.FINISHED
+            for outcomes in [run_contract.load_per_image(_eval_prefix(run))] if outcomes}
+
+
+def _eval_prefix(run):
+    return run.argv[run.argv.index("--out") + 1]
+
+
 def _record_files(run):
-    return _train_files(run).records if run.script == "train" else [_outputs(run)[0]]
+    if run.script == "train":
+        return _train_files(run).records
+    return [_outputs(run)[0], run_contract.eval_per_image(_eval_prefix(run))]
 
 
 def save_records(args, runs):

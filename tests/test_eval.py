@@ -11,6 +11,7 @@ import attacks
 import datasets
 import eval as evaluate
 import metrics
+import run_contract
 import utils
 
 FAST = ["--batch-size", "64", "--max-batches", "2", "--sweep-max-batches", "1",
@@ -118,6 +119,26 @@ def test_every_accuracy_carries_its_count_and_interval(evaluated):
         assert all(lo <= a <= hi for a, (lo, hi) in zip(s["pgd"], s["pgd_ci95"]))
     assert len(result["per_class_accuracy_ci95"]) == 10 and set(result["topk_ci95"]) == {"1", "2", "3", "5"}
     assert set(result["selective_accuracy_ci95"]) == {"0.8", "0.9"}
+
+
+def test_per_image_outcomes_match_the_counts_and_name_the_images(evaluated):
+    result, out = evaluated
+    per_image = run_contract.load_per_image(str(out))
+    assert set(per_image) == {"clean", "attack_subset_clean", "fgsm", "pgd", "noise",
+                              "autoattack_clean", "autoattack", "autoattack_pgd"}
+    for name, key in (("clean", "clean"), ("attack_subset_clean", "attack_subset_clean"),
+                      ("fgsm", "fgsm"), ("pgd", "pgd"), ("noise", "noise"),
+                      ("autoattack", "autoattack"), ("autoattack_pgd", "autoattack_pgd")):
+        index, correct = per_image[name]
+        assert correct.dtype == bool and len(index) == len(correct) == result[f"{key}_accuracy_n"], name
+        assert correct.sum() == round(result[f"{key}_accuracy"] * len(correct)), name
+    index, _ = per_image["pgd"]  # the seeded order's first images, each once
+    order = torch.randperm(result["clean_accuracy_n"], generator=torch.Generator().manual_seed(result["params"]["seed"]))
+    assert index.tolist() == order[:len(index)].tolist()
+    assert per_image["autoattack"][0].tolist() == order[:result["autoattack_accuracy_n"]].tolist()
+    assert (per_image["clean"][0] == np.arange(result["clean_accuracy_n"])).all()
+    # an image AutoAttack leaves correct was correct clean: its outcomes are nested
+    assert not (per_image["autoattack"][1] & ~per_image["autoattack_clean"][1]).any()
 
 
 def test_autoattack_is_at_least_as_strong_as_pgd(evaluated):

@@ -6,6 +6,7 @@ import re
 import pytest
 
 import run_report_pipeline as pipeline
+from reporting import claims
 from study import execution
 from study import launchers
 from study import plan
@@ -55,9 +56,9 @@ def test_smoke_profile_gives_every_outcome_its_name_and_exit_status(smoke):
     assert runs["cifar10_standard"]["status"] == "done"
     assert {r["status"] for r in runs.values()} == {"done", "not run", "diverged", "FAILED"}
     text = (root / "report" / "REPORT.md").read_text()
-    top = text.split("## Claims and verdicts")[0]
+    top = text.split("## Setup")[0]
     assert "FAILED** (a crash or bad input" in top and "cannot read --pretrained-weights" in top
-    assert [line for line in text.splitlines() if line.startswith("## ")][0] == "## Claims and verdicts"
+    assert [line for line in text.splitlines() if line.startswith("## ")][:2] == ["## Setup", "## Claims and verdicts"]
 
 
 def test_smoke_profile_writes_every_file_and_table(smoke):
@@ -126,7 +127,19 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert ("Framing matters: the digits model reads usps digits" in text) == has_usps
     assert "| AutoAttack |" in text and " ± " in text and " passed" in text
     assert "python train.py --dataset synthetic" in text and "git commit" in text
-    assert len(_csv(report / "summary" / "claims.csv")) == 11
+    assert len(_csv(report / "summary" / "claims.csv")) == len(claims.CLAIMS)
+    # decisive verdicts survive Holm's correction; inconclusive ones say what they could see
+    verdicts, evidence = _csv(report / "summary" / "claims.csv"), _csv(report / "summary" / "claims_evidence.csv")
+    for i, v in enumerate(verdicts, 1):
+        rows = [e for e in evidence if e["claim"] == str(i)]
+        if v["verdict"] in ("supported", "contradicted"):
+            assert any(e["p_holm"] and float(e["p_holm"]) < 0.05 for e in rows), v
+        if v["verdict"] == "inconclusive":
+            assert "MDE" in v["evidence"], v
+    assert "reaches layer4 at 1x1" in text and "Wong2020Fast (RobustBench)" in text
+    # every evaluation left its per-image outcomes beside its metrics
+    for record in ck.rglob("*.metrics.json"):
+        assert os.path.exists(str(record).replace(".metrics.json", ".per_image.npz")), record
 
 
 # a slice of the smoke matrix with every outcome and a dependency

@@ -43,7 +43,31 @@ def test_the_names_of_the_to_add_table_are_the_codes():
     assert "`datasets.DOMAINS`" in README and isinstance(datasets.DOMAINS["usps"], datasets.Domain)
     assert "`ABLATIONS`" in README and "baseline" in plan.ABLATIONS
     assert "`PROFILES`" in README and set(pipeline.PROFILES) == {"smoke", "quick", "full"}
-    assert "`Verdict`" in README and callable(claims.claims) and claims.Verdict
+    assert "`CLAIMS`" in README and all(isinstance(c, claims.Claim) for c in claims.CLAIMS)
+    assert "`Comparison`" in README and claims.Comparison
     for profile in pipeline.PROFILES:
         assert re.search(rf"`(--profile )?{profile}`", README), profile
     assert os.path.getsize(os.path.join(ROOT, "README.md")) < 10_000  # a map, not a manual
+
+
+def test_the_findings_in_the_docs_are_the_committed_reports_word_for_word(tmp_path):
+    import csv
+    import shutil
+    from reporting import claims
+
+    with open(os.path.join(ROOT, "report", "summary", "claims.csv")) as f:
+        rows = list(csv.DictReader(f))
+    doc = os.path.join(ROOT, "docs", "pipeline.md")
+    with open(doc) as f:
+        text = f.read()
+    assert claims.findings_in(text) == claims.findings_block(rows)
+    assert "docs/pipeline.md" in README
+    # the pipeline's rewrite: another verdict reaches the block, the rest of the page stays
+    copy = tmp_path / "pipeline.md"
+    shutil.copyfile(doc, copy)
+    changed = [{**rows[0], "verdict": "contradicted", "evidence": "-9.9 points"}] + rows[1:]
+    assert claims.sync_findings(str(copy), changed) and not claims.sync_findings(str(copy), changed)
+    new = copy.read_text()
+    assert claims.findings_in(new) == claims.findings_block(changed)
+    assert new.split(claims.FINDINGS_START)[0] == text.split(claims.FINDINGS_START)[0]
+    assert new.split(claims.FINDINGS_END)[1] == text.split(claims.FINDINGS_END)[1]
