@@ -15,18 +15,31 @@ from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, t
 # github.com/RobustBench/robustbench): clean and AutoAttack accuracy, standard AutoAttack on
 # the 10,000 test images. The architectures and schedules differ from this study's; they
 # anchor the scale, not a like-for-like comparison.
-PUBLISHED_ROBUSTNESS = [
-    ("Standard", "standard training", "WideResNet-28-10", 0.9478, 0.0),
-    ("Wong2020Fast", "FGSM-RS (Wong et al. 2020), 15 epochs", "PreAct ResNet-18", 0.8334, 0.4321),
-    ("Engstrom2019Robustness", "PGD AT (Madry et al.), MadryLab robustness library", "ResNet-50", 0.8703, 0.4925),
+PUBLISHED_ROBUSTNESS = [  # (entry, method, architecture, clean, AutoAttack, training fields it matches)
+    ("Standard", "standard training", "WideResNet-28-10", 0.9478, 0.0,
+     {"adversarial": False, "circle": False}),
+    ("Wong2020Fast", "FGSM-RS (Wong et al. 2020), 15 epochs", "PreAct ResNet-18", 0.8334, 0.4321,
+     {"adversarial": True, "attack": "fgsm_rs", "circle": False}),
+    ("Engstrom2019Robustness", "PGD AT (Madry et al.), MadryLab robustness library", "ResNet-50",
+     0.8703, 0.4925, None),
     ("Rice2020Overfitting", "PGD-10 AT with robust early stopping (Rice et al. 2020)",
-     "WideResNet-34-20", 0.8534, 0.5342),
+     "WideResNet-34-20", 0.8534, 0.5342, {"adversarial": True, "attack": "pgd", "circle": False}),
 ]
 
 
 def published_rows():
     return [[f"{entry} (RobustBench)", method, arch, f"{100 * clean:.2f}", f"{100 * aa:.2f}"]
-            for entry, method, arch, clean, aa in PUBLISHED_ROBUSTNESS]
+            for entry, method, arch, clean, aa, _ in PUBLISHED_ROBUSTNESS]
+
+
+def published_for(train_run):
+    """'Wong2020Fast: 83.3 / 43.2' for a model trained by the method a RobustBench entry
+    used (clean / AutoAttack, %), '-' where none did."""
+    fields = train_run.fields if train_run else {}
+    for entry, _, _, clean, aa, match in PUBLISHED_ROBUSTNESS:
+        if match and all(fields.get(k) == v for k, v in match.items()):
+            return f"{entry}: {100 * clean:.1f} / {100 * aa:.1f}"
+    return "-"
 
 
 def robust_columns():
@@ -111,12 +124,13 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
     for r in rows:
         e = r["result"]
         if not e:
-            body.append([r["model"], study.why(r["eval"])] + [""] * len(columns))
+            body.append([r["model"], study.why(r["eval"])] + [""] * (len(columns) + 1))
             continue
         body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
                     + [autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
-                       for _, key in columns] + [checks(e)])
-    md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks"], body))
+                       for _, key in columns] + [checks(e), published_for(r["train"])])
+    md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks",
+                     "published, same method (clean / AutoAttack %)"], body))
     md += ["", "Published anchors at the same eps (8/255), standard AutoAttack on all 10,000 "
            "test images, from RobustBench's leaderboard; other architectures and far longer "
            "schedules than this profile's, so they give the scale, not a like-for-like "

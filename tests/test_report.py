@@ -242,6 +242,10 @@ def test_report_renders_a_new_run_without_other_edits(study, tmp_path):
     writer.write(study, str(tmp_path))
     text = (tmp_path / "REPORT.md").read_text()
     assert "| cifar10_trades | 8 | 70.0 ± 0.9 |" in text
+    # the published column names the entry trained by the same method, and no other
+    row = lambda model: next(x for x in text.splitlines() if x.startswith(f"| {model} | 8 |"))  # noqa: E731
+    assert row("pgd").endswith("| Rice2020Overfitting: 85.3 / 53.4 |")
+    assert row("std").endswith("| Standard: 94.8 / 0.0 |") and row("cifar10_trades").endswith("| - |")
     assert "| mixup | 3/3 | 65.00 ± 1.00 |" in text
     assert {r["model"] for r in _csv(tmp_path / "summary" / "robustness_summary.csv")} >= {"cifar10_trades"}
     assert "mixup" in {r["variant"] for r in _csv(tmp_path / "summary" / "ablation_summary.csv")}
