@@ -97,6 +97,9 @@ def build_parser():
                         "prints their names")
     p.add_argument("--list", action="store_true",
                    help="print the profile's runs (name, group, command) and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print each run with its estimated time on this machine (from a few "
+                        "measured training steps) and the total, then exit: nothing trains")
     p.add_argument("--force", action="store_true", help="redo runs that are up to date")
     p.add_argument("--render-only", action="store_true",
                    help="run nothing: write the report from the outputs already on disk")
@@ -159,6 +162,12 @@ def main(argv=None):
     if args.list:
         for run in runs:
             print(f"{run.name:40s} {run.group:12s} {run.command}")
+        return 0
+    if args.plan:
+        from study.estimate import print_plan, seconds_per_image
+
+        rates, amp = seconds_per_image(sorted({r.stem for r in runs}), args.device)
+        print_plan(runs, rates, amp, args.device)
         return 0
     if args.only:
         unknown = sorted(set(args.only) - set(by_name))

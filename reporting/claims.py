@@ -30,7 +30,7 @@ from significance import ALPHA
 
 from reporting.ablations import _mean_std
 from reporting.common import table
-from reporting.robustness import _model, robustness_rows
+from reporting.robustness import _models, robustness_rows
 from reporting.transfer import colour_domains, grey_domains, handwriting_targets, transfer_numbers
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -148,12 +148,12 @@ def _chance(study):
 
 
 def _train_test_gap(study, variant):
-    """The gap between the last epoch's train accuracy (on the batches as trained:
-    augmentation and dropout on, so it flatters both) and test accuracy, in points."""
-    gaps = [100 * (res["history"][-1]["train_acc"] - res["test_accuracy"])
+    """The gap between clean train accuracy (the selected model on its training images as
+    stored) and test accuracy, in points: the room a regularizer has to act in."""
+    gaps = [100 * (res["train_clean_accuracy"] - res["test_accuracy"])
             for run in study.select("ablation", variant=variant)
-            for res in [study.result(run)] if res and res.get("history")]
-    return f"train-test gap {np.mean(gaps):.1f} points" if gaps else ""
+            for res in [study.result(run)] if res and res.get("train_clean_accuracy") is not None]
+    return f"clean train-test gap {np.mean(gaps):.1f} points" if gaps else ""
 
 
 def seed_pairs(variant, key, expect, what, diverged_is_chance=False, show_gap=False):
@@ -270,64 +270,99 @@ def _same_images(study, row_a, key_a, row_b, key_b):
     return significance.mcnemar(a[1], b[1]), ""
 
 
+def _models_compared(study, reference, other, key_ref, key_other, expect, what):
+    """`other`'s accuracy `key_other` against `reference`'s `key_ref` ({seed: row} each):
+    across the seeds both have, with two or more (seed-paired t-test: the interval includes
+    seed-to-seed variance), else on the first seed's images (McNemar: image sampling only)."""
+    def acc(row, key):
+        return row["result"].get(f"{key}_accuracy")
+    seeds = [s for s in reference if s in other and acc(reference[s], key_ref) is not None
+             and acc(other[s], key_other) is not None]
+    if len(seeds) >= 2:
+        a, b = [acc(reference[s], key_ref) for s in seeds], [acc(other[s], key_other) for s in seeds]
+        label = (f"{what} {100 * np.mean(a):.1f}% -> {100 * np.mean(b):.1f}% "
+                 f"(mean of {len(seeds)} seeds)")
+        return Comparison(label, expect, significance.paired(a, b))
+    first_ref, first_other = next(iter(reference.values())), next(iter(other.values()))
+    a, b = acc(first_ref, key_ref), acc(first_other, key_other)
+    test, why = _same_images(study, first_ref, key_ref, first_other, key_other)
+    numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
+    return Comparison(f"{what}{numbers} (one seed)", expect, test, why)
+
+
+def _name(rows_by_seed):
+    return f"`{next(iter(rows_by_seed.values()))['model']}`"
+
+
 def attack_strength(weaker, stronger):
-    """Per evaluated model: accuracy under `stronger` against `weaker` on the same images."""
+    """Per training method: accuracy under `stronger` against `weaker` on the same images
+    (across seeds where the method has several)."""
     def compares(study):
+        rows = robustness_rows(study)
         out = []
-        for r in robustness_rows(study):
+        for r in rows:
             if not r["result"]:
                 out.append(Comparison(f"`{r['model']}`", -1, why=f"not run: {study.why(r['eval'])}", ran=False))
-                continue
-            test, why = _same_images(study, r, weaker, r, stronger)
-            e = r["result"]
-            out.append(Comparison(f"`{r['model']}`: {weaker.upper()} {100 * e[f'{weaker}_accuracy']:.1f}% -> "
-                                  f"{stronger.upper()} {100 * e[f'{stronger}_accuracy']:.1f}%", -1, test, why))
+        methods = {}
+        for r in rows:
+            if r["result"] and r["train"]:
+                key = (r["train"].fields.get("method", r["model"]), bool(r["train"].fields.get("equal_compute")))
+                methods.setdefault(key, {})[r["train"].fields.get("seed")] = r
+        for runs in methods.values():
+            out.append(_models_compared(study, runs, runs, weaker, stronger, -1,
+                                        f"{_name(runs)}: {weaker.upper()} -> {stronger.upper()}"))
         return out
     return compares
 
 
 def adversarial_trade(study):
     """PGD-AT against the standard model: clean accuracy (whole test split) lower, AutoAttack
-    accuracy (its sample) higher, each on the same images."""
+    accuracy (its sample) higher."""
     rows = robustness_rows(study)
-    std = _model(rows, adversarial=False, circle=False)
-    pgd = _model(rows, adversarial=True, circle=False, attack="pgd")
+    std = _models(rows, adversarial=False, circle=False)
+    pgd = _models(rows, adversarial=True, circle=False, attack="pgd")
     if not (std and pgd):
         return [Comparison("standard vs PGD-AT", 0, why="not run: needs the standard and PGD-trained "
                            "models evaluated", ran=False)]
-    out = []
-    for key, expect, what in (("clean", -1, "clean"), ("autoattack", +1, "AutoAttack")):
-        test, why = _same_images(study, std, key, pgd, key)
-        a, b = std["result"].get(f"{key}_accuracy"), pgd["result"].get(f"{key}_accuracy")
-        numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
-        out.append(Comparison(f"{what}: `{std['model']}` -> `{pgd['model']}`{numbers}", expect, test, why))
-    return out
+    return [_models_compared(study, std, pgd, key, key, expect, f"{what}: {_name(std)} -> {_name(pgd)}")
+            for key, expect, what in (("clean", -1, "clean"), ("autoattack", +1, "AutoAttack"))]
 
 
 def circle_robustness(study):
-    """With against without Circle Loss, under AutoAttack on the same images, with and without
-    PGD-AT."""
+    """With against without Circle Loss, under AutoAttack, with and without PGD-AT."""
     rows = robustness_rows(study)
     out = []
     for adversarial in (False, True):
         extra = {"attack": "pgd"} if adversarial else {}
-        base = _model(rows, adversarial=adversarial, circle=False, **extra)
-        circ = _model(rows, adversarial=adversarial, circle=True, **extra)
+        base = _models(rows, adversarial=adversarial, circle=False, **extra)
+        circ = _models(rows, adversarial=adversarial, circle=True, **extra)
         what = "PGD-AT" if adversarial else "cross-entropy"
         if not (base and circ):
             out.append(Comparison(f"{what} vs + Circle", +1, why="not run: needs both models evaluated", ran=False))
             continue
-        test, why = _same_images(study, base, "autoattack", circ, "autoattack")
-        a, b = base["result"].get("autoattack_accuracy"), circ["result"].get("autoattack_accuracy")
-        numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
-        out.append(Comparison(f"`{base['model']}` -> `{circ['model']}`{numbers}", +1, test, why))
+        out.append(_models_compared(study, base, circ, "autoattack", "autoattack", +1,
+                                    f"{_name(base)} -> {_name(circ)}"))
     return out
+
+
+def equal_compute(study):
+    """FGSM-RS against PGD-AT when each gets the standard model's training compute."""
+    rows = robustness_rows(study)
+    rs = _models(rows, equal_compute=True, attack="fgsm_rs", circle=False)
+    pgd = _models(rows, equal_compute=True, attack="pgd", circle=False)
+    if not (rs and pgd):
+        return [Comparison("PGD-AT vs FGSM-RS at equal compute", +1, why="not run: needs both "
+                           "equal-compute models evaluated", ran=False)]
+    return [_models_compared(study, pgd, rs, "autoattack", "autoattack", +1,
+                             f"AutoAttack: {_name(pgd)} -> {_name(rs)}")]
 
 
 # ----------------------------------------------------------------------------- the claims
 
-SEEDS = "seed-to-seed and test-image variance (paired by seed)"
+SEEDS = "seed-to-seed variance (paired by seed), on each seed's test images"
 ONE_MODEL = "test-image sampling only: one training seed per model, so seed-to-seed variance is not in it"
+MODELS = ("seed-to-seed variance (paired t over seeds) where both models have several seeds; "
+          "else test-image sampling only (McNemar on one seed's images)")
 
 CLAIMS = [
     Claim("BatchNorm eases optimization: without it the same learning rate trains worse (or diverges)",
@@ -358,14 +393,17 @@ CLAIMS = [
           "(MNIST -> USPS, digits)", "transfer", "direct-transfer accuracy", colour_vs_handwriting,
           variance=ONE_MODEL, link="#cross-domain-transfer"),
     Claim("PGD is a stronger attack than FGSM (lower accuracy on the same images)", "robustness",
-          "accuracy under attack", attack_strength("fgsm", "pgd"), variance=ONE_MODEL,
+          "accuracy under attack", attack_strength("fgsm", "pgd"), variance=MODELS,
           link="#robustness"),
     Claim("Adversarial training trades clean accuracy for robustness (PGD-AT vs standard, same "
           "budget: lower clean, higher AutoAttack accuracy)", "robustness", "accuracy",
-          adversarial_trade, variance=ONE_MODEL, link="#robustness"),
+          adversarial_trade, variance=MODELS, link="#robustness"),
     Claim("Circle Loss makes representations more robust (AutoAttack accuracy, with vs without "
           "it, same budget)", "robustness", "AutoAttack accuracy", circle_robustness,
-          variance=ONE_MODEL, link="#circle-loss"),
+          variance=MODELS, link="#circle-loss"),
+    Claim("At equal training compute (the standard model's image-passes), FGSM-RS is more robust "
+          "than PGD-AT (Wong et al. 2020: fast is better than free)", "robustness",
+          "AutoAttack accuracy", equal_compute, variance=MODELS, link="#robustness"),
 ]
 
 

@@ -169,12 +169,35 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
     return md
 
 
-def _model(rows, **fields):
-    """The first evaluated row whose training run has these fields."""
+def _models(rows, equal_compute=False, **fields):
+    """{seed: evaluated row} of the models whose training run has these fields, at the
+    profile's equal-epochs budget (or, with equal_compute, at the standard model's cost)."""
+    found = {}
     for r in rows:
-        if r["train"] and r["result"] and all(r["train"].fields.get(k) == v for k, v in fields.items()):
-            return r
-    return None
+        train = r["train"]
+        if (train and r["result"] and bool(train.fields.get("equal_compute")) == equal_compute
+                and all(train.fields.get(k) == v for k, v in fields.items())):
+            found.setdefault(train.fields.get("seed"), r)
+    return found
+
+
+def _model(rows, equal_compute=False, **fields):
+    """The first seed's evaluated row among _models(...), or None."""
+    found = _models(rows, equal_compute, **fields)
+    return next(iter(found.values()), None)
+
+
+def primary(rows):
+    """One row per training method: its first seed at the equal-epochs budget."""
+    seen, out = set(), []
+    for r in rows:
+        train = r["train"]
+        method = train.fields.get("method", r["model"]) if train else r["model"]
+        if train and train.fields.get("equal_compute") or method in seen:
+            continue
+        seen.add(method)
+        out.append(r)
+    return out
 
 
 def robustness_readings(study, rows):
@@ -188,7 +211,7 @@ def robustness_readings(study, rows):
                                f"{100 * r['result']['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
                                f"{100 * r['result']['autoattack_accuracy']:.1f}%"
                                for r in masked) + "; read those from the AutoAttack column.")
-    adv = [r for r in rows if r["result"] and r["train"] and r["train"].fields.get("adversarial")
+    adv = [r for r in primary(rows) if r["result"] and r["train"] and r["train"].fields.get("adversarial")
            and measure(r["result"], "autoattack_accuracy")]
     if std and adv:
         best = max(adv, key=lambda r: r["result"]["autoattack_accuracy"])

@@ -57,6 +57,7 @@ PROFILES = {
                                         "diverged outcome end to end"},
         "cifar10": {"epochs": 2, "train_subset": 256, "batch_size": 32, "lr": 0.02,
                     "iters": 2, "alpha": "4/255", "adv_prob": 0.5, "robust_val_samples": 32},
+        "equal_compute": ("cifar10_fgsm_rs_at", "cifar10_pgd_at"),
         "ablation": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "circle_sweep": {"epochs": 1, "train_subset": 256, "batch_size": 32, "lr": 0.02},
         "digit": {"epochs": 1, "train_subset": 512, "batch_size": 64, "lr": 0.02},
@@ -97,8 +98,23 @@ PROFILES = {
     # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
     "full": {
         **REAL_DATA,
+        # the CIFAR stem (3x3 stride 1, no max-pool: layer4 at 4x4) of the published CIFAR-10
+        # ResNet-18s, three seeds of the models the claims compare, and the published recipes
+        # of the entries the robustness table stands beside
         "cifar10": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1,
-                    "iters": 7, "alpha": "2/255", "adv_prob": 0.5},
+                    "iters": 7, "alpha": "2/255", "adv_prob": 1.0, "stem": "cifar"},
+        "model_seeds": [0, 1, 2],
+        "seeded_models": ("cifar10_standard", "cifar10_fgsm_rs_at", "cifar10_pgd_at"),
+        "equal_compute": ("cifar10_fgsm_rs_at", "cifar10_pgd_at"),
+        "recipes": {
+            # Wong et al. 2020: FGSM from a random start, step 10/255 (train.py's default, 1.25
+            # eps), 15 epochs, cyclic lr to 0.2
+            "cifar10_fgsm_rs_at": {"epochs": 15, "lr": 0.2},
+            # Rice et al. 2020: PGD-10 (step 2/255), 200 epochs, lr 0.1 decayed x0.1 at 50% and
+            # 75%, the checkpoint with the best PGD-10 validation accuracy (robust early stopping)
+            "cifar10_pgd_at": {"epochs": 200, "lr": 0.1, "iters": 10, "alpha": "2/255",
+                               "extra": ["--schedule", "multistep", "--select-by", "robust"]},
+        },
         "ablation": {"epochs": 80, "train_subset": None, "batch_size": 128, "lr": 0.1},
         "circle_sweep": {"epochs": 30, "train_subset": None, "batch_size": 128, "lr": 0.1},
         "digit": {"epochs": 20, "train_subset": None, "batch_size": 128, "lr": 0.05},
@@ -140,7 +156,8 @@ class Run:
     needs: list = field(default_factory=list)  # names of runs whose outputs this one reads
     fields: dict = field(default_factory=dict)
     choice: Choice = None
-    cost: float = 1.0  # rough relative cost, for the time estimate
+    cost: float = 1.0  # training-image passes (an attack step counts 0.8), for the time estimate
+    stem: str = "imagenet"  # the model's stem: its cost per image (the CIFAR stem's is ~10x)
     # outcome: pending | done | skipped (up to date) | not run | diverged | FAILED
     status: Outcome = Outcome.PENDING
     reason: str = ""
@@ -197,7 +214,8 @@ class Matrix:
                              self.args.data_root, self.common)
                 + ["--seed", str(seed)] + FAST + list(extra))
         self.runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
-                             choice, cost=b["epochs"] * images * (1 + 0.8 * adv_iters)))
+                             choice, cost=b["epochs"] * images * (1 + 0.8 * adv_iters),
+                             stem=b.get("stem", "imagenet")))
         return self.runs[-1]
 
     def finetune(self, src, dst, model):
@@ -229,8 +247,9 @@ class Matrix:
                      "--umap-samples", str(e["umap_samples"]),
                      "--pgd-iters-list", e["pgd_iters_list"],
                      "--sweep-epsilons", e["sweep_epsilons"]]
+        stem = next((r.stem for r in self.runs if r.name == model), "imagenet")
         self.runs.append(Run(name, "eval", argv, group, [model], {"model": model, **fields},
-                             cost=_eval_cost(e, components)))
+                             cost=_eval_cost(e, components), stem=stem))
 
 
 FAST = ["--schedule", "onecycle", "--nesterov"]  # every run of the matrix
@@ -249,7 +268,9 @@ def _eval_cost(e, components):
         iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
         cost += 0.8 * e["batch_size"] * (e["sweep_max_batches"] * n_eps * 12
                                          + e["iter_sweep_max_batches"] * iters) + 10000
-    return cost
+    # measured: the committed quick report's evaluations ran at 1.7x these units per second
+    # relative to its training runs (AutoAttack stops attacking an image once it is wrong)
+    return cost / 1.7
 
 
 def ablations(m):
@@ -305,23 +326,50 @@ def cifar10_models(m):
         m.train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
                 weight=float(w))
     circle = Choice("--circle-weight", sweep)
-    adv = ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"])]
-    pgd = adv + ["--attack", "pgd", "--alpha", budget["alpha"], "--iters", str(budget["iters"])]
-    models = {"cifar10_standard": ([], 0, None), "cifar10_circle": ([], 0, circle),
-              "cifar10_fgsm_at": (adv + ["--attack", "fgsm"], 1, None),
-              "cifar10_fgsm_rs_at": (adv + ["--attack", "fgsm_rs"], 1, None),
-              "cifar10_pgd_at": (pgd, budget["iters"], None),
-              "cifar10_circle_pgd_at": (pgd, budget["iters"], circle)}
-    for name, (extra, iters, choice) in models.items():
-        attack = extra[extra.index("--attack") + 1] if "--attack" in extra else None
-        m.train(name, "cifar10", "cifar10", cifar, extra, adv_iters=iters, choice=choice,
-                model=name, adversarial=attack is not None, attack=attack, circle=choice is not None)
-    return list(models)
+    methods = {"cifar10_standard": (None, None), "cifar10_circle": (None, circle),
+               "cifar10_fgsm_at": ("fgsm", None), "cifar10_fgsm_rs_at": ("fgsm_rs", None),
+               "cifar10_pgd_at": ("pgd", None), "cifar10_circle_pgd_at": ("pgd", circle)}
+    seeds = m.profile.get("model_seeds", [m.args.seed])
+    names = []
+    for method, (attack, choice) in methods.items():
+        # a published recipe (the full profile's) replaces the shared budget where it says
+        b = {**budget, **m.profile.get("recipes", {}).get(method, {})}
+        extra, iters = _adversarial_flags(b, attack)
+        fields = dict(method=method, adversarial=attack is not None, attack=attack,
+                      circle=choice is not None)
+        # the claims' models get every seed (their intervals then include seed variance)
+        for seed in seeds if method in m.profile.get("seeded_models", ()) else seeds[:1]:
+            name = method if seed == seeds[0] else f"{method}_s{seed}"
+            m.train(name, "cifar10", b, cifar, extra, adv_iters=iters, choice=choice,
+                    seed=seed, model=name, **fields)
+            names.append(name)
+        if method in m.profile.get("equal_compute", ()):
+            # the standard model's image-passes: the epochs this method affords at that cost
+            epochs = max(1, round(budget["epochs"] / (1 + iters * b["adv_prob"])))
+            name = f"{method}_equal_compute"
+            m.train(name, "cifar10", {**b, "epochs": epochs}, cifar, extra, adv_iters=iters,
+                    choice=choice, seed=seeds[0], model=name, equal_compute=True, **fields)
+            names.append(name)
+    return names
+
+
+def _adversarial_flags(budget, attack):
+    """(train.py flags, attack gradient steps per example) of a CIFAR-10 model's method."""
+    extra = ["--stem", budget["stem"]] if budget.get("stem") else []
+    extra += list(budget.get("extra", ()))
+    if attack is None:
+        return extra, 0
+    extra += ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"]),
+              "--attack", attack]
+    if attack == "pgd":
+        extra += ["--alpha", budget["alpha"], "--iters", str(budget["iters"])]
+        return extra, budget["iters"]
+    return extra, 1
 
 
 def robustness(m, models):
     """Every CIFAR-10 model under the same attacks (AutoAttack included); every component on
-    the standard and PGD-trained models."""
+    the standard and PGD-trained models (their first seed)."""
     for name in models:
         full = name in ("cifar10_standard", "cifar10_pgd_at")
         m.evaluate(f"eval_{name}", name, m.profile["datasets"]["cifar10"], "robustness",

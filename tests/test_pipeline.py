@@ -91,9 +91,13 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
 
     robust = {r["model"]: r for r in _csv(report / "summary" / "robustness_summary.csv")}
     assert set(robust) == {"cifar10_standard", "cifar10_fgsm_at", "cifar10_fgsm_rs_at",
-                           "cifar10_pgd_at", "cifar10_circle", "cifar10_circle_pgd_at"}
+                           "cifar10_pgd_at", "cifar10_circle", "cifar10_circle_pgd_at",
+                           "cifar10_fgsm_rs_at_equal_compute", "cifar10_pgd_at_equal_compute"}
     assert all(r["status"] == "ok" for r in robust.values())
-    assert len({r["epochs"] for r in robust.values()}) == 1  # one budget for every model
+    # one budget for every model, but the equal-compute ones: the standard model's image-passes
+    equal_epochs = {r["epochs"] for m, r in robust.items() if not m.endswith("_equal_compute")}
+    assert len(equal_epochs) == 1
+    assert robust["cifar10_pgd_at_equal_compute"]["epochs"] == "1"  # 2 epochs / (1 + 2 steps x 0.5)
     for r in robust.values():  # AutoAttack beside PGD, every accuracy with its interval
         low, high = json.loads(r["autoattack_accuracy_ci95"])
         assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "16"

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import metrics
 import run_contract
 import significance
 from reporting import claims
@@ -298,3 +297,25 @@ def test_gap_closed_only_where_the_intervals_see_a_gap():
     assert ("usps", "digits") not in t.closed  # 21% vs 22%: no gap to close
     assert t.closed["digits", "usps"] == pytest.approx((0.80 - 0.50) / (0.95 - 0.50))
     assert "over 1 pairs" in " ".join(transfer.transfer_readings(t))
+
+
+def test_models_with_several_seeds_are_compared_across_seeds(study):
+    # three seeds of the standard and the PGD-trained model: the claim's test is paired by
+    # seed, so its interval includes the seed-to-seed spread; the one-seed Circle models
+    # are still compared image by image
+    study.by_name["std"].fields["seed"] = study.by_name["pgd"].fields["seed"] = 0
+    for seed, std, pgd in ((1, (0.79, 0.12, 0.02, 0.0), (0.62, 0.41, 0.36, 0.31)),
+                           (2, (0.81, 0.11, 0.01, 0.0), (0.59, 0.39, 0.34, 0.28))):
+        cifar(study.runs, study.results, f"std_s{seed}", dict(adversarial=False, circle=False, seed=seed),
+              std, outcomes=study.per_image)
+        cifar(study.runs, study.results, f"pgd_s{seed}", dict(adversarial=True, attack="pgd", circle=False,
+                                                             seed=seed), pgd, outcomes=study.per_image)
+    study = common.Study(study.runs, study.results, study.profile_name, study.profile, study.command,
+                         study.data_root, per_image=study.per_image)
+    trade = _verdicts(study)("Adversarial training")
+    assert [c.test.name for c in trade.comparisons] == ["paired t-test"] * 2
+    assert trade.comparisons[1].test.effect == pytest.approx((0.30 + 0.31 + 0.28) / 3)  # AutoAttack
+    assert "3 seeds, paired" in trade.comparisons[0].test.sample and "mean of 3 seeds" in trade.comparisons[0].label
+    circle = _verdicts(study)("Circle Loss")
+    assert {c.test.name for c in circle.comparisons} == {"McNemar exact"}
+    assert all("(one seed)" in c.label for c in circle.comparisons)

@@ -1,0 +1,66 @@
+"""`--plan`: every run of a profile with its estimated time on this machine, from a measured
+training step, before anything trains."""
+
+import time
+
+from run_contract import Outcome
+
+
+def seconds_per_image(stems, device="auto", batch_size=128, steps=3):
+    """{stem: seconds per training image} of the ResNet18 on this device, from `steps` timed
+    SGD steps on random 32x32 batches after one warm-up step, at the precision train.py's
+    `--amp auto` picks here; and that precision."""
+    import torch
+    import torch.nn.functional as F
+
+    import models
+    import train
+    import utils
+
+    dev = utils.choose_device(device)
+    amp, _ = train.resolve_amp("auto", dev)
+    rates = {}
+    for stem in stems:
+        model = models.resnet18(stem=stem).to(dev, memory_format=torch.channels_last).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.rand(batch_size, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch_size,), device=dev)
+
+        def step():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates[stem] = (time.perf_counter() - start) / (steps * batch_size)
+    return rates, amp
+
+
+def _duration(seconds):
+    return f"{seconds / 60:.1f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
+
+
+def print_plan(runs, rates, amp, device):
+    """One line per run (its estimated minutes, group and command) and the total."""
+    total = 0.0
+    print(f"{'run':44s} {'group':12s} {'estimate':>9s}  command")
+    for run in runs:
+        if run.status == Outcome.NOT_RUN:
+            print(f"{run.name:44s} {run.group:12s} {'-':>9s}  not run: {run.reason}")
+            continue
+        seconds = run.cost * rates[run.stem]
+        total += seconds
+        print(f"{run.name:44s} {run.group:12s} {_duration(seconds):>9s}  {run.command}")
+    measured = ", ".join(f"{stem} stem {1 / rate:,.0f} images/s" for stem, rate in rates.items())
+    print(f"\nestimated total: {_duration(total)} on this machine ({device}, "
+          f"{'bf16 autocast' if amp == 'bf16' else 'fp32'}; measured {measured}, one process). "
+          "Training and attack steps only: validation, data loading and process start add to "
+          "it; --jobs N divides it across N devices.")
+    return total
