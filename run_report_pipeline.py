@@ -75,8 +75,9 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
-                   help="budgets: smoke (synthetic, ~1.5 min), quick (real data, ~1 h on 2 CPU "
-                        "cores), full (the study's schedules, for a GPU)")
+                   help="budgets: smoke (synthetic, a few minutes), quick (real data, the "
+                        "committed report; --plan estimates its time here), full (the published "
+                        "recipes on the CIFAR stem, for GPUs)")
     p.add_argument("--data-root", default=datasets.default_data_root(),
                    help=datasets.DATA_ROOT_HELP)
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
