@@ -47,10 +47,6 @@ class Comparison:
     why: str = ""
     ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out
 
-    @property
-    def missing(self):
-        return not self.ran
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -101,7 +97,7 @@ class Verdict:
 
     def row(self):
         return {"claim": self.claim.statement, "family": self.claim.family,
-                "combine": self.claim.combine, "verdict": self.verdict,
+                "metric": self.claim.metric, "combine": self.claim.combine, "verdict": self.verdict,
                 "evidence": self.evidence, "link": self.claim.link}
 
 
@@ -530,8 +526,8 @@ def claims_section(verdicts):
           "reject as claimed; one rejecting the other way contradicts it) or *pooled* (one "
           "test over all of them). A verdict holds at this profile's budgets (see Setup and "
           "Parameters), not necessarily at the long schedules the claims were made for.", ""]
-    md.append(table(["#", "claim", "family, rule", "verdict", "evidence", "intervals cover", "details"],
-                    [[i, v.statement, f"{v.claim.family}, {v.claim.combine}", f"**{v.verdict}**",
+    md.append(table(["#", "claim", "family; metric; rule", "verdict", "evidence", "intervals cover", "details"],
+                    [[i, v.statement, f"{v.claim.family}; {v.claim.metric}; {v.claim.combine}", f"**{v.verdict}**",
                       v.evidence, v.claim.variance, f"[table]({v.claim.link})"]
                      for i, v in enumerate(verdicts, 1)]))
     rows = evidence_rows(verdicts)
