@@ -153,6 +153,10 @@ class Attack:
     def title(self, iters=None):
         return f"{self.label}-{iters}" if self.iterative and iters else self.label
 
+    def gradient_steps(self, iters):
+        """Input-gradient steps per example: what it adds to a training step's cost."""
+        return 0 if self.baseline else int(iters) if self.iterative else 1
+
 
 ATTACKS = {
     "fgsm": Attack(_fgsm, "FGSM", "#1f77b4", evaluated=True),

@@ -2,6 +2,8 @@
 attacks, each model's training compute) and the regime its verdicts hold in, read from the
 records the runs wrote."""
 
+from collections import Counter
+
 import attacks
 import models
 from run_contract import Outcome
@@ -33,10 +35,7 @@ def training_attack(args):
 
 def training_steps(args):
     """Attack gradient steps per adversarial example in training."""
-    name = args.get("attack", "pgd")
-    if name == "pgd":
-        return int(args.get("iters", 1))
-    return 0 if name == "noise" else 1
+    return attacks.ATTACKS[args.get("attack", "pgd")].gradient_steps(args.get("iters", 1))
 
 
 def image_passes(result):
@@ -69,9 +68,7 @@ def setup_section(study):
                           for s in stems) + "."]
     data = sorted({res.get("data_description") for _, res in trained if res.get("data_description")})
     lines.append("- **Data**: " + "; ".join(data) + " (every test split as its file holds it).")
-    precision = {}
-    for _, res in trained:
-        precision[res.get("precision") or "unrecorded"] = precision.get(res.get("precision") or "unrecorded", 0) + 1
+    precision = Counter(res.get("precision") or "unrecorded" for _, res in trained)
     words = {"bf16": "bf16 autocast", "off": "fp32"}
     lines.append("- **Precision** (training): " + ", ".join(
         f"{words.get(p, p)} in {n} run{'s' if n > 1 else ''}" for p, n in sorted(precision.items()))

@@ -9,6 +9,7 @@ experiment group, in dependency order.
 import os
 from dataclasses import dataclass, field
 
+import attacks
 import datasets
 import run_contract
 import utils
@@ -367,10 +368,9 @@ def _adversarial_flags(budget, attack):
         return extra, 0
     extra += ["--adv-train", "--eps", "8/255", "--adv-prob", str(budget["adv_prob"]),
               "--attack", attack]
-    if attack == "pgd":
+    if attacks.ATTACKS[attack].iterative:
         extra += ["--alpha", budget["alpha"], "--iters", str(budget["iters"])]
-        return extra, budget["iters"]
-    return extra, 1
+    return extra, attacks.ATTACKS[attack].gradient_steps(budget["iters"])
 
 
 def robustness(m, models):

@@ -159,3 +159,11 @@ def test_pgd_beats_fgsm_beats_noise_on_a_trained_model(digits_model):
     assert acc["pgd"] <= acc["fgsm"] < acc["noise"]
     assert not metrics.clearly_above(acc["noise"], 256, acc["clean"])  # noise is no attack
     assert acc["pgd"] < 0.5 * acc["clean"]
+
+
+def test_each_attack_states_its_gradient_steps_per_example():
+    # what an adversarial training step costs on top of its own: the plan's equal-compute
+    # epochs and the report's image-passes both read it
+    assert ATTACKS["pgd"].gradient_steps(7) == 7
+    assert ATTACKS["fgsm"].gradient_steps(7) == ATTACKS["fgsm_rs"].gradient_steps(7) == 1
+    assert ATTACKS["noise"].gradient_steps(7) == 0
