@@ -71,7 +71,9 @@ PROFILES = {
                  "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 16,
                  "autoattack_version": "fast", "autoattack_steps": 10},
     },
-    # Real data sized for a 2-core CPU: the whole matrix in about 80 minutes (AVX-512 CPU).
+    # Real data sized for a 2-core CPU, run over sessions (the pipeline resumes from disk):
+    # `--plan` estimates ~9 h on the 2-core AMX Xeon (~380 images/s), ~2.5 h on the
+    # AVX-512/bf16 EPYC (~1,400 images/s), where the earlier one-seed budgets took 87 min.
     # Every CIFAR-10 model, standard or adversarially trained, has one budget, so the cost of
     # adversarial training is not confounded with the schedule. Adversarial training attacks
     # every batch (FGSM with a random start at step 10/255, or a 2-step PGD whose step
@@ -100,7 +102,9 @@ PROFILES = {
         "eval": {"max_batches": 4, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 256, "umap_samples": 2000, "pgd_iters_list": "1,2,5,10,20",
                  "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255",
-                 "autoattack_samples": 1000, "autoattack_version": "fast"},
+                 # 500 images (the seeded order's first): AutoAttack is most of an evaluation's
+                 # cost, and 14 models are evaluated; sampling SE ~2 points at 28%
+                 "autoattack_samples": 500, "autoattack_version": "fast"},
     },
     # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
     "full": {
