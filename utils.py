@@ -237,6 +237,14 @@ def git_commit():
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides CPU speed
 
 
+def usable_cpus():
+    """The CPU cores this process may run on: its affinity mask where the OS has one (a Slurm
+    job, `taskset`, a pinned test worker get a share of the machine), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_info():
     """{'model': ..., 'flags': [the CPU_FLAGS this CPU has]} from /proc/cpuinfo (Linux);
     elsewhere the platform's processor name and no flags."""

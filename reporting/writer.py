@@ -104,6 +104,19 @@ def failures_box(study):
     return md
 
 
+def _per_cpu(results):
+    """'on CPU A' or, where runs ran on different CPUs, 'X min on CPU A (n runs), ...'."""
+    minutes, runs = {}, {}
+    for r in results.values():
+        cpu = describe_cpu(r.get("environment", {}).get("cpu"))
+        minutes[cpu] = minutes.get(cpu, 0.0) + r.get("wall_time_s", 0) / 60
+        runs[cpu] = runs.get(cpu, 0) + 1
+    if len(minutes) == 1:
+        return f"on {next(iter(minutes))}"
+    return ", ".join(f"{minutes[c]:.1f} min on {c} ({runs[c]} run{'s' * (runs[c] > 1)})"
+                     for c in sorted(minutes))
+
+
 def describe_cpu(cpu):
     """'AMD EPYC (avx2, avx512f, avx512_bf16)' from utils.cpu_info()'s record."""
     if not isinstance(cpu, dict):
@@ -153,10 +166,9 @@ def write(study, report_dir):
         md += ["> **SYNTHETIC DATA.** This report was made with the smoke profile on synthetic "
                "patterns; its numbers say nothing about real images.", ""]
     md += failures_box(study)
-    cpus = sorted({describe_cpu(r.get("environment", {}).get("cpu")) for r in results.values()})
     md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
            f"`{study.command}`. **Total run time {total / 60:.1f} minutes** (the sum of the wall "
-           f"times the runs recorded, on {', '.join(cpus)}; this invocation took "
+           f"times the runs recorded, {_per_cpu(results)}; this invocation took "
            f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
            + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
     md += setup_section(study) + claims_section(verdicts)

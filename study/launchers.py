@@ -77,8 +77,8 @@ def _worker_init(slots, gpus):
 
 
 def _threads_per_job(jobs):
-    """Torch CPU threads for each of `jobs` runs sharing this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """Torch CPU threads for each of `jobs` runs sharing the cores this process may use."""
+    return max(1, utils.usable_cpus() // jobs)
 
 
 def _visible_gpus():

@@ -10,6 +10,24 @@ sys.path.insert(0, ROOT)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_data: needs the real datasets under $DATA_ROOT")
+    _pin_this_worker()
+
+
+def _pin_this_worker():
+    """Under pytest-xdist (`-n N`), give each worker its own share of the cores, before any
+    test runs: its torch threads, and every process it starts, stay there. Workers then never
+    oversubscribe a core (two OpenMP pools spin-waiting on the same cores slow each other
+    10-20x), and each test runs at a known thread count: the share's size."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker.removeprefix("gw")) % workers::workers]
+    if share:
+        os.sched_setaffinity(0, share)
+        os.environ["OMP_NUM_THREADS"] = str(len(share))  # processes the tests start
+        torch.set_num_threads(len(share))
 
 
 @pytest.fixture(autouse=True)

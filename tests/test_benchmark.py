@@ -20,7 +20,10 @@ def test_cpu_busy_sees_a_spinning_process():
     idle = throughput.cpu_busy(0.3)
     if idle is None:
         pytest.skip("no /proc/stat on this system")
-    spinners = [multiprocessing.Process(target=_spin) for _ in range(os.cpu_count() or 1)]
+    # one spinner on each core (a pinned test worker's children would otherwise share its one)
+    cores = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))) \
+        if hasattr(os, "sched_setaffinity") else [None] * (os.cpu_count() or 1)
+    spinners = [multiprocessing.Process(target=_spin, args=(core,)) for core in cores]
     for p in spinners:
         p.start()
     try:
@@ -31,7 +34,9 @@ def test_cpu_busy_sees_a_spinning_process():
     assert busy > 0.6 and busy > idle
 
 
-def _spin():
+def _spin(core=None):
+    if core is not None:
+        os.sched_setaffinity(0, {core})
     while True:
         pass
 

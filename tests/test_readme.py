@@ -71,3 +71,10 @@ def test_the_findings_in_the_docs_are_the_committed_reports_word_for_word(tmp_pa
     assert claims.findings_in(new) == claims.findings_block(changed)
     assert new.split(claims.FINDINGS_START)[0] == text.split(claims.FINDINGS_START)[0]
     assert new.split(claims.FINDINGS_END)[1] == text.split(claims.FINDINGS_END)[1]
+
+
+def test_ci_runs_the_readmes_test_command():
+    command = re.search(r"^DATA_ROOT=\S+ (python -m pytest [^#\n]*?)\s*(#|$)", README, re.M)
+    assert command, "the README's setup block names the test command"
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    assert re.search(rf"^{re.escape(command.group(1))}$", ci, re.M), command.group(1)

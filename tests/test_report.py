@@ -319,3 +319,13 @@ def test_models_with_several_seeds_are_compared_across_seeds(study):
     circle = _verdicts(study)("Circle Loss")
     assert {c.test.name for c in circle.comparisons} == {"McNemar exact"}
     assert all("(one seed)" in c.label for c in circle.comparisons)
+
+
+def test_run_time_is_split_by_cpu_where_runs_ran_on_several():
+    xeon = {"environment": {"cpu": {"model": "Xeon", "flags": ["avx2", "amx_bf16"]}}}
+    epyc = {"environment": {"cpu": {"model": "EPYC", "flags": ["avx2"]}}}
+    same = {"a": {**xeon, "wall_time_s": 60}, "b": {**xeon, "wall_time_s": 120}}
+    assert writer._per_cpu(same) == "on Xeon (avx2, amx_bf16)"
+    mixed = {**same, "c": {**epyc, "wall_time_s": 30}}
+    assert writer._per_cpu(mixed) == ("0.5 min on EPYC (avx2) (1 run), "
+                                      "3.0 min on Xeon (avx2, amx_bf16) (2 runs)")
