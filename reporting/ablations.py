@@ -9,6 +9,19 @@ from run_contract import Outcome
 from reporting.common import ALPHA, _figure, seed_difference, seed_summary, short, table
 
 
+def per_seed(study, variant, key, chance=None):
+    """{seed: value} of an ablation variant's finished seeds; a diverged seed counts as
+    `chance` (1 / classes) for accuracy, and is left out where chance is None."""
+    values = {}
+    for run in study.select("ablation", variant=variant):
+        res = study.result(run)
+        if res and res.get(key) is not None:
+            values[run.fields["seed"]] = res[key]
+        elif run.status == Outcome.DIVERGED and chance is not None:
+            values[run.fields["seed"]] = chance
+    return values
+
+
 def ablation_rows(study):
     """Per variant: the seeds' test accuracy and ECE, their summary, and the difference to
     the baseline with whether it exceeds the seed-to-seed spread."""
@@ -24,8 +37,8 @@ def ablation_rows(study):
             "runs": runs, "seeds": [r.fields["seed"] for r in runs],
             "accuracy": [res["test_accuracy"] for _, res in finished],
             "ece": [res["test_ece"] for _, res in finished if "test_ece" in res],
-            "accuracy_by_seed": {r.fields["seed"]: res["test_accuracy"] for r, res in finished},
-            "ece_by_seed": {r.fields["seed"]: res["test_ece"] for r, res in finished if "test_ece" in res},
+            "accuracy_by_seed": per_seed(study, variant, "test_accuracy"),
+            "ece_by_seed": per_seed(study, variant, "test_ece"),
             "train_acc": [res["history"][-1]["train_acc"] for _, res in finished if res.get("history")],
             "train_clean": [res["train_clean_accuracy"] for _, res in finished
                             if res.get("train_clean_accuracy") is not None],

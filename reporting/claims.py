@@ -28,7 +28,7 @@ import significance
 from run_contract import Outcome
 from significance import ALPHA
 
-from reporting.ablations import _mean_std
+from reporting.ablations import _mean_std, per_seed
 from reporting.common import table
 from reporting.robustness import _models, robustness_rows
 from reporting.transfer import colour_domains, grey_domains, handwriting_targets, transfer_numbers
@@ -121,19 +121,6 @@ def _pct(count):
     return f"{100 * count[0] / count[1]:.1f}%"
 
 
-def _per_seed(study, variant, key, chance=None):
-    """{seed: value} of an ablation variant's finished seeds; a diverged seed counts as
-    `chance` (1 / classes) for accuracy, and is left out where chance is None."""
-    values = {}
-    for run in study.select("ablation", variant=variant):
-        res = study.result(run)
-        if res and res.get(key) is not None:
-            values[run.fields["seed"]] = res[key]
-        elif run.status == Outcome.DIVERGED and chance is not None:
-            values[run.fields["seed"]] = chance
-    return values
-
-
 def _chance(study):
     """1 / classes of the ablations' dataset, or None where no finished run names it."""
     for run in study.select("ablation"):
@@ -161,7 +148,7 @@ def seed_pairs(variant, key, expect, what, diverged_is_chance=False, show_gap=Fa
         if not base_runs or not runs:
             return [Comparison(f"baseline -> {variant}", expect, why=f"not run: no {variant} runs", ran=False)]
         chance = _chance(study) if diverged_is_chance else None
-        base, other = _per_seed(study, "baseline", key), _per_seed(study, variant, key, chance)
+        base, other = per_seed(study, "baseline", key), per_seed(study, variant, key, chance)
         seeds = sorted(set(base) & set(other))
         diverged = [r for r in runs if r.status == Outcome.DIVERGED]
         label = (f"{what}: baseline {_mean_std([base[s] for s in seeds])}% -> {variant} "

@@ -167,7 +167,7 @@ class Run:
     needs: list = field(default_factory=list)  # names of runs whose outputs this one reads
     fields: dict = field(default_factory=dict)
     choice: Choice = None
-    cost: float = 1.0  # training-image passes (an attack step counts 0.8), for the time estimate
+    cost: float = 1.0  # training-image passes (an attack step on an attacked batch counts 0.8)
     stem: str = "imagenet"  # the model's stem: its cost per image (the CIFAR stem's is ~10x)
     # outcome: pending | done | skipped (up to date) | not run | diverged | FAILED
     status: Outcome = Outcome.PENDING
@@ -225,7 +225,7 @@ class Matrix:
                              self.args.data_root, self.common)
                 + ["--seed", str(seed)] + FAST + list(extra))
         self.runs.append(Run(name, "train", argv, group, list(needs), {**fields, "seed": seed},
-                             choice, cost=b["epochs"] * images * (1 + 0.8 * adv_iters),
+                             choice, cost=b["epochs"] * images * (1 + 0.8 * adv_iters * b.get("adv_prob", 1.0)),
                              stem=b.get("stem", "imagenet")))
         return self.runs[-1]
 

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 
@@ -33,6 +34,21 @@ def _pin_this_worker():
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    """`with torch_threads(n):` runs a block at n torch threads and restores the count: runs
+    whose numbers a test compares must use the same count (it changes the order of sums)."""
+    @contextlib.contextmanager
+    def at(n):
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    return at
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,9 @@
 import pytest
 import torch
-import torch.nn as nn
 import torchattacks
 
 import datasets
 import metrics
-import utils
 from attacks import ATTACKS, fgsm_attack, fgsm_rs_attack, pgd_attack, random_noise, run_attack
 from learning_cases import CASES
 from models import resnet18

@@ -20,16 +20,12 @@ FLAGS = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "200",
          "--robust-val-samples", "64", "--seed", "0", "--amp", "off"]
 
 
-def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path):
+def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path, torch_threads):
     # the single process runs with the one thread each DDP process gets: the thread count
     # changes the order of float sums, and with two threads against one the weights drifted
     # past this tolerance on a Xeon with AMX
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         single = train.main(FLAGS + ["--out-dir", str(tmp_path / "single")])
-    finally:
-        torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

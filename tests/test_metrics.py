@@ -2,8 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import metrics

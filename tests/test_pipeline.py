@@ -6,6 +6,7 @@ import re
 import pytest
 
 import run_report_pipeline as pipeline
+import utils
 from reporting import claims
 from study import execution
 from study import launchers
@@ -168,19 +169,13 @@ def _numbers(checkpoints, run):
 
 
 @pytest.fixture(scope="module")
-def serial_slice(smoke):
+def serial_slice(smoke, torch_threads):
     """The slice run serially in this process with one torch thread, as each of two
     parallel workers on two cores gets: with equal thread counts the numbers must agree
     exactly (with two threads they drift, through the order of float sums)."""
-    import torch
-
     root, argv, _ = smoke
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         code = pipeline.main(_slice_argv(argv, root, "serial_1thread"))
-    finally:
-        torch.set_num_threads(threads)
     return root / "serial_1thread", code
 
 
@@ -189,7 +184,7 @@ def serial_slice(smoke):
 def test_parallel_launchers_match_the_serial_run(smoke, serial_slice, launch, monkeypatch):
     root, argv, _ = smoke
     serial_dir, serial_code = serial_slice
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one thread per worker on any machine
+    monkeypatch.setattr(utils, "usable_cpus", lambda: 2)  # one thread per worker on any machine
     name = launch[1]
     code = pipeline.main(_slice_argv(argv, root, name) + launch)
     assert code == serial_code == 2  # the junk weights FAILED here too
