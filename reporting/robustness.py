@@ -8,7 +8,7 @@ import attacks
 import utils
 from run_contract import Outcome
 
-from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, table
+from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, seed_summary, table
 
 
 # RobustBench's CIFAR-10 L-inf 8/255 leaderboard (model_info/cifar10/Linf/<entry>.json in
@@ -91,14 +91,8 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
     if not ok:
         return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
     first = ok[0]["result"]
-    epochs = sorted({r["trained"]["epochs"] for r in ok if r["trained"]})
-    if len(epochs) == 1:
-        budget = (f"Every model trained for the same budget ({epochs[0]} epochs, same schedule "
-                  "and data), so the differences below are the training method's. ")
-    else:
-        budget = (f"**The models trained for different budgets** ({', '.join(map(str, epochs))} "
-                  "epochs): their differences mix the method with the schedule. ")
-    md += [budget + "Accuracy in % ± half the 95% Wilson interval at eps "
+    md += [_budget_sentence(ok)
+           + "Accuracy in % ± half the 95% Wilson interval at eps "
            f"{first['params']['eps'] * 255:.0f}/255 on a seeded random sample of "
            f"{first['n_samples']['attacks']} test images (PGD-{first['params']['iters']} with a "
            "random start; noise is a random ±eps sign pattern); AutoAttack "
@@ -131,6 +125,7 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
                        for _, key in columns] + [checks(e), published_for(r["train"])])
     md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks",
                      "published, same method (clean / AutoAttack %)"], body))
+    md += seed_table(rows)
     md += ["", "Published anchors at the same eps (8/255), standard AutoAttack on all 10,000 "
            "test images, from RobustBench's leaderboard; other architectures and far longer "
            "schedules than this profile's, so they give the scale, not a like-for-like "
@@ -139,7 +134,9 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
            "", "Reading: " + " ".join(robustness_readings(study, rows)), ""]
     compared = ["clean_accuracy", *[f"{n}_accuracy" for n in attacks.evaluated()
                                     if not attacks.ATTACKS[n].baseline], "autoattack_accuracy"]
-    bars = {r["model"]: {k: measure(r["result"], k) for k in compared} for r in ok}
+    # one group per method (its first seed) and the equal-compute runs; the seeds are in the table
+    shown = primary(ok) + [r for r in ok if r["train"] and r["train"].fields.get("equal_compute")]
+    bars = {r["model"]: {k: measure(r["result"], k) for k in compared} for r in shown}
     plots.plot_model_comparison(bars, os.path.join(fig_dir, "robustness_models.png"),
                                 study.title(f"CIFAR-10 models at eps {first['params']['eps'] * 255:.0f}/255: "
                                             "accuracy with 95% Wilson intervals"))
@@ -185,6 +182,51 @@ def _model(rows, equal_compute=False, **fields):
     """The first seed's evaluated row among _models(...), or None."""
     found = _models(rows, equal_compute, **fields)
     return next(iter(found.values()), None)
+
+
+def _budget_sentence(ok):
+    """What the models' budgets have in common: equal epochs, beside the runs given the
+    standard model's compute instead."""
+    same = sorted({r["trained"]["epochs"] for r in ok if r["trained"]
+                   and not r["train"].fields.get("equal_compute")})
+    equal = [r for r in ok if r["trained"] and r["train"].fields.get("equal_compute")]
+    if len(same) == 1:
+        text = (f"Every model trained for the same budget ({same[0]} epochs, same schedule "
+                "and data), so the differences below are the training method's. ")
+    else:
+        text = (f"**The models trained for different budgets** ({', '.join(map(str, same))} "
+                "epochs): their differences mix the method with the schedule. ")
+    if equal:
+        text += ("The `_equal_compute` runs are given the standard model's training compute "
+                 "(its image-passes, an attack step counted as a pass) instead: "
+                 + ", ".join(f"`{r['model']}` {r['trained']['epochs']} epochs" for r in equal) + ". ")
+    return text
+
+
+def seed_table(rows):
+    """Per method trained with several seeds: the mean over seeds ± their standard deviation
+    (what a new seed would move), beside the intervals of one seed's sample above."""
+    by_method = {}
+    for r in rows:
+        train = r["train"]
+        if r["result"] and train and not train.fields.get("equal_compute"):
+            by_method.setdefault(train.fields.get("method", r["model"]), []).append(r["result"])
+    seeded = {m: results for m, results in by_method.items() if len(results) > 1}
+    if not seeded:
+        return []
+    keys = [("clean", "clean_accuracy")] + [(label, key) for label, key in robust_columns()
+                                            if key not in ("clean_accuracy", "attack_subset_clean_accuracy")]
+
+    def summary(results, key):
+        n, mean, std = seed_summary([e[key] for e in results if e.get(key) is not None])
+        return "-" if not n else f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
+
+    return ["", "Over seeds (mean ± standard deviation across the seeds, each seed's model "
+            "evaluated on the same images): the spread a new training seed brings, which the "
+            "intervals above leave out.", "",
+            table(["method", "seeds", *[label for label, _ in keys]],
+                  [[f"`{m}`", len(results), *[summary(results, key) for _, key in keys]]
+                   for m, results in seeded.items()])]
 
 
 def primary(rows):

@@ -329,3 +329,29 @@ def test_run_time_is_split_by_cpu_where_runs_ran_on_several():
     mixed = {**same, "c": {**epyc, "wall_time_s": 30}}
     assert writer._per_cpu(mixed) == ("0.5 min on EPYC (avx2) (1 run), "
                                       "3.0 min on Xeon (avx2, amx_bf16) (2 runs)")
+
+
+def test_seeded_methods_are_summarised_over_seeds_and_equal_compute_runs_named(study):
+    from reporting import robustness
+
+    for name in ("std", "pgd"):
+        study.by_name[name].fields.update(seed=0, method=name)
+    for seed, aa in ((1, 0.28), (2, 0.32)):  # the first seed's AutoAttack accuracy is 0.30
+        cifar(study.runs, study.results, f"pgd_s{seed}",
+              dict(adversarial=True, attack="pgd", circle=False, seed=seed, method="pgd"),
+              (0.60, 0.40, 0.35, aa))
+    cifar(study.runs, study.results, "pgd_equal_compute",
+          dict(adversarial=True, attack="pgd", circle=False, seed=0, method="pgd", equal_compute=True),
+          (0.50, 0.30, 0.30, 0.25))
+    study.results["pgd_equal_compute"]["epochs"] = 3
+    study = common.Study(study.runs, study.results, study.profile_name, study.profile, study.command,
+                         study.data_root, per_image=study.per_image)
+    rows = robustness.robustness_rows(study)
+    seeds = "\n".join(robustness.seed_table(rows))
+    pgd = next(line for line in seeds.splitlines() if line.startswith("| `pgd`"))
+    # clean, FGSM, PGD, AutoAttack (0.30, 0.28, 0.32: sd 0.02), noise
+    assert pgd == "| `pgd` | 3 | 60.0 ± 0.0 | 40.0 ± 0.0 | 35.0 ± 0.0 | 30.0 ± 2.0 | 60.0 ± 0.0 |"
+    assert "`std`" not in seeds and "pgd_equal_compute" not in seeds  # one seed; another budget
+    sentence = robustness._budget_sentence([r for r in rows if r["result"]])
+    assert "same budget (8 epochs" in sentence and "`pgd_equal_compute` 3 epochs" in sentence
+    assert "different budgets" not in sentence
