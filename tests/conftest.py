@@ -23,12 +23,12 @@ def _pin_this_worker():
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
-    cores = sorted(os.sched_getaffinity(0))
-    share = cores[int(worker.removeprefix("gw")) % workers::workers]
-    if share:
-        os.sched_setaffinity(0, share)
-        os.environ["OMP_NUM_THREADS"] = str(len(share))  # processes the tests start
-        torch.set_num_threads(len(share))
+    cores, index = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw"))
+    # more workers than cores (-n 4 on 2): one core each, shared round robin
+    share = cores[index::workers] if workers <= len(cores) else [cores[index % len(cores)]]
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))  # processes the tests start
+    torch.set_num_threads(len(share))
 
 
 @pytest.fixture(autouse=True)
