@@ -8,7 +8,8 @@ import attacks
 import utils
 from run_contract import Outcome
 
-from reporting.common import _figure, accuracy, below, cell, measure, pct, pm, seed_summary, table
+from reporting.common import (_figure, accuracy, below, cell, measure, pct, pm, seed_difference,
+                              seed_summary, table)
 
 
 # RobustBench's CIFAR-10 L-inf 8/255 leaderboard (model_info/cifar10/Linf/<entry>.json in
@@ -242,9 +243,50 @@ def primary(rows):
     return out
 
 
+def _by_method(rows):
+    """{method: {seed: evaluated row}} at the equal-epochs budget, methods in matrix order."""
+    out = {}
+    for r in rows:
+        train = r["train"]
+        if r["result"] and train and not train.fields.get("equal_compute"):
+            out.setdefault(train.fields.get("method", r["model"]), {})[train.fields.get("seed")] = r
+    return out
+
+
+def _seed_mean(runs, key):
+    """(mean of `key` over the seeds that measured it, their number)."""
+    values = [r["result"][key] for r in runs.values() if r["result"].get(key) is not None]
+    return (float(np.mean(values)), len(values)) if values else (None, 0)
+
+
+def _reading(runs, key):
+    """A method's `key` in %: mean ± SD over its seeds, or one seed's value ± its Wilson
+    half-width."""
+    n, mean, std = seed_summary([r["result"][key] for r in runs.values() if r["result"].get(key) is not None])
+    if n > 1:
+        return f"{100 * mean:.1f} ± {100 * std:.1f}% (mean ± SD of {n} seeds)"
+    value = cell(next(iter(runs.values()))["result"], key)
+    return value if value == Outcome.NOT_RUN else f"{value}% (one seed)"
+
+
+def _clearly_above(high, low, key):
+    """`high`'s `key` clearly above `low`'s ({seed: row} each): a seed-paired t-test over the
+    seeds both have where they share two or more (uncorrected; the claims correct), else the
+    first seeds' 95% Wilson intervals apart (image sampling only)."""
+    shared = [s for s in high if s in low and high[s]["result"].get(key) is not None
+              and low[s]["result"].get(key) is not None]
+    if len(shared) >= 2:
+        d = seed_difference({s: low[s]["result"][key] for s in shared},
+                            {s: high[s]["result"][key] for s in shared})
+        return d["exceeds"] and d["diff"] > 0
+    first = lambda runs: measure(next(iter(runs.values()))["result"], key)  # noqa: E731
+    return below(first(low), first(high))
+
+
 def robustness_readings(study, rows):
+    """What the robustness table says, read where a method has several seeds from their mean
+    and a seed-paired test (seed variance included), else from one seed's image sample."""
     out = []
-    std = _model(rows, adversarial=False, circle=False)
     masked = [r for r in rows if r["result"] and r["result"]["sanity_checks"].get("pgd_overestimate") is False]
     if masked:
         out.append("**PGD overestimates robustness** (PGD clearly more than 5 points above "
@@ -253,34 +295,41 @@ def robustness_readings(study, rows):
                                f"{100 * r['result']['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
                                f"{100 * r['result']['autoattack_accuracy']:.1f}%"
                                for r in masked) + "; read those from the AutoAttack column.")
-    adv = [r for r in primary(rows) if r["result"] and r["train"] and r["train"].fields.get("adversarial")
-           and measure(r["result"], "autoattack_accuracy")]
+    methods, aa = _by_method(rows), "autoattack_accuracy"
+
+    def trained_as(runs, field):
+        return next(iter(runs.values()))["train"].fields.get(field)
+    std = next((runs for runs in methods.values()
+                if not trained_as(runs, "adversarial") and not trained_as(runs, "circle")), None)
+    adv = {m: runs for m, runs in methods.items() if trained_as(runs, "adversarial") and _seed_mean(runs, aa)[1]}
     if std and adv:
-        best = max(adv, key=lambda r: r["result"]["autoattack_accuracy"])
-        clean_cost = best["result"]["clean_accuracy"] - std["result"]["clean_accuracy"]
-        same = r_epochs(best) == r_epochs(std)
-        if all(below(measure(r["result"], "autoattack_accuracy"),
-                     measure(best["result"], "autoattack_accuracy")) for r in adv if r is not best):
-            out.append(f"The most robust model under AutoAttack is `{best['model']}` "
-                       f"({cell(best['result'], 'autoattack_accuracy')}% vs the standard model's "
-                       f"{cell(std['result'], 'autoattack_accuracy')}%), at {pm(*accuracy(best['result']))}% "
-                       f"clean accuracy ({100 * clean_cost:+.1f} points against the standard model "
+        best = max(adv, key=lambda m: _seed_mean(adv[m], aa)[0])
+        clean_cost = _seed_mean(adv[best], "clean_accuracy")[0] - _seed_mean(std, "clean_accuracy")[0]
+        best_row, std_row = next(iter(adv[best].values())), next(iter(std.values()))
+        same = r_epochs(best_row) == r_epochs(std_row)
+        if all(_clearly_above(adv[best], runs, aa) for m, runs in adv.items() if m != best):
+            out.append(f"The most robust model under AutoAttack is `{best}` "
+                       f"({_reading(adv[best], aa)} vs the standard model's {_reading(std, aa)}), "
+                       f"at {_reading(adv[best], 'clean_accuracy')} clean accuracy "
+                       f"({100 * clean_cost:+.1f} points against the standard model "
                        + ("trained for the same epochs)." if same else
-                          f"trained for {r_epochs(std)} epochs against its {r_epochs(best)})."))
-        else:  # a ranking inside the intervals would be noise
+                          f"trained for {r_epochs(std_row)} epochs against its {r_epochs(best_row)})."))
+        else:  # a ranking inside the noise would be noise
             out.append("No adversarially trained model is clearly the most robust under "
-                       "AutoAttack: the highest interval overlaps another's (the standard model: "
-                       f"{cell(std['result'], 'autoattack_accuracy')}%).")
+                       f"AutoAttack: the highest (`{best}`) is not clearly above every other "
+                       f"(the standard model: {_reading(std, aa)}).")
         out[-1] += (" Every adversarially trained model, AutoAttack and clean: " + "; ".join(
-                       f"`{r['model']}` {cell(r['result'], 'autoattack_accuracy')}% at "
-                       f"{pm(*accuracy(r['result']))}% clean" for r in adv) + ".")
-        apart = [(a, b) for a in adv for b in adv if below(measure(a["result"], "autoattack_accuracy"),
-                                                         measure(b["result"], "autoattack_accuracy"))]
+                       f"`{m}` {_reading(runs, aa)} at {_reading(runs, 'clean_accuracy')} clean"
+                       for m, runs in adv.items()) + ".")
+        apart = [(a, b) for a in adv for b in adv if a != b and _clearly_above(adv[b], adv[a], aa)]
         out.append("Between the adversarially trained models, AutoAttack accuracy differs clearly for "
-                   + ", ".join(f"`{b['model']}` over `{a['model']}`" for a, b in apart) + "."
+                   + ", ".join(f"`{b}` over `{a}`" for a, b in apart) + "."
                    if apart else "The adversarially trained models are level under AutoAttack "
-                   "(their intervals overlap): at this budget the method matters less than the "
-                   "training itself.")
+                   "(no pair apart beyond its seed spread, or its image sampling where one seed): "
+                   "at this budget the method matters less than the training itself.")
+        out[-1] += (" \"Clearly\": a seed-paired t-test at p < 0.05 where both methods have "
+                    "several seeds, else non-overlapping 95% intervals of one seed; uncorrected, "
+                    "descriptive (the claims above carry the corrected verdicts).")
     return out or ["no adversarially trained model was evaluated under AutoAttack."]
 
 

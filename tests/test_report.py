@@ -11,6 +11,7 @@ import run_contract
 import significance
 from reporting import claims
 from reporting import common
+from reporting import robustness
 from reporting import transfer
 from reporting import writer
 
@@ -249,6 +250,35 @@ def test_report_renders_a_new_run_without_other_edits(study, tmp_path):
     assert {r["model"] for r in _csv(tmp_path / "summary" / "robustness_summary.csv")} >= {"cifar10_trades"}
     assert "mixup" in {r["variant"] for r in _csv(tmp_path / "summary" / "ablation_summary.csv")}
     assert "most robust model under AutoAttack is `cifar10_trades`" in text
+
+
+def _seeded_readings(first, second):
+    """The robustness readings of a standard model and two adversarially trained methods,
+    one per seed given (AutoAttack accuracies on 1,000 images each)."""
+    runs, results = [], {}
+    cifar(runs, results, "std", dict(method="std", seed=0, adversarial=False, circle=False), (0.8, 0.1, 0.0, 0.0))
+    for method, aas in (("a", first), ("b", second)):
+        for seed, aa in enumerate(aas):
+            cifar(runs, results, method if seed == 0 else f"{method}_s{seed}",
+                  dict(method=method, seed=seed, adversarial=True, attack=method, circle=False),
+                  (0.6, 0.4, aa + 0.05, aa))
+    study = common.Study(runs, results)
+    return " ".join(robustness.robustness_readings(study, robustness.robustness_rows(study)))
+
+
+def test_robustness_readings_weigh_seed_spread_where_methods_have_seeds():
+    # the first seeds' intervals are apart (40% vs 30% on 1,000 images), but across three
+    # seeds the order flips: no method is clearly the most robust
+    noisy = _seeded_readings([0.40, 0.30, 0.35], [0.30, 0.36, 0.33])
+    assert "No adversarially trained model is clearly the most robust" in noisy
+    assert "`a` 35.0 ± 5.0% (mean ± SD of 3 seeds)" in noisy and "are level" in noisy
+    # two points apart, overlapping on one seed's images, the same in every seed: clear
+    steady = _seeded_readings([0.32, 0.36, 0.40], [0.30, 0.339, 0.381])
+    assert "The most robust model under AutoAttack is `a` (36.0 ± 4.0% (mean ± SD of 3 seeds)" in steady
+    assert "`a` over `b`" in steady and "`b` over `a`" not in steady
+    # with one seed a side, the same two points stay inside the image sampling
+    single = _seeded_readings([0.32], [0.30])
+    assert "No adversarially trained model is clearly" in single and "(one seed)" in single
 
 
 def test_report_opens_with_claims_and_links_only_existing_figures(study, tmp_path):
