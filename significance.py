@@ -125,7 +125,7 @@ def _seed_test(name, diff, ci, p, spread, n_ref, n_other, paired_design):
         seeds = seeds_needed(abs(diff) / spread, alpha, paired_design)
         if seeds is None:
             return "more than 100,000 seeds would be needed to resolve the observed effect"
-        return f"~{seeds} seeds" + (" (paired)" if paired_design else " a side") + \
+        return f"~{seeds:,} seeds" + (" (paired)" if paired_design else " a side") + \
                " would resolve the observed effect"
 
     return Test(name, diff, ci, p, sample, mde_at=mde, needed_at=needed)

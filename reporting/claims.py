@@ -285,7 +285,7 @@ def attack_strength(weaker, stronger):
         out = []
         for r in rows:
             if not r["result"]:
-                out.append(Comparison(f"`{r['model']}`", -1, why=f"not run: {study.why(r['eval'])}", ran=False))
+                out.append(Comparison(f"`{r['model']}`", -1, why=study.why(r["eval"]), ran=False))
         methods = {}
         for r in rows:
             if r["result"] and r["train"]:

@@ -90,7 +90,7 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
         csv_rows.append(row)
     utils.save_csv(csv_rows, os.path.join(sum_dir, "robustness_summary.csv"))
     if not ok:
-        return md + ["not run: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
+        return md + ["No model evaluated: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
     first = ok[0]["result"]
     md += [_budget_sentence(ok)
            + "Accuracy in % ± half the 95% Wilson interval at eps "

@@ -45,8 +45,8 @@ def diagnostics_section(study, report_dir, rows):
     diag = [r for r in rows if r["eval"].fields.get("diagnostics")]
     ok = diagnosed(rows)
     if not ok:
-        return md + ["not run: " + ("; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in diag)
-                                    or "no model has diagnostics in the matrix"), ""]
+        why = "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in diag)
+        return md + ["No model with diagnostics evaluated: " + (why or "none has them in the matrix"), ""]
     md.append(table(
         ["model", "ECE (%)", "ECE after T (%)", "T", "AURC (%)", "sel. acc @80% (%)",
          "sel. acc @90% (%)", "top-1 (%)", "top-3 (%)", "macro F1 (%)"],
@@ -176,7 +176,8 @@ def write(study, report_dir):
     md += ["## Training runs", "", "Test accuracy of each run's `best.pth` (chosen on the "
            "validation split carved from train).", "",
            table(["run", "data", "epochs", "best val acc (%)", "test acc (%)", "wall time (s)"],
-                 [[r["run"], r["dataset"] or "-", r["epochs"] or "-", pct(r["best_val_acc"] or None),
+                 [[r["run"], r["dataset"] or "-", r["epochs"] or "-",
+                   pct(r["best_val_acc"] or None) if r["status"] == "ok" else "-",
                    pct(r["test_accuracy"] or None) if r["status"] == "ok" else r["status"],
                    r["wall_time_s"] or "-"] for r in train_rows if r["group"] in ("digits", "cifar10")]), ""]
     md += ["## Parameters", "", f"Profile `{study.profile_name}` budgets per group:", "", "```",
