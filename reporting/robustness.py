@@ -187,7 +187,7 @@ def _model(rows, equal_compute=False, **fields):
 
 def _budget_sentence(ok):
     """What the models' budgets have in common: equal epochs, beside the runs given the
-    standard model's compute instead."""
+    standard model's compute instead, with the training time each measured."""
     same = sorted({r["trained"]["epochs"] for r in ok if r["trained"]
                    and not r["train"].fields.get("equal_compute")})
     equal = [r for r in ok if r["trained"] and r["train"].fields.get("equal_compute")]
@@ -198,9 +198,13 @@ def _budget_sentence(ok):
         text = (f"**The models trained for different budgets** ({', '.join(map(str, same))} "
                 "epochs): their differences mix the method with the schedule. ")
     if equal:
+        std = _model(ok, adversarial=False, circle=False)
+        minutes = lambda r: f"{r['trained']['wall_time_s'] / 60:.1f} min"  # noqa: E731
         text += ("The `_equal_compute` runs are given the standard model's training compute "
                  "(its image-passes, an attack step counted as a pass) instead: "
-                 + ", ".join(f"`{r['model']}` {r['trained']['epochs']} epochs" for r in equal) + ". ")
+                 + ", ".join(f"`{r['model']}` {r['trained']['epochs']} epochs ({minutes(r)})" for r in equal)
+                 + (f", against `{std['model']}`'s {minutes(std)} (measured training time, "
+                    "the proxy's check)" if std and std["trained"] else "") + ". ")
     return text
 
 

@@ -362,8 +362,6 @@ def test_run_time_is_split_by_cpu_where_runs_ran_on_several():
 
 
 def test_seeded_methods_are_summarised_over_seeds_and_equal_compute_runs_named(study):
-    from reporting import robustness
-
     for name in ("std", "pgd"):
         study.by_name[name].fields.update(seed=0, method=name)
     for seed, aa in ((1, 0.28), (2, 0.32)):  # the first seed's AutoAttack accuracy is 0.30
@@ -373,7 +371,7 @@ def test_seeded_methods_are_summarised_over_seeds_and_equal_compute_runs_named(s
     cifar(study.runs, study.results, "pgd_equal_compute",
           dict(adversarial=True, attack="pgd", circle=False, seed=0, method="pgd", equal_compute=True),
           (0.50, 0.30, 0.30, 0.25))
-    study.results["pgd_equal_compute"]["epochs"] = 3
+    study.results["pgd_equal_compute"].update(epochs=3, wall_time_s=12.0)
     study = common.Study(study.runs, study.results, study.profile_name, study.profile, study.command,
                          study.data_root, per_image=study.per_image)
     rows = robustness.robustness_rows(study)
@@ -383,7 +381,10 @@ def test_seeded_methods_are_summarised_over_seeds_and_equal_compute_runs_named(s
     assert pgd == "| `pgd` | 3 | 60.0 ± 0.0 | 40.0 ± 0.0 | 35.0 ± 0.0 | 30.0 ± 2.0 | 60.0 ± 0.0 |"
     assert "`std`" not in seeds and "pgd_equal_compute" not in seeds  # one seed; another budget
     sentence = robustness._budget_sentence([r for r in rows if r["result"]])
-    assert "same budget (8 epochs" in sentence and "`pgd_equal_compute` 3 epochs" in sentence
+    assert "same budget (8 epochs" in sentence and "`pgd_equal_compute` 3 epochs (0.2 min)" in sentence
+    study.results["pgd_equal_compute"]["wall_time_s"] = 30.0  # the sentence reads each run's own
+    assert "3 epochs (0.5 min)" in robustness._budget_sentence([r for r in rows if r["result"]])
+    assert "against `std`'s 0.2 min (measured training time" in sentence
     assert "different budgets" not in sentence
 
 
