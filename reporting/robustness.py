@@ -208,15 +208,21 @@ def _budget_sentence(ok):
     return text
 
 
-def seed_table(rows):
-    """Per method trained with several seeds: the mean over seeds ± their standard deviation
-    (what a new seed would move), beside the intervals of one seed's sample above."""
-    by_method = {}
+def _by_method(rows):
+    """{method: {seed: evaluated row}} at the equal-epochs budget, methods in matrix order."""
+    out = {}
     for r in rows:
         train = r["train"]
         if r["result"] and train and not train.fields.get("equal_compute"):
-            by_method.setdefault(train.fields.get("method", r["model"]), []).append(r["result"])
-    seeded = {m: results for m, results in by_method.items() if len(results) > 1}
+            out.setdefault(train.fields.get("method", r["model"]), {})[train.fields.get("seed")] = r
+    return out
+
+
+def seed_table(rows):
+    """Per method trained with several seeds: the mean over seeds ± their standard deviation
+    (what a new seed would move), beside the intervals of one seed's sample above."""
+    seeded = {m: [r["result"] for r in runs.values()] for m, runs in _by_method(rows).items()
+              if len(runs) > 1}
     if not seeded:
         return []
     keys = [("clean", "clean_accuracy")] + [(label, key) for label, key in robust_columns()
@@ -244,16 +250,6 @@ def primary(rows):
             continue
         seen.add(method)
         out.append(r)
-    return out
-
-
-def _by_method(rows):
-    """{method: {seed: evaluated row}} at the equal-epochs budget, methods in matrix order."""
-    out = {}
-    for r in rows:
-        train = r["train"]
-        if r["result"] and train and not train.fields.get("equal_compute"):
-            out.setdefault(train.fields.get("method", r["model"]), {})[train.fields.get("seed")] = r
     return out
 
 
@@ -305,7 +301,8 @@ def robustness_readings(study, rows):
         return next(iter(runs.values()))["train"].fields.get(field)
     std = next((runs for runs in methods.values()
                 if not trained_as(runs, "adversarial") and not trained_as(runs, "circle")), None)
-    adv = {m: runs for m, runs in methods.items() if trained_as(runs, "adversarial") and _seed_mean(runs, aa)[1]}
+    adv = {m: runs for m, runs in methods.items()
+           if trained_as(runs, "adversarial") and _seed_mean(runs, aa)[1]}
     if std and adv:
         best = max(adv, key=lambda m: _seed_mean(adv[m], aa)[0])
         clean_cost = _seed_mean(adv[best], "clean_accuracy")[0] - _seed_mean(std, "clean_accuracy")[0]
