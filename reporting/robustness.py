@@ -214,7 +214,7 @@ def _by_method(rows):
     for r in rows:
         train = r["train"]
         if r["result"] and train and not train.fields.get("equal_compute"):
-            out.setdefault(train.fields.get("method", r["model"]), {})[train.fields.get("seed")] = r
+            out.setdefault(train.fields.get("method", r["model"]), {}).setdefault(train.fields.get("seed"), r)
     return out
 
 
@@ -253,16 +253,21 @@ def primary(rows):
     return out
 
 
+def _values(runs, key):
+    """`key` of each seed's evaluation that measured it."""
+    return [r["result"][key] for r in runs.values() if r["result"].get(key) is not None]
+
+
 def _seed_mean(runs, key):
     """(mean of `key` over the seeds that measured it, their number)."""
-    values = [r["result"][key] for r in runs.values() if r["result"].get(key) is not None]
-    return (float(np.mean(values)), len(values)) if values else (None, 0)
+    n, mean, _ = seed_summary(_values(runs, key))
+    return (mean, n) if n else (None, 0)
 
 
 def _reading(runs, key):
     """A method's `key` in %: mean ± SD over its seeds, or one seed's value ± its Wilson
     half-width."""
-    n, mean, std = seed_summary([r["result"][key] for r in runs.values() if r["result"].get(key) is not None])
+    n, mean, std = seed_summary(_values(runs, key))
     if n > 1:
         return f"{100 * mean:.1f} ± {100 * std:.1f}% (mean ± SD of {n} seeds)"
     value = cell(next(iter(runs.values()))["result"], key)
@@ -295,14 +300,10 @@ def robustness_readings(study, rows):
                                f"{100 * r['result']['autoattack_pgd_accuracy']:.1f}% vs AutoAttack "
                                f"{100 * r['result']['autoattack_accuracy']:.1f}%"
                                for r in masked) + "; read those from the AutoAttack column.")
-    methods, aa = _by_method(rows), "autoattack_accuracy"
-
-    def trained_as(runs, field):
-        return next(iter(runs.values()))["train"].fields.get(field)
-    std = next((runs for runs in methods.values()
-                if not trained_as(runs, "adversarial") and not trained_as(runs, "circle")), None)
-    adv = {m: runs for m, runs in methods.items()
-           if trained_as(runs, "adversarial") and _seed_mean(runs, aa)[1]}
+    aa = "autoattack_accuracy"
+    std = _models(rows, adversarial=False, circle=False)
+    adv = {m: runs for m, runs in _by_method(rows).items()
+           if next(iter(runs.values()))["train"].fields.get("adversarial") and _seed_mean(runs, aa)[1]}
     if std and adv:
         best = max(adv, key=lambda m: _seed_mean(adv[m], aa)[0])
         clean_cost = _seed_mean(adv[best], "clean_accuracy")[0] - _seed_mean(std, "clean_accuracy")[0]
