@@ -7,6 +7,7 @@ read arrays directly. Data that cannot be had raises DatasetUnavailableError; no
 ever falls back to fake data. `synthetic` exists only when asked for by name.
 """
 
+import functools
 import hashlib
 import os
 import stat
@@ -306,6 +307,12 @@ def _torchvision_svhn(raw, train):
     return ds.data.transpose(0, 2, 3, 1), ds.labels.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=None)
+def _bundled_arrays(name, split):
+    """A bundled set is computed, not read: once per process (the smoke profile asks ~60 times)."""
+    return DOMAINS[name].arrays(split)
+
+
 def load_arrays(name, split, data_root="data", download=True):
     """Raw arrays of one split: (uint8 images N,H,W,C, int64 labels N, provenance dict)."""
     if name not in DOMAINS:
@@ -313,7 +320,8 @@ def load_arrays(name, split, data_root="data", download=True):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if DOMAINS[name].source == "bundled":
-        return DOMAINS[name].arrays(split)
+        images, labels, provenance = _bundled_arrays(name, split)
+        return images.copy(), labels.copy(), dict(provenance)  # callers may change theirs
 
     path = os.path.join(data_root, f"{name}-{split}.npz")
     if DOMAINS[name].source == "built" and not os.path.exists(path):

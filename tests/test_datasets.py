@@ -68,6 +68,17 @@ def test_splits_are_disjoint_seeded_and_in_range(name):
     assert not torch.equal(a.val.labels, c.val.labels)
 
 
+@pytest.mark.parametrize("name", ["synthetic", "digits"])
+def test_a_bundled_set_is_computed_once_and_each_caller_gets_its_own_copy(name):
+    images, labels, provenance = datasets.load_arrays(name, "train")
+    images[:] = 0
+    labels[:] = -1
+    provenance["n"] = None
+    again_images, again_labels, again = datasets.load_arrays(name, "train")
+    assert again_images.any() and (again_labels >= 0).all() and again["n"] == len(again_labels)
+    assert datasets._bundled_arrays.cache_info().hits >= 1
+
+
 def test_train_subset_is_seeded_and_sized():
     a = datasets.build_splits("digits", train_subset=200, seed=1)
     b = datasets.build_splits("digits", train_subset=200, seed=1)
