@@ -168,8 +168,8 @@ def write(study, report_dir):
     md += failures_box(study)
     md += [f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
            f"`{study.command}`. **Total run time {total / 60:.1f} minutes** (the sum of the wall "
-           f"times the runs recorded, {_per_cpu(results)}: runs side by side under `--jobs` overlap in "
-           f"it, so the elapsed time was shorter; this invocation took "
+           f"times the runs recorded, {_per_cpu(results)}, each in full also where `--jobs` ran it "
+           f"beside others, so it can exceed the elapsed time; this invocation took "
            f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
            + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
     md += setup_section(study) + claims_section(verdicts)
