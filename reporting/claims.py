@@ -174,13 +174,18 @@ def _direct(study, src, dst):
     return _accuracy_count(study.result(runs[0])) if runs else None
 
 
-def _independent(label, expect, reference, other, missing):
-    """Two accuracies on different images ((correct, n) each): the two-proportion test of
-    other against reference, or "not run" naming what is missing."""
+def _independent(label, expect, reference, other, missing, same_images=False):
+    """Two accuracies ((correct, n) each): the two-proportion test of other against
+    reference, or "not run" naming what is missing. `same_images`: both on one test split
+    whose per-image pairing was not recorded, which the sample column says (the unpaired
+    test is then conservative)."""
     if not (reference and other):
         return Comparison(label, expect, why=f"not run: {missing}", ran=False)
-    return Comparison(f"{label}: {_pct(other)} vs {_pct(reference)}", expect,
-                      significance.two_proportions(*reference, *other))
+    test = significance.two_proportions(*reference, *other)
+    if same_images:
+        test.sample = (f"{other[1]:,} images, the same test split, unpaired (no per-image "
+                       "record of training runs): conservative")
+    return Comparison(f"{label}: {_pct(other)} vs {_pct(reference)}", expect, test)
 
 
 def transfer_direction(study):
@@ -209,7 +214,7 @@ def frozen_vs_scratch(study):
         out.append(_independent(f"{src} features -> {dst} vs scratch", +1,
                                 _accuracy_count(study.result(scratch[0]) if scratch else None),
                                 _accuracy_count(study.result(run)),
-                                "needs the frozen-feature and scratch runs"))
+                                "needs the frozen-feature and scratch runs", same_images=True))
     return out
 
 

@@ -317,9 +317,11 @@ def robustness_readings(study, rows):
                        + ("trained for the same epochs)." if same else
                           f"trained for {r_epochs(std_row)} epochs against its {r_epochs(best_row)})."))
         else:  # a ranking inside the noise would be noise
+            level = [m for m, runs in adv.items() if m != best and not _clearly_above(adv[best], runs, aa)]
             out.append("No adversarially trained model is clearly the most robust under "
-                       f"AutoAttack: the highest (`{best}`) is not clearly above every other "
-                       f"(the standard model: {_reading(std, aa)}).")
+                       f"AutoAttack: the highest, `{best}`, is not clearly above "
+                       + ", ".join(f"`{m}`" for m in level)
+                       + f" (the standard model: {_reading(std, aa)}).")
         out[-1] += (" Every adversarially trained model, AutoAttack and clean: " + "; ".join(
                        f"`{m}` {_reading(runs, aa)} at {_reading(runs, 'clean_accuracy')} clean"
                        for m, runs in adv.items()) + ".")

@@ -147,7 +147,11 @@ def test_claims_on_hand_made_numbers(study):
     assert v("Circle Loss").verdict == "contradicted"  # level without PGD-AT, 30% -> 20% with it
     assert v("A colour/texture shift").verdict == "supported"  # 20% vs 90%
     assert v("Transfer is harder").verdict == "supported"  # mnist->mnistm 20% vs mnistm->mnist 95%
-    assert v("Frozen features of another").verdict == "contradicted"  # mnist->mnistm 60% vs scratch 82%
+    frozen = v("Frozen features of another")
+    assert frozen.verdict == "contradicted"  # mnist->mnistm 60% vs scratch 82%
+    # both on the target's test split: the sample column says the unpaired test is conservative
+    assert all("the same test split, unpaired" in u.test.sample for u in frozen.units if u.test)
+    assert "independent" in v("Transfer is harder").units[0].test.sample  # different test splits
     assert all(x.claim.link.startswith("#") for x in claims.judge(study))
 
 
@@ -271,6 +275,7 @@ def test_robustness_readings_weigh_seed_spread_where_methods_have_seeds():
     # seeds the order flips: no method is clearly the most robust
     noisy = _seeded_readings([0.40, 0.30, 0.35], [0.30, 0.36, 0.33])
     assert "No adversarially trained model is clearly the most robust" in noisy
+    assert "the highest, `a`, is not clearly above `b` (the standard model: 0.0 ± " in noisy
     assert "`a` 35.0 ± 5.0% (mean ± SD of 3 seeds)" in noisy and "are level" in noisy
     # two points apart, overlapping on one seed's images, the same in every seed: clear
     steady = _seeded_readings([0.32, 0.36, 0.40], [0.30, 0.339, 0.381])
