@@ -484,7 +484,7 @@ def summary(v):
         open_units = [u for u in v.units if u.outcome == "not significant"] or v.units
         smallest = min(open_units, key=lambda u: u.test.mde(u.alpha_mde))
         text += f"; smallest {mde_text(c, smallest)}"
-    return text + " (each in the table below)"
+    return text + " (each in the evidence table)"
 
 
 def evidence_rows(verdicts):
