@@ -210,7 +210,7 @@ def test_a_claim_over_six_models_is_decided_by_its_combination_rule():
     assert claims.judge(common.Study([], {}), declared[:1])[0].verdict == "contradicted"
 
 
-def test_gap_closed_inside_the_noise_is_inconclusive():
+def test_gap_closed_inside_the_noise_is_inconclusive(tmp_path):
     def study_with(direct, tuned, full, n):
         runs, results = [], {}
         for kind, acc, script in (("direct", direct, "eval"), ("finetune", tuned, "train"),
@@ -226,6 +226,17 @@ def test_gap_closed_inside_the_noise_is_inconclusive():
     (noisy,) = claims.gap_closed(study_with(0.89, 0.9075, 0.925, 2000))
     assert noisy.test.effect == pytest.approx(0.5)
     assert noisy.test.p > 0.5 and noisy.test.ci95[0] < 0.3 and noisy.test.ci95[1] > 0.7
+    # the table and the claim give a pair's share from the same exact ratio (0.2654): the
+    # CSV's 3 decimals (0.265) once made the table say 26% beside the claim's 27%
+    edge = study_with(0.2016, 0.3927, 0.9217, 10000)
+    (claim,) = claims.gap_closed(edge)
+    assert "a -> b 27%" in claim.label
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "summary").mkdir()
+    md = transfer.transfer_section(edge, transfer.transfer_numbers(edge), str(tmp_path),
+                                   str(tmp_path / "figures"), str(tmp_path / "summary"))
+    (row,) = [line for line in "\n".join(md).splitlines() if line.startswith("| a | b |")]
+    assert row.split(" | ")[6] == "27%"
     # the same ratio on a 40-point gap and 10,000 images is decided
     (clear,) = claims.gap_closed(study_with(0.50, 0.86, 0.90, 10000))
     assert clear.test.effect == pytest.approx(0.9) and clear.test.p < 0.01 and clear.test.ci95[0] > 0.5
