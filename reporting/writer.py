@@ -2,7 +2,6 @@
 models, the training table, and where the figures and CSVs go."""
 
 import datetime
-import json
 import os
 import shutil
 
@@ -124,6 +123,37 @@ def describe_cpu(cpu):
     return f"{cpu.get('model', '?')} ({', '.join(cpu.get('flags', [])) or 'no AVX2/AVX-512'})"
 
 
+def _setting(value):
+    """A profile setting as a table cell or list item: None as "all" (an unset subset), a
+    command-line fragment as typed, other lists joined, a mapping as "key value; ..."."""
+    if value is None:
+        return "all"
+    if isinstance(value, (list, tuple)):
+        if any(str(v).startswith("--") for v in value):
+            return "`" + " ".join(map(str, value)) + "`"
+        return ", ".join(_setting(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k} ({_setting(v)})" if isinstance(v, dict) else f"{k} {_setting(v)}"
+                         for k, v in value.items())
+    return str(value)
+
+
+def parameters_section(name, profile):
+    """The profile's budgets: one row per training group (those with epochs), one column per
+    setting any of them has ("-" where a group leaves it to train.py's default); every other
+    setting (evaluation, seeds, datasets, ...) as a list item."""
+    groups = {g: b for g, b in profile.items() if isinstance(b, dict) and "epochs" in b}
+    columns = list(dict.fromkeys(k for b in groups.values() for k in b))
+    rest = [f"- **{k}**: {_setting(v)}" for k, v in profile.items() if k not in groups]
+    return ["## Parameters", "",
+            f"Profile `{name}`: training budgets per group of runs (`train_subset` all: the whole "
+            "training split; `-`: not set for the group).", "",
+            table(["group", *columns],
+                  [[g, *(_setting(b[c]) if c in b else "-" for c in columns)]
+                   for g, b in groups.items()]), "",
+            "Other settings:", "", *rest, ""]
+
+
 def _run_seconds(run, results):
     return results.get(run.name, {}).get("wall_time_s", run.seconds)
 
@@ -181,9 +211,8 @@ def write(study, report_dir):
                    pct(r["best_val_acc"] or None) if r["status"] == "ok" else "-",
                    pct(r["test_accuracy"] or None) if r["status"] == "ok" else r["status"],
                    r["wall_time_s"] or "-"] for r in train_rows if r["group"] in ("digits", "cifar10")]), ""]
-    md += ["## Parameters", "", f"Profile `{study.profile_name}` budgets per group:", "", "```",
-           json.dumps(study.profile, indent=1), "```", "",
-           "## Runs and commands", "",
+    md += parameters_section(study.profile_name, study.profile)
+    md += ["## Runs and commands", "",
            table(["run", "status", "wall time (s)", "command"],
                  [[r.name, SHOWN.get(r.status, r.status)
                    + (" (deliberate)" if r.fields.get("deliberate") else "")

@@ -424,3 +424,20 @@ def test_the_setup_box_names_each_familys_regime_with_the_baselines_fit(study):
         study.results["abl_baseline_1"]["train_clean_accuracy"], \
         study.results["abl_baseline_2"]["train_clean_accuracy"]
     assert "the baseline fits" not in setup.regime(study)  # not measured: not claimed
+
+
+def test_parameters_are_a_table_of_budgets_and_a_list_of_the_rest():
+    from study.plan import PROFILES
+    profile = PROFILES["smoke"]
+    text = "\n".join(writer.parameters_section("smoke", profile))
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    trained = [g for g, b in profile.items() if isinstance(b, dict) and "epochs" in b]
+    assert set(rows) == {"group", *trained}
+    columns = rows["group"].strip("| ").split(" | ")
+    for group in trained:  # every budget in its column, and nothing invented where unset
+        cells = dict(zip(columns, rows[group].strip("| ").split(" | ")))
+        for key in columns[1:]:
+            expected = profile[group].get(key, "-")
+            assert cells[key] == ("all" if expected is None else str(expected)), (group, key)
+    assert "- **eval**: max_batches 1;" in text and "autoattack_samples 16" in text
+    assert "- **extra_ablations**: diverge_check `--lr 1e6`" in text  # a flag list as typed
