@@ -66,14 +66,27 @@ def diagnostics_section(study, report_dir, rows):
 
 
 def sanity_section(study):
-    md = ["## Attack sanity checks", ""]
-    for run in study.select(script="eval"):
-        r = study.result(run)
-        if r and r.get("sanity_checks"):
-            md.append(f"**{run.name}**")
-            md += [f"- {'ok' if ok else '**FAILED**'} `{name}`: {r['sanity_details'][name]}"
-                   for name, ok in r["sanity_checks"].items()]
-            md.append("")
+    """One row per evaluation, one column per check (ok, FAILED, or - where it did not
+    apply); each evaluation's measured numbers below it in a collapsed block."""
+    checked = [(run, study.result(run)) for run in study.select(script="eval")]
+    checked = [(run, r) for run, r in checked if r and r.get("sanity_checks")]
+    if not checked:
+        return ["## Attack sanity checks", "", "No evaluation ran its attacks.", ""]
+    names = list(dict.fromkeys(n for _, r in checked for n in r["sanity_checks"]))
+
+    def mark(checks, name):
+        return "-" if name not in checks else "ok" if checks[name] else "**FAILED**"
+    md = ["## Attack sanity checks", "",
+          "Each evaluation checks its own attacks (what each check compares and the numbers it "
+          "read are in the evaluation's block below the table); '-': the check did not apply "
+          "(its attack or sweep was not run).", "",
+          table(["evaluation", *[f"`{n}`" for n in names]],
+                [[run.name, *[mark(r["sanity_checks"], n) for n in names]] for run, r in checked]), ""]
+    for run, r in checked:
+        passed = sum(r["sanity_checks"].values())
+        md += [f"<details><summary>{run.name}: {passed} of {len(r['sanity_checks'])} passed</summary>",
+               "", *[f"- {mark(r['sanity_checks'], n)} `{n}`: {r['sanity_details'][n]}"
+                     for n in r["sanity_checks"]], "", "</details>", ""]
     return md
 
 

@@ -441,3 +441,18 @@ def test_parameters_are_a_table_of_budgets_and_a_list_of_the_rest():
             assert cells[key] == ("all" if expected is None else str(expected)), (group, key)
     assert "- **eval**: max_batches 1;" in text and "autoattack_samples 16" in text
     assert "- **extra_ablations**: diverge_check `--lr 1e6`" in text  # a flag list as typed
+
+
+def test_sanity_checks_are_a_table_with_each_evaluations_numbers_below():
+    runs = [rec("eval_a", "eval", script="eval"), rec("eval_b", "eval", script="eval"),
+            rec("eval_c", "eval", script="eval")]
+    results = {"eval_a": {"sanity_checks": {"within_eps": True, "pgd_overestimate": False},
+                          "sanity_details": {"within_eps": "8/255", "pgd_overestimate": "PGD 0.40 vs AA 0.20"}},
+               "eval_b": {"sanity_checks": {"within_eps": True},
+                          "sanity_details": {"within_eps": "7.9/255"}}}
+    md = "\n".join(writer.sanity_section(common.Study(runs, results)))
+    assert "| evaluation | `within_eps` | `pgd_overestimate` |" in md
+    assert "| eval_a | ok | **FAILED** |" in md and "| eval_b | ok | - |" in md
+    assert "eval_c" not in md  # not evaluated: nothing to check
+    assert "<summary>eval_a: 1 of 2 passed</summary>" in md
+    assert "- **FAILED** `pgd_overestimate`: PGD 0.40 vs AA 0.20" in md
