@@ -153,7 +153,7 @@ def _setting(value):
 
 def parameters_section(name, profile):
     """The profile's budgets: one row per training group (those with epochs), one column per
-    setting any of them has ("-" where a group leaves it to train.py's default); every other
+    setting any of them has ("-" where the group does not set it); every other
     setting (evaluation, seeds, datasets, ...) as a list item."""
     groups = {g: b for g, b in profile.items() if isinstance(b, dict) and "epochs" in b}
     columns = list(dict.fromkeys(k for b in groups.values() for k in b))
