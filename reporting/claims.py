@@ -174,7 +174,7 @@ def _direct(study, src, dst):
     return _accuracy_count(study.result(runs[0])) if runs else None
 
 
-def _independent(label, expect, reference, other, missing, same_images=False):
+def _unpaired(label, expect, reference, other, missing, same_images=False):
     """Two accuracies ((correct, n) each): the two-proportion test of other against
     reference, or "not run" naming what is missing. `same_images`: both on one test split
     whose per-image pairing was not recorded, which the sample column says (the unpaired
@@ -190,7 +190,7 @@ def _independent(label, expect, reference, other, missing, same_images=False):
 
 def transfer_direction(study):
     """Greyscale -> colour against colour -> greyscale, per pair (different test images)."""
-    return [_independent(f"{plain} -> {varied} vs {varied} -> {plain}", -1,
+    return [_unpaired(f"{plain} -> {varied} vs {varied} -> {plain}", -1,
                          _direct(study, varied, plain), _direct(study, plain, varied),
                          "needs both directions")
             for varied in colour_domains() for plain in grey_domains()]
@@ -198,7 +198,7 @@ def transfer_direction(study):
 
 def colour_vs_handwriting(study):
     """MNIST -> MNIST-M against MNIST -> each other greyscale domain."""
-    return [_independent(f"mnist -> mnistm vs mnist -> {d}", -1, _direct(study, "mnist", d),
+    return [_unpaired(f"mnist -> mnistm vs mnist -> {d}", -1, _direct(study, "mnist", d),
                          _direct(study, "mnist", "mnistm"), "needs both transfers")
             for d in handwriting_targets()]
 
@@ -211,7 +211,7 @@ def frozen_vs_scratch(study):
     for run in study.select(kind="finetune"):
         src, dst = run.fields["source"], run.fields["target"]
         scratch = study.select(kind="target_only", target=dst)
-        out.append(_independent(f"{src} features -> {dst} vs scratch", +1,
+        out.append(_unpaired(f"{src} features -> {dst} vs scratch", +1,
                                 _accuracy_count(study.result(scratch[0]) if scratch else None),
                                 _accuracy_count(study.result(run)),
                                 "needs the frozen-feature and scratch runs", same_images=True))

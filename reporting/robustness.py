@@ -309,7 +309,10 @@ def robustness_readings(study, rows):
         clean_cost = _seed_mean(adv[best], "clean_accuracy")[0] - _seed_mean(std, "clean_accuracy")[0]
         best_row, std_row = next(iter(adv[best].values())), next(iter(std.values()))
         same = r_epochs(best_row) == r_epochs(std_row)
-        if all(_clearly_above(adv[best], runs, aa) for m, runs in adv.items() if m != best):
+        # (a, b): b clearly above a; the highest is "the most robust" only above every other
+        apart = [(a, b) for a in adv for b in adv if a != b and _clearly_above(adv[b], adv[a], aa)]
+        level = [m for m in adv if m != best and (m, best) not in apart]
+        if not level:
             out.append(f"The most robust model under AutoAttack is `{best}` "
                        f"({_reading(adv[best], aa)} vs the standard model's {_reading(std, aa)}), "
                        f"at {_reading(adv[best], 'clean_accuracy')} clean accuracy "
@@ -317,7 +320,6 @@ def robustness_readings(study, rows):
                        + ("trained for the same epochs)." if same else
                           f"trained for {r_epochs(std_row)} epochs against its {r_epochs(best_row)})."))
         else:  # a ranking inside the noise would be noise
-            level = [m for m, runs in adv.items() if m != best and not _clearly_above(adv[best], runs, aa)]
             out.append("No adversarially trained model is clearly the most robust under "
                        f"AutoAttack: the highest, `{best}`, is not clearly above "
                        + ", ".join(f"`{m}`" for m in level)
@@ -325,7 +327,6 @@ def robustness_readings(study, rows):
         out[-1] += (" Every adversarially trained model, AutoAttack and clean: " + "; ".join(
                        f"`{m}` {_reading(runs, aa)} at {_reading(runs, 'clean_accuracy')} clean"
                        for m, runs in adv.items()) + ".")
-        apart = [(a, b) for a in adv for b in adv if a != b and _clearly_above(adv[b], adv[a], aa)]
         out.append("Between the adversarially trained models, AutoAttack accuracy differs clearly for "
                    + ", ".join(f"`{b}` over `{a}`" for a, b in apart) + "."
                    if apart else "The adversarially trained models are level under AutoAttack "
