@@ -31,6 +31,19 @@ def _pin_this_worker():
     torch.set_num_threads(len(share))
 
 
+# The files that take minutes, longest first (`--durations=0`, 2-core Xeon, 2026-12-02:
+# ~410, ~260, ~140, ~120 s). With `-n N --dist loadfile` xdist hands a file to whichever
+# worker frees up, in the order collected (pytest.ini turns off its reordering by test
+# count, which sent the full-profile file last): long files started last leave the other
+# workers idle at the end, while long files started first fill in with the short ones.
+LONGEST_FILES = ("test_pipeline.py", "test_train.py", "test_full_profile.py", "test_eval.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as collected
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
