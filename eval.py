@@ -569,18 +569,6 @@ def sanity_checks(result, ctx):
 
 # ----------------------------------------------------------------------------- main
 
-def save_per_image(per_image, path):
-    """Each scored image's index in the split and whether it was classified correctly, per
-    name (see run_contract.eval_per_image): a few bytes per image, compressed."""
-    arrays = {}
-    for name, (index, correct) in per_image.items():
-        arrays[name] = np.asarray(correct, dtype=bool)
-        arrays[f"{name}_index"] = np.asarray(index, dtype=np.int32)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def training_validation_split(ckpt, dataset, val_size=None):
     """(val_size, seed) of the validation split: on the checkpoint's own dataset, the split
     its run carved and selected on (recorded in config.json's data.split), so temperature
@@ -679,7 +667,7 @@ def evaluate(args, argv):
 
     result["wall_time_s"] = time.time() - start
     result["environment"] = utils.environment_info()
-    save_per_image(ctx.per_image, run_contract.eval_per_image(args.out))
+    run_contract.save_per_image(ctx.per_image, run_contract.eval_per_image(args.out))
     utils.save_json(result, run_contract.eval_record(args.out))
     print(f"wrote {run_contract.eval_record(args.out)}, its per-image outcomes and "
           f"{len(result['files'])} figures in "

@@ -9,6 +9,8 @@ it. A training run's folder (`--out-dir`) holds:
     best.pth                the selected weights and what rebuilds the model (MODEL_KEYS)
     last.pth                the full training state, only while --resume may need it
     training_history.json   one row per epoch (and .csv)
+    test.per_image.npz      each test image's index and whether best.pth classified it
+                            correctly (two runs on one test split compare image by image)
     final_metrics.json      the run's result: written last, so its presence means finished
     diverged.json           in place of final_metrics.json when the loss became NaN/inf
     owner.lock              while a process writes the folder: its PID, host and command
@@ -37,6 +39,7 @@ BEST = "best.pth"
 LAST = "last.pth"
 HISTORY = "training_history"  # .json and .csv
 FINAL = "final_metrics.json"
+TEST_PER_IMAGE = "test.per_image.npz"
 DIVERGED = "diverged.json"
 LOCK = "owner.lock"
 EVAL_SUFFIX = ".metrics.json"
@@ -82,11 +85,12 @@ class TrainFiles:
     lock = property(lambda self: self._path(LOCK))
     history = property(lambda self: self._path(HISTORY + ".json"))
     history_csv = property(lambda self: self._path(HISTORY + ".csv"))
+    per_image = property(lambda self: self._path(TEST_PER_IMAGE))
 
     @property
     def records(self):
         """The small files the report reads (weights and training state aside)."""
-        return [self.config, self.final, self.history, self.diverged]
+        return [self.config, self.final, self.history, self.diverged, self.per_image]
 
 
 def eval_record(prefix):
@@ -102,9 +106,23 @@ def eval_per_image(prefix):
     return prefix + PER_IMAGE_SUFFIX
 
 
-def load_per_image(prefix):
-    """{name: (index, correct)} of an evaluation's per-image outcomes, {} if it has none."""
-    path = eval_per_image(prefix)
+def save_per_image(per_image, path):
+    """{name: (index, correct)}: each scored image's index in the split and whether it was
+    classified correctly, per name, as arrays NAME and NAME_index (a few bytes per image,
+    compressed). eval.py's names: see eval_per_image; a training run's: "clean", its test
+    split under best.pth."""
+    arrays = {}
+    for name, (index, correct) in per_image.items():
+        arrays[name] = np.asarray(correct, dtype=bool)
+        arrays[f"{name}_index"] = np.asarray(index, dtype=np.int32)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_per_image(path):
+    """{name: (index, correct)} from a file save_per_image wrote, {} where there is none (a
+    run made before its script recorded them)."""
     if not os.path.exists(path):
         return {}
     with np.load(path) as f:

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
@@ -700,7 +701,7 @@ def _open_run_folder(s):
     args = s.args
     os.makedirs(args.out_dir, exist_ok=True)
     if s.start_epoch == 1:  # a new run replaces the outcome of any earlier one in this folder
-        for stale in (s.files.final, s.files.diverged):
+        for stale in (s.files.final, s.files.diverged, s.files.per_image):
             if os.path.exists(stale):
                 os.remove(stale)
     utils.save_json(s.config, s.files.config)
@@ -794,7 +795,8 @@ def final_evaluation(s):
     best = utils.model_from_checkpoint(utils.load_checkpoint(files.best, s.device), files.best)
     best.to(s.device, memory_format=torch.channels_last)
     logits, labels = utils.predict(best, datasets.batch_loader(test, 512), s.device)
-    correct = (logits.argmax(1) == labels).sum().item()
+    hits = (logits.argmax(1) == labels).numpy()
+    correct = int(hits.sum())
     fitted = clean_train_accuracy(best, s.splits.train, args.seed, s.device)
     # the first of equal scores, as is_best keeps it
     best_row = max(history, key=lambda h: selection_score(h, args.select_by))
@@ -817,6 +819,8 @@ def final_evaluation(s):
         final.update(initial_cross_entropy=history[0]["first_step_cross_entropy"],
                      initial_circle=history[0]["first_step_circle"],
                      circle_weight=args.circle_weight)
+    # image by image, so two runs on this test split compare by McNemar's test
+    run_contract.save_per_image({"clean": (np.arange(len(test)), hits)}, files.per_image)
     utils.save_json(final, files.final)
     # the run is complete: the training state is no longer needed, nor, if asked, the weights
     os.remove(files.last)
@@ -826,7 +830,7 @@ def final_evaluation(s):
           f"{100 * final['test_accuracy']:.2f}% on {len(test)} {s.label} test images; wall time "
           f"{final['wall_time_s']:.0f}s\nrun folder: {os.path.abspath(args.out_dir)} ("
           + ("best.pth and " if args.keep_weights == "best" else "")
-          + "config.json, training_history, final_metrics.json)", flush=True)
+          + "config.json, training_history, test.per_image.npz, final_metrics.json)", flush=True)
     return final
 
 

@@ -183,8 +183,8 @@ def _unpaired(label, expect, reference, other, missing, same_images=False):
         return Comparison(label, expect, why=f"not run: {missing}", ran=False)
     test = significance.two_proportions(*reference, *other)
     if same_images:
-        test.sample = (f"{other[1]:,} images, the same test split, unpaired (no per-image "
-                       "record of training runs): conservative")
+        test.sample = (f"{other[1]:,} images, the same test split, unpaired (runs made before "
+                       "train.py recorded per-image outcomes): conservative")
     return Comparison(f"{label}: {_pct(other)} vs {_pct(reference)}", expect, test)
 
 
@@ -205,16 +205,21 @@ def colour_vs_handwriting(study):
 
 def frozen_vs_scratch(study):
     """A new classifier on frozen features of another domain against training from scratch on
-    the same target images (accuracies on the same test split; the pairing of images is not
-    recorded for training runs, so the test treats them as independent: conservative)."""
+    the same target images: both score the target's one test split, so McNemar's test on
+    their per-image outcomes; runs made before train.py recorded those fall back to the
+    two-proportion test, which treats the accuracies as independent (conservative)."""
     out = []
     for run in study.select(kind="finetune"):
         src, dst = run.fields["source"], run.fields["target"]
         scratch = study.select(kind="target_only", target=dst)
-        out.append(_unpaired(f"{src} features -> {dst} vs scratch", +1,
-                                _accuracy_count(study.result(scratch[0]) if scratch else None),
-                                _accuracy_count(study.result(run)),
-                                "needs the frozen-feature and scratch runs", same_images=True))
+        reference = _accuracy_count(study.result(scratch[0]) if scratch else None)
+        label, tuned = f"{src} features -> {dst} vs scratch", _accuracy_count(study.result(run))
+        paired, _ = _same_images(study, scratch[0], "clean", run, "clean") if scratch else (None, "")
+        if paired and reference and tuned:
+            out.append(Comparison(f"{label}: {_pct(tuned)} vs {_pct(reference)}", +1, paired))
+        else:
+            out.append(_unpaired(label, +1, reference, tuned,
+                                 "needs the frozen-feature and scratch runs", same_images=True))
     return out
 
 
@@ -247,12 +252,12 @@ def gap_closed(study):
     return [Comparison(f"{label} over {len(parts)} pairs ({', '.join(parts)})", +1, test)]
 
 
-def _same_images(study, row_a, key_a, row_b, key_b):
-    """McNemar of two per-image outcomes on the same images, or why not."""
-    a, b = study.outcomes(row_a["eval"], key_a), study.outcomes(row_b["eval"], key_b)
+def _same_images(study, run_a, key_a, run_b, key_b):
+    """McNemar of two runs' per-image outcomes on the same images, or why not."""
+    a, b = study.outcomes(run_a, key_a), study.outcomes(run_b, key_b)
     if a is None or b is None:
-        return None, ("no per-image outcomes (evaluated before eval.py recorded them): "
-                      "re-run the evaluation")
+        return None, ("no per-image outcomes (made before the scripts recorded them): "
+                      "re-run it")
     if not np.array_equal(a[0], b[0]):
         return None, "the two evaluations scored different images (other --seed or sample size)"
     return significance.mcnemar(a[1], b[1]), ""
@@ -273,7 +278,7 @@ def _models_compared(study, reference, other, key_ref, key_other, expect, what):
         return Comparison(label, expect, significance.paired(a, b))
     first_ref, first_other = next(iter(reference.values())), next(iter(other.values()))
     a, b = acc(first_ref, key_ref), acc(first_other, key_other)
-    test, why = _same_images(study, first_ref, key_ref, first_other, key_other)
+    test, why = _same_images(study, first_ref["eval"], key_ref, first_other["eval"], key_other)
     numbers = f" {100 * a:.1f}% -> {100 * b:.1f}%" if a is not None and b is not None else ""
     return Comparison(f"{what}{numbers} (one seed)", expect, test, why)
 

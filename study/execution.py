@@ -213,10 +213,16 @@ def _load_results(runs):
 
 
 def load_per_image(runs):
-    """The per-image outcomes of every finished evaluation that recorded them."""
-    return {run.name: outcomes for run in runs
-            if run.script == "eval" and run.status in run_contract.FINISHED
-            for outcomes in [run_contract.load_per_image(_eval_prefix(run))] if outcomes}
+    """The per-image outcomes of every finished run that recorded them (an evaluation's, a
+    training run's on its test split)."""
+    return {run.name: outcomes for run in runs if run.status in run_contract.FINISHED
+            for outcomes in [run_contract.load_per_image(_per_image_file(run))] if outcomes}
+
+
+def _per_image_file(run):
+    if run.script == "train":
+        return _train_files(run).per_image
+    return run_contract.eval_per_image(_eval_prefix(run))
 
 
 def _eval_prefix(run):
@@ -226,7 +232,7 @@ def _eval_prefix(run):
 def _record_files(run):
     if run.script == "train":
         return _train_files(run).records
-    return [_outputs(run)[0], run_contract.eval_per_image(_eval_prefix(run))]
+    return [_outputs(run)[0], _per_image_file(run)]
 
 
 def save_records(args, runs):

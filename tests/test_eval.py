@@ -123,7 +123,7 @@ def test_every_accuracy_carries_its_count_and_interval(evaluated):
 
 def test_per_image_outcomes_match_the_counts_and_name_the_images(evaluated):
     result, out = evaluated
-    per_image = run_contract.load_per_image(str(out))
+    per_image = run_contract.load_per_image(run_contract.eval_per_image(str(out)))
     assert set(per_image) == {"clean", "attack_subset_clean", "fgsm", "pgd", "noise",
                               "autoattack_clean", "autoattack", "autoattack_pgd"}
     for name, key in (("clean", "clean"), ("attack_subset_clean", "attack_subset_clean"),

@@ -117,6 +117,11 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
         low, high = json.loads(row["direct_ci95"])
         assert low <= float(row["direct_accuracy"]) <= high
     assert cross["cifar10", "digits"]["finetune_status"] == "ok"  # the CIFAR-10 model as extractor
+    # frozen features and scratch training score the target's one test split: image by image
+    evidence = _csv(report / "summary" / "claims_evidence.csv")
+    frozen = [e for e in evidence if e["comparison"].startswith("cifar10 features -> digits vs scratch")]
+    assert len(frozen) == 1 and frozen[0]["test"] == "McNemar exact", frozen
+    assert frozen[0]["sample"] == "497 images, paired"
 
     # disk a laptop can spare: weights only where another run reads them
     ck = root / "checkpoints"

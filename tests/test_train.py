@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+import run_contract
 import train
 import utils
 from learning_cases import CASES, TINY, argv as case_argv
@@ -77,6 +78,10 @@ def test_training_learns_and_writes_every_artifact(tmp_path, capsys):
     assert not (out / "last.pth").exists()  # the training state goes once the run is complete
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tensorboard"))
     assert os.path.getsize(out / "training_curves.png") > 20_000
+    # each test image's outcome, in the split's order: what pairs two runs on one test split
+    index, correct = run_contract.load_per_image(str(out / "test.per_image.npz"))["clean"]
+    assert index.tolist() == list(range(final["n_test"]))
+    assert correct.sum() == round(final["test_accuracy"] * final["n_test"])
 
     history = json.loads((out / "training_history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
