@@ -214,8 +214,8 @@ def frozen_vs_scratch(study):
         scratch = study.select(kind="target_only", target=dst)
         reference = _accuracy_count(study.result(scratch[0]) if scratch else None)
         label, tuned = f"{src} features -> {dst} vs scratch", _accuracy_count(study.result(run))
-        paired, _ = _same_images(study, scratch[0], "clean", run, "clean") if scratch else (None, "")
-        if paired and reference and tuned:
+        paired = _same_images(study, scratch[0], "clean", run, "clean")[0] if scratch else None
+        if paired:  # both finished, on the same images
             out.append(Comparison(f"{label}: {_pct(tuned)} vs {_pct(reference)}", +1, paired))
         else:
             out.append(_unpaired(label, +1, reference, tuned,
@@ -256,10 +256,10 @@ def _same_images(study, run_a, key_a, run_b, key_b):
     """McNemar of two runs' per-image outcomes on the same images, or why not."""
     a, b = study.outcomes(run_a, key_a), study.outcomes(run_b, key_b)
     if a is None or b is None:
-        return None, ("no per-image outcomes (made before the scripts recorded them): "
-                      "re-run it")
+        return None, ("no per-image outcomes (a run made before train.py and eval.py recorded "
+                      "them): re-run it")
     if not np.array_equal(a[0], b[0]):
-        return None, "the two evaluations scored different images (other --seed or sample size)"
+        return None, "the two runs scored different images (another --seed, sample size or split)"
     return significance.mcnemar(a[1], b[1]), ""
 
 
