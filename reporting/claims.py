@@ -191,15 +191,15 @@ def _unpaired(label, expect, reference, other, missing, same_images=False):
 def transfer_direction(study):
     """Greyscale -> colour against colour -> greyscale, per pair (different test images)."""
     return [_unpaired(f"{plain} -> {varied} vs {varied} -> {plain}", -1,
-                         _direct(study, varied, plain), _direct(study, plain, varied),
-                         "needs both directions")
+                      _direct(study, varied, plain), _direct(study, plain, varied),
+                      "needs both directions")
             for varied in colour_domains() for plain in grey_domains()]
 
 
 def colour_vs_handwriting(study):
     """MNIST -> MNIST-M against MNIST -> each other greyscale domain."""
     return [_unpaired(f"mnist -> mnistm vs mnist -> {d}", -1, _direct(study, "mnist", d),
-                         _direct(study, "mnist", "mnistm"), "needs both transfers")
+                      _direct(study, "mnist", "mnistm"), "needs both transfers")
             for d in handwriting_targets()]
 
 

@@ -158,10 +158,11 @@ def test_claims_on_hand_made_numbers(study):
 def test_frozen_vs_scratch_pairs_the_images_where_both_runs_recorded_them(study):
     def outcomes(acc, n=2000):  # nested: the frozen-feature model gets every image scratch gets
         return {"clean": (np.arange(n), np.arange(n) < round(acc * n))}
+    def tests():  # comparison -> its test
+        return {u.label.split(":")[0]: u.test for u in _verdicts(study)("Frozen features of another").units}
     study.per_image.update(mnist_small=outcomes(0.89), mnistm_mnist_tuned=outcomes(0.97),
                            usps_mnist_tuned=outcomes(0.95))
-    tests = {u.label.split(":")[0]: u.test for u in _verdicts(study)("Frozen features of another").units}
-    paired = tests["mnistm features -> mnist vs scratch"]
+    paired = tests()["mnistm features -> mnist vs scratch"]
     assert paired.name == "McNemar exact" and "paired" in paired.sample
     assert paired.counts == {"lost": 0, "gained": 160, "n": 2000}
     assert paired.effect == pytest.approx(0.08)
@@ -170,11 +171,10 @@ def test_frozen_vs_scratch_pairs_the_images_where_both_runs_recorded_them(study)
     unpaired = significance.two_proportions(1780, 2000, 1940, 2000)
     assert paired.ci95[1] - paired.ci95[0] < unpaired.ci95[1] - unpaired.ci95[0]
     # a target whose scratch run recorded no per-image outcomes keeps the conservative test
-    assert "unpaired" in tests["mnist features -> usps vs scratch"].sample
+    assert "unpaired" in tests()["mnist features -> usps vs scratch"].sample
     # outcomes on other images (another test split) are never paired
     study.per_image["usps_mnist_tuned"] = {"clean": (np.arange(1, 2001), outcomes(0.95)["clean"][1])}
-    tests = {u.label.split(":")[0]: u.test for u in _verdicts(study)("Frozen features of another").units}
-    assert "unpaired" in tests["usps features -> mnist vs scratch"].sample
+    assert "unpaired" in tests()["usps features -> mnist vs scratch"].sample
 
 
 def test_every_decisive_verdict_survives_holm_and_every_inconclusive_states_its_mde(study):
