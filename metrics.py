@@ -7,7 +7,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def calibration_bins(confidence, correct, n_bins=10):
@@ -93,6 +92,10 @@ def topk_accuracy(logits, labels, ks):
 
 def per_class_report(labels, preds, num_classes):
     """Confusion matrix (counts and row-normalized) and per-class / macro P, R, F1."""
+    # imported here: sklearn.metrics costs ~1.5 s of every process's start (train.py, each
+    # worker of the pipeline), and only evaluation needs it
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     classes = list(range(num_classes))
     cm = confusion_matrix(labels, preds, labels=classes)
     precision, recall, f1, support = precision_recall_fscore_support(
