@@ -259,6 +259,21 @@ def feature_projection(ctx):
     return {"feature_projection": {"method": method, "error": error}}, {"umap": len(labels)}
 
 
+def _cache_umap_compiles():
+    """Keep UMAP's numba compiles on disk, as `cache=True` would have. umap-learn 0.5 jits
+    these three without it, so every process that projects paid ~9 s of compiling (2-core
+    Xeon), once per evaluation in the pipeline; with the cache only the first does. The
+    cache sits where numba puts it (`__pycache__` beside umap, else the user cache, or
+    $NUMBA_CACHE_DIR) and is rebuilt when umap's source changes. The results are the same."""
+    import umap.layouts
+    import umap.umap_
+
+    for jitted in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+                   getattr(umap.layouts, "_nb_optimize_layout_euclidean_single_epoch", None)):
+        if hasattr(jitted, "enable_caching"):  # a numba dispatcher, as in umap-learn 0.5.x
+            jitted.enable_caching()
+
+
 def _umap(feats, seed, n_neighbors=15):
     """UMAP to 2-D on exact neighbours from scikit-learn.
 
@@ -269,6 +284,7 @@ def _umap(feats, seed, n_neighbors=15):
     import umap
     from sklearn.neighbors import NearestNeighbors
 
+    _cache_umap_compiles()
     n_neighbors = min(n_neighbors, len(feats) - 1)  # a handful of points still projects
     dists, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(feats).kneighbors(feats)
     knn = (np.ascontiguousarray(indices), np.ascontiguousarray(dists, dtype=np.float32))

@@ -52,6 +52,17 @@ def test_umap_projects_fewer_points_than_its_neighbourhood(evaluated):
     assert points.shape == (8, 2) and np.isfinite(points).all()
 
 
+def test_umap_compiles_are_kept_on_disk_for_the_next_process(evaluated):
+    import umap.umap_
+
+    # the fixture projected with UMAP: its compile was either read from the cache or written
+    stats = umap.umap_.smooth_knn_dist.stats
+    assert stats.cache_path, "UMAP compiled without a disk cache"
+    assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) >= 1
+    assert any(f.startswith("umap_.smooth_knn_dist") and f.endswith(".nbi")
+               for f in os.listdir(stats.cache_path))
+
+
 def test_metrics_json_holds_every_number(evaluated, digits_model):
     result, _ = evaluated
     _, final, _ = digits_model
