@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import sys
 
@@ -77,13 +78,37 @@ def data_root():
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory):
-    """A small model trained on the real (bundled) scikit-learn digits: ~15 s on 2 cores."""
+    """A small model trained on the real (bundled) scikit-learn digits: ~15 s on 2 cores.
+    Under pytest-xdist the workers share one run (each worker is a session of its own): the
+    first that needs it trains it in the folder their temporary folders share, while any
+    other waits for it, then reads it. Every worker trains at one thread, so whichever
+    trains it, the model is the same."""
+    import run_contract
     import train
     import utils
 
     from learning_cases import argv
 
-    out = tmp_path_factory.mktemp("digits_run")
-    final = train.main(argv("digits_3_epochs") + ["--out-dir", str(out)])
-    ckpt = utils.load_checkpoint(os.path.join(out, "best.pth"))
-    return utils.model_from_checkpoint(ckpt), final, out
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.getbasetemp().parent / "digits_run"
+    else:
+        out = tmp_path_factory.mktemp("digits_run")
+    files = run_contract.TrainFiles(str(out))
+    with _exclusive(f"{out}.lock"):
+        if not os.path.exists(files.final):
+            train.main(argv("digits_3_epochs") + ["--out-dir", str(out)])
+    final = json.loads(open(files.final).read())
+    return utils.model_from_checkpoint(utils.load_checkpoint(files.best)), final, out
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Held by one process at a time (an advisory lock on `lock_path`)."""
+    import fcntl
+
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -36,10 +36,13 @@ def run_type(run):
 
 def tiny(profile):
     """The profile with every size shrunk (three steps of 8 images: the one-cycle schedule's
-    minimum) and every flag name and word kept."""
+    minimum; two attack steps per batch, PGD-10 validation on two images) and every flag name
+    and word kept."""
     p = copy.deepcopy(profile)
     for budget in [v for v in p.values() if isinstance(v, dict) and "epochs" in v] + list(p["recipes"].values()):
-        budget.update(epochs=1, batch_size=8, train_subset=24, robust_val_samples=8)
+        budget.update(epochs=1, batch_size=8, train_subset=24, robust_val_samples=2)
+        if "iters" in budget:
+            budget["iters"] = 2
         if "val_size" in budget:
             budget["val_size"] = 100
     p["eval"].update(max_batches=1, sweep_max_batches=1, iter_sweep_max_batches=1, batch_size=8,
@@ -79,10 +82,17 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
     write_tiny_data(str(data))
     weights = tmp_path / "imagenet_resnet18.pth"  # torchvision's layout, random values
     torch.save(torchvision.models.resnet18().state_dict(), weights)
-    monkeypatch.setitem(plan.PROFILES, "full", tiny(plan.PROFILES["full"]))
     argv = ["--profile", "full", "--data-root", str(data), "--no-download", "--device", "cpu",
             "--checkpoints", str(tmp_path / "ck"), "--report-dir", str(tmp_path / "report"),
             "--pretrained-weights", str(weights)]
+    # what the full profile is for: the CIFAR stem and the published recipes
+    full = {r.name: r for r in plan.build_matrix(pipeline.parse_args(argv), plan.PROFILES["full"])}
+    assert {r.stem for r in full.values() if r.group == "cifar10"} == {"cifar"}
+    assert "--schedule multistep" in full["cifar10_pgd_at"].command
+    assert "--iters 10" in full["cifar10_pgd_at"].command
+    assert "--autoattack-version standard" in full["eval_cifar10_pgd_at"].command
+
+    monkeypatch.setitem(plan.PROFILES, "full", tiny(plan.PROFILES["full"]))
     runs = plan.build_matrix(pipeline.parse_args(argv), plan.PROFILES["full"])
     by_name = {r.name: r for r in runs}
     kinds = {}
@@ -90,12 +100,6 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
         kinds.setdefault(run_type(run), run.name)
     assert len(kinds) >= 20  # ablations, digits, transfer, every CIFAR-10 recipe, evaluations
     chosen = _with_needs(kinds.values(), by_name)
-    # what the full profile is for: the CIFAR stem and the published recipes
-    stems = {r.stem for r in runs if r.group == "cifar10"}
-    assert stems == {"cifar"}
-    assert "--schedule multistep" in by_name["cifar10_pgd_at"].command
-    assert "--iters 10" in by_name["cifar10_pgd_at"].command
-    assert "--autoattack-version standard" in by_name["eval_cifar10_pgd_at"].command
 
     code = pipeline.main(argv + ["--only", *sorted(chosen)])
     outcomes = json.loads((tmp_path / "report" / "figures" / "metrics_summary.json").read_text())["runs"]
