@@ -92,7 +92,7 @@ def topk_accuracy(logits, labels, ks):
 
 def per_class_report(labels, preds, num_classes):
     """Confusion matrix (counts and row-normalized) and per-class / macro P, R, F1."""
-    # imported here: sklearn.metrics costs ~1.5 s of every process's start (train.py, each
+    # imported here: sklearn.metrics costs ~1.7 s of every process's start (train.py, each
     # worker of the pipeline), and only evaluation needs it
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
