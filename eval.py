@@ -271,7 +271,10 @@ def _cache_umap_compiles():
     for jitted in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
                    getattr(umap.layouts, "_nb_optimize_layout_euclidean_single_epoch", None)):
         if hasattr(jitted, "enable_caching"):  # a numba dispatcher, as in umap-learn 0.5.x
-            jitted.enable_caching()
+            try:
+                jitted.enable_caching()
+            except RuntimeError:  # no writable place for a cache: compile as before
+                return
 
 
 def _umap(feats, seed, n_neighbors=15):
