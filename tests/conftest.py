@@ -1,5 +1,4 @@
 import contextlib
-import json
 import os
 import sys
 
@@ -97,7 +96,7 @@ def digits_model(tmp_path_factory):
     with _exclusive(f"{out}.lock"):
         if not os.path.exists(files.final):
             train.main(argv("digits_3_epochs") + ["--out-dir", str(out)])
-    final = json.loads(open(files.final).read())
+    final = utils.load_json(files.final)
     return utils.model_from_checkpoint(utils.load_checkpoint(files.best)), final, out
 
 
