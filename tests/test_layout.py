@@ -4,6 +4,8 @@ included) is one its line in the README's "Who imports whom" block allows."""
 import ast
 import os
 import re
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("models", "study", "reporting", "benchmarks")
@@ -66,3 +68,12 @@ def test_nothing_imports_the_pipeline_or_eval():
     rules = allowed()
     assert not any({"run_report_pipeline", "eval"} & deps for deps in rules.values())
     assert "eval" not in rules["train"] and "train" not in rules["eval"]
+
+
+def test_train_starts_without_scikit_learn_metrics():
+    # sklearn.metrics costs ~1.7 s of every process's start (train.py, each pipeline worker);
+    # only evaluation's per-class report needs it, so it is imported there
+    code = "import sys, train; print('sklearn.metrics' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
