@@ -33,6 +33,7 @@ from attacks import ATTACKS, evaluated, pgd_step, run_attack
 COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
               "attacks", "autoattack", "sweep", "iter-sweep")
 AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
+SQUARE_QUERIES = 5000  # Square's queries there: 50 per APGD iteration
 # AutoAttack's ensembles (Croce & Hein 2020), as torchattacks.AutoAttack builds them.
 AUTOATTACK_VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
                        "fast": ("apgd-ce", "apgd-t")}
@@ -92,8 +93,9 @@ def build_parser():
                    help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE, APGD-T "
                         "(for CPU budgets)")
     p.add_argument("--autoattack-steps", type=utils.positive_int, default=AUTOATTACK_STEPS,
-                   help="iterations of APGD-CE, APGD-T and FAB-T (the paper's standard: "
-                        f"{AUTOATTACK_STEPS}; fewer is a weaker attack, for smoke tests only)")
+                   help="iterations of APGD-CE, APGD-T and FAB-T, and Square's queries in "
+                        f"proportion (the paper's standard: {AUTOATTACK_STEPS} and "
+                        f"{SQUARE_QUERIES}; fewer is a weaker attack, for smoke tests only)")
     p.add_argument("--sweep-epsilons", type=_eps_list,
                    default=_eps_list("0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"),
                    metavar="LIST", help="comma-separated eps values for the robustness sweep "
@@ -415,6 +417,8 @@ def _pm(result, name):
 def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
     """[(name, attack)] of AutoAttack's `version`, built from torchattacks' attacks with the
     original AutoAttack's settings: 100 iterations, 9 target classes, 5,000 Square queries.
+    Fewer `steps` (a smoke test) cut Square's queries in proportion, so that a reduced run
+    is reduced throughout: 2 steps with Square's 5,000 queries took 250 s on 2 images.
 
     torchattacks.AutoAttack builds the same attacks but leaves APGD, APGD-T and FAB at the
     library's default of 10 iterations, a weaker attack than the one the paper and
@@ -423,12 +427,13 @@ def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
 
     common = {"eps": eps, "norm": "Linf", "seed": seed, "n_restarts": 1}
     steps = {"steps": steps or AUTOATTACK_STEPS}
+    queries = max(1, SQUARE_QUERIES * steps["steps"] // AUTOATTACK_STEPS)
     make = {
         "apgd-ce": lambda: torchattacks.APGD(model, loss="ce", **steps, **common),
         "apgd-t": lambda: torchattacks.APGDT(model, n_classes=n_classes, **steps, **common),
         "fab-t": lambda: torchattacks.FAB(model, multi_targeted=True, n_classes=n_classes,
                                           **steps, **common),
-        "square": lambda: torchattacks.Square(model, n_queries=5000, **common),
+        "square": lambda: torchattacks.Square(model, n_queries=queries, **common),
     }
     return [(name, make[name]()) for name in AUTOATTACK_VERSIONS[version]]
 

@@ -183,6 +183,10 @@ def test_our_autoattack_ensemble_is_the_librarys_with_the_papers_iterations(digi
     assert [getattr(a, "steps", None) for a in ours] == [100, 100, 100, None]
     assert [getattr(b, "steps", None) for b in theirs] == [10, 10, 10, None]
     assert ours[1].n_target_classes == ours[2].n_target_classes == 9 and ours[3].n_queries == 5000
+    # a reduced run (fewer steps, a smoke test) is reduced throughout: Square's queries too
+    reduced = [a for _, a in evaluate.autoattack_ensemble(model, 8 / 255, "standard", 10, 0, steps=2)]
+    assert [getattr(a, "steps", None) for a in reduced] == [2, 2, 2, None]
+    assert reduced[3].n_queries == 100
     fast = evaluate.autoattack_ensemble(model, 8 / 255, "fast", 10, 0)
     assert [name for name, _ in fast] == ["apgd-ce", "apgd-t"]
 
