@@ -102,7 +102,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert robust["cifar10_pgd_at_equal_compute"]["epochs"] == "1"  # 2 epochs / (1 + 2 steps x 0.5)
     for r in robust.values():  # AutoAttack beside PGD, every accuracy with its interval
         low, high = json.loads(r["autoattack_accuracy_ci95"])
-        assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "16"
+        assert low <= float(r["autoattack_accuracy"]) <= high and r["n_autoattack"] == "8"
     cross = {(r["source"], r["target"]): r for r in _csv(report / "summary" / "cross_domain_summary.csv")}
     to_svhn = cross["digits", "svhn"]
     assert to_svhn["direct_status"].startswith("not run: svhn") and to_svhn["direct_accuracy"] == ""

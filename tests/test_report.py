@@ -461,7 +461,7 @@ def test_parameters_are_a_table_of_budgets_and_a_list_of_the_rest():
         for key in columns[1:]:
             expected = profile[group].get(key, "-")
             assert cells[key] == ("all" if expected is None else str(expected)), (group, key)
-    assert "- **eval**: max_batches 1;" in text and "autoattack_samples 16" in text
+    assert "- **eval**: max_batches 1;" in text and "autoattack_samples 8" in text
     assert "- **extra_ablations**: diverge_check `--lr 1e6`" in text  # a flag list as typed
 
 
