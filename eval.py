@@ -414,6 +414,11 @@ def _pm(result, name):
     return utils.plus_minus(result[f"{name}_accuracy"], result[f"{name}_accuracy_ci95"]) + "%"
 
 
+def square_queries(steps):
+    """Square's query budget beside `steps` APGD iterations: the paper's 5,000 at 100."""
+    return max(1, SQUARE_QUERIES * steps // AUTOATTACK_STEPS)
+
+
 def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
     """[(name, attack)] of AutoAttack's `version`, built from torchattacks' attacks with the
     original AutoAttack's settings: 100 iterations, 9 target classes, 5,000 Square queries.
@@ -427,13 +432,13 @@ def autoattack_ensemble(model, eps, version, n_classes, seed, steps=None):
 
     common = {"eps": eps, "norm": "Linf", "seed": seed, "n_restarts": 1}
     steps = {"steps": steps or AUTOATTACK_STEPS}
-    queries = max(1, SQUARE_QUERIES * steps["steps"] // AUTOATTACK_STEPS)
     make = {
         "apgd-ce": lambda: torchattacks.APGD(model, loss="ce", **steps, **common),
         "apgd-t": lambda: torchattacks.APGDT(model, n_classes=n_classes, **steps, **common),
         "fab-t": lambda: torchattacks.FAB(model, multi_targeted=True, n_classes=n_classes,
                                           **steps, **common),
-        "square": lambda: torchattacks.Square(model, n_queries=queries, **common),
+        "square": lambda: torchattacks.Square(model, n_queries=square_queries(steps["steps"]),
+                                              **common),
     }
     return [(name, make[name]()) for name in AUTOATTACK_VERSIONS[version]]
 
@@ -494,6 +499,8 @@ def autoattack(ctx):
     out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
                          "steps": a.autoattack_steps,
                          "attacks": list(AUTOATTACK_VERSIONS[a.autoattack_version]),
+                         "square_queries": (square_queries(a.autoattack_steps) if "square" in
+                                            AUTOATTACK_VERSIONS[a.autoattack_version] else None),
                          "per_attack": per_attack, "errors": errors, "complete": not errors,
                          "pgd_same_sample": {"iters": a.iters, "alpha": a.alpha,
                                              "accuracy": pgd_correct / n},

@@ -103,6 +103,7 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
 
     code = pipeline.main(argv + ["--only", *sorted(chosen)])
     outcomes = json.loads((tmp_path / "report" / "figures" / "metrics_summary.json").read_text())["runs"]
+    autoattacked = 0
     for name in chosen:
         assert outcomes[name]["status"] in ("done", "diverged"), (name, outcomes[name])
         run = by_name[name]
@@ -110,10 +111,15 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
             prefix = run.argv[run.argv.index("--out") + 1]
             assert os.path.exists(run_contract.eval_record(prefix)), name
             assert os.path.exists(run_contract.eval_per_image(prefix)), name
+            if "--autoattack-version" in run.argv:  # the standard version, reduced throughout
+                record = json.loads(open(run_contract.eval_record(prefix)).read())["autoattack"]
+                assert record["version"] == "standard" and record["steps"] == 2, name
+                assert record["square_queries"] == 100, name
+                autoattacked += 1
         else:
             files = run_contract.TrainFiles(run.argv[run.argv.index("--out-dir") + 1])
             assert os.path.exists(files.final) or os.path.exists(files.diverged), name
-    assert code == 0
+    assert autoattacked >= 2 and code == 0  # the standard models of both seeds
 
 
 def test_plan_prints_every_run_and_a_total_without_training(tmp_path, capsys):
