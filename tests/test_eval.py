@@ -231,7 +231,7 @@ def test_a_model_is_evaluated_on_another_dataset(digits_model, tmp_path, capsys)
                             "--out", str(tmp_path / "x"), "--components", "confusion", "calibration"])
     assert result["checkpoint"]["trained_on"] == "digits" and result["synthetic"]
     assert "the model was trained on digits, not synthetic" in capsys.readouterr().out
-    assert result["n_samples"]["clean"] == 500 and "ece" in result
+    assert result["n_samples"]["clean"] == datasets.SYNTHETIC_SIZES["test"] and "ece" in result
 
 
 @pytest.mark.parametrize("flags, message", [
