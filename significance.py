@@ -32,6 +32,10 @@ from scipy import optimize, stats
 ALPHA = 0.05  # family-wise error rate of each family of claims
 POWER = 0.8  # the power at which a minimum detectable effect is stated
 BOOTSTRAP_RESAMPLES = 2000
+# Seed spreads below this are rounding, not variation (the metrics are fractions): 0.35 - 0.10
+# and 0.55 - 0.30 differ by ~1e-16, and a t-test on them warns of catastrophic cancellation
+# and answers from the rounding. Such seeds are treated as identical.
+NO_SPREAD = 1e-12
 
 
 @dataclass
@@ -117,10 +121,10 @@ def _seed_test(name, diff, ci, p, spread, n_ref, n_other, paired_design):
     sample = (f"{n_ref} seeds, paired" if paired_design else f"{n_ref} and {n_other} seeds")
 
     def mde(alpha):
-        return t_mde(n_ref, n_other, alpha, paired_design) * spread if spread else 0.0
+        return t_mde(n_ref, n_other, alpha, paired_design) * spread if spread >= NO_SPREAD else 0.0
 
     def needed(alpha):
-        if abs(diff) < 1e-12 or not spread:
+        if abs(diff) < NO_SPREAD or spread < NO_SPREAD:
             return "no effect observed"
         seeds = seeds_needed(abs(diff) / spread, alpha, paired_design)
         if seeds is None:
@@ -141,7 +145,7 @@ def paired(reference, other):
         return None
     d = other - reference
     diff, spread = float(d.mean()), float(d.std(ddof=1))
-    if spread == 0:  # identical differences: the t statistic is undefined, the sign is not
+    if spread < NO_SPREAD:  # identical differences: the t statistic is undefined, the sign is not
         p, ci = (0.0 if diff else 1.0), (diff, diff)
     else:
         r = stats.ttest_rel(other, reference)
@@ -159,7 +163,7 @@ def welch(reference, other):
         return None
     diff = float(other.mean() - reference.mean())
     spread = float(math.sqrt((reference.var(ddof=1) + other.var(ddof=1)) / 2))
-    if spread == 0:
+    if spread < NO_SPREAD:
         p, ci = (0.0 if diff else 1.0), (diff, diff)
     else:
         r = stats.ttest_ind(other, reference, equal_var=False)

@@ -2,6 +2,7 @@
 implementations, exact binomial sums, and simulations whose true answer is known."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -55,6 +56,19 @@ def test_a_paired_design_with_correlated_seeds_finds_what_welch_misses():
     shuffled = base[[3, 0, 4, 1, 2]] + 0.01
     assert significance.paired(base, shuffled).p > 0.5 and significance.welch(base, shuffled).p > 0.5
     assert significance.paired([0.5], [0.6]) is None and significance.welch([0.5], [0.6, 0.7]) is None
+
+
+def test_differences_equal_up_to_rounding_are_identical_differences():
+    # 0.35 - 0.10 and 0.55 - 0.30 differ by ~1e-16: no spread, not a t-test on rounding
+    # (scipy warns of catastrophic cancellation there), the same answer as exact equality
+    base, variant = np.array([0.10, 0.30]), np.array([0.35, 0.55])
+    assert (variant - base).std(ddof=1) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rounded, welch = significance.paired(base, variant), significance.welch([0.2, 0.2], [0.3, 0.3 + 1e-17])
+    exact = significance.paired([0.0, 0.0], [0.25, 0.25])
+    assert (rounded.p, rounded.ci95, rounded.mde()) == (exact.p, pytest.approx(exact.ci95), exact.mde())
+    assert welch.p == 0.0 and welch.mde() == 0.0 and welch.ci95 == pytest.approx((0.1, 0.1))
 
 
 def test_two_proportions_is_the_textbook_pooled_z_test():
