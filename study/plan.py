@@ -45,7 +45,7 @@ REAL_DATA = {
 
 PROFILES = {
     # Tiny budgets on a synthetic CIFAR-10 stand-in and two small real digit domains:
-    # exercises the whole chain, and every outcome a run can have, in about two minutes.
+    # exercises the whole chain, and every outcome a run can have, in ~3 minutes on one core.
     "smoke": {
         "no_download": True,  # a test-sized profile never pulls a dataset from the internet
         "datasets": {"cifar10": "synthetic", "mnist": "synthetic", "svhn": "svhn"},

@@ -65,7 +65,8 @@ def test_differences_equal_up_to_rounding_are_identical_differences():
     assert (variant - base).std(ddof=1) > 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rounded, welch = significance.paired(base, variant), significance.welch([0.2, 0.2], [0.3, 0.3 + 1e-17])
+        rounded = significance.paired(base, variant)
+        welch = significance.welch([0.2, 0.2], [0.3, 0.3 + 1e-17])
     exact = significance.paired([0.0, 0.0], [0.25, 0.25])
     assert (rounded.p, rounded.ci95, rounded.mde()) == (exact.p, pytest.approx(exact.ci95), exact.mde())
     assert welch.p == 0.0 and welch.mde() == 0.0 and welch.ci95 == pytest.approx((0.1, 0.1))
