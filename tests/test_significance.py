@@ -62,11 +62,11 @@ def test_differences_equal_up_to_rounding_are_identical_differences():
     # 0.35 - 0.10 and 0.55 - 0.30 differ by ~1e-16: no spread, not a t-test on rounding
     # (scipy warns of catastrophic cancellation there), the same answer as exact equality
     base, variant = np.array([0.10, 0.30]), np.array([0.35, 0.55])
-    assert (variant - base).std(ddof=1) > 0
+    assert (variant - base).std(ddof=1) > 0 and np.std([0.1 + 0.2, 0.3]) > 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rounded = significance.paired(base, variant)
-        welch = significance.welch([0.2, 0.2], [0.3, 0.3 + 1e-17])
+        welch = significance.welch([0.2, 0.2], [0.1 + 0.2, 0.3])  # 0.30000000000000004 and 0.3
     exact = significance.paired([0.0, 0.0], [0.25, 0.25])
     assert (rounded.p, rounded.ci95, rounded.mde()) == (exact.p, pytest.approx(exact.ci95), exact.mde())
     assert welch.p == 0.0 and welch.mde() == 0.0 and welch.ci95 == pytest.approx((0.1, 0.1))
