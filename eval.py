@@ -474,8 +474,9 @@ def autoattack(ctx):
                          autoattack_pgd=(index, pgd_hits.numpy()))
     per_attack, errors = {"clean": robust.float().mean().item()}, {}
     n_classes = len(ctx.class_names)
-    for name, attack in autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed,
-                                               a.autoattack_steps):
+    ensemble = autoattack_ensemble(model, a.eps, a.autoattack_version, n_classes, a.seed,
+                                   a.autoattack_steps)
+    for name, attack in ensemble:
         alive = robust.nonzero().flatten()
         t0 = time.time()
         try:
@@ -494,13 +495,13 @@ def autoattack(ctx):
         print(f"AutoAttack {name}: robust accuracy {100 * per_attack[name]:.2f}% on {n} images "
               f"({time.time() - t0:.0f}s)", flush=True)
     ctx.per_image["autoattack"] = (index, robust.numpy())
+    square = dict(ensemble).get("square")  # its budget as run, for the record
     out = run_contract.accuracy("autoattack_accuracy", int(robust.sum()), n)
     out.update(run_contract.accuracy("autoattack_pgd_accuracy", pgd_correct, n))
     out["autoattack"] = {"version": a.autoattack_version, "n": n, "eps": a.eps,
                          "steps": a.autoattack_steps,
                          "attacks": list(AUTOATTACK_VERSIONS[a.autoattack_version]),
-                         "square_queries": (square_queries(a.autoattack_steps) if "square" in
-                                            AUTOATTACK_VERSIONS[a.autoattack_version] else None),
+                         "square_queries": square.n_queries if square else None,
                          "per_attack": per_attack, "errors": errors, "complete": not errors,
                          "pgd_same_sample": {"iters": a.iters, "alpha": a.alpha,
                                              "accuracy": pgd_correct / n},

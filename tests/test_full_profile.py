@@ -13,6 +13,7 @@ import torch
 import datasets
 import run_contract
 import run_report_pipeline as pipeline
+import utils
 from study import plan
 
 SIZES = {"--data-root", "--out", "--out-dir", "--checkpoint", "--init-from",
@@ -112,7 +113,7 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
             assert os.path.exists(run_contract.eval_record(prefix)), name
             assert os.path.exists(run_contract.eval_per_image(prefix)), name
             if "--autoattack-version" in run.argv:  # the standard version, reduced throughout
-                record = json.loads(open(run_contract.eval_record(prefix)).read())["autoattack"]
+                record = utils.load_json(run_contract.eval_record(prefix))["autoattack"]
                 assert record["version"] == "standard" and record["steps"] == 2, name
                 assert record["square_queries"] == 100, name
                 autoattacked += 1
