@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import torch
 
 import train
 import utils
-from learning_cases import CASES, argv as case_argv
+from learning_cases import CASES, TINY, argv as case_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No BatchNorm, no augmentation, deterministic FGSM: then two processes with half the global
@@ -74,12 +75,24 @@ def _initial_weights(model_args, seed=0):
 
 
 def test_bf16_autocast_trains_and_auto_follows_the_hardware(tmp_path, monkeypatch):
-    # the 3-epoch case: after one epoch (12 steps) bf16 runs ranged 43-85% over seeds 0-4
-    final = train.main(case_argv("synthetic_3_epochs") + ["--amp", "--out-dir", str(tmp_path)])
-    assert final["test_accuracy"] > CASES["synthetic_3_epochs"].bound
+    cpu = torch.device("cpu")
+    if utils.bf16_autocast_reason(cpu):
+        # the 3-epoch case: after one epoch (12 steps) bf16 runs ranged 43-85% over seeds 0-4
+        final = train.main(case_argv("synthetic_3_epochs") + ["--amp", "--out-dir", str(tmp_path)])
+        assert final["test_accuracy"] > CASES["synthetic_3_epochs"].bound
+    else:
+        # Without bf16 instructions oneDNN emulates bf16: the 3-epoch case took 75 s against
+        # fp32's 23 s on an AVX2-only AMD EPYC (one thread), the slowest test of the suite
+        # there, for a path `--amp auto` never takes on such a CPU. Its learning bound is
+        # checked where bf16 is native; here four emulated steps must train in fp32 weights.
+        final = train.main([*TINY, "--train-subset", "128", "--val-size", "64", "--epochs", "1",
+                            "--amp", "--out-dir", str(tmp_path)])
+        history = json.loads((tmp_path / "training_history.json").read_text())
+        assert math.isfinite(history[0]["train_loss"]) and 0 <= final["test_accuracy"] <= 1
+        weights = utils.load_checkpoint(str(tmp_path / "best.pth"))["model"]
+        assert {v.dtype for k, v in weights.items() if "num_batches" not in k} == {torch.float32}
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["distributed"]["amp"] == "bf16" and config["args"]["amp_used"] == "bf16"
-    cpu = torch.device("cpu")
     monkeypatch.setattr(utils, "cpu_info", lambda: {"model": "x", "flags": ["avx2", "avx512f"]})
     assert train.resolve_amp("auto", cpu)[0] == "off"  # bf16 would be emulated: slower
     assert "no bf16 instructions" in train.resolve_amp("bf16", cpu)[1]
