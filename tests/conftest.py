@@ -77,11 +77,13 @@ def data_root():
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory):
-    """A small model trained on the real (bundled) scikit-learn digits: ~15 s on 2 cores.
-    Under pytest-xdist the workers share one run (each worker is a session of its own): the
-    first that needs it trains it in the folder their temporary folders share, while any
-    other waits for it, then reads it. Every worker trains at one thread, so whichever
-    trains it, the model is the same."""
+    """The README's first run (`train.py --dataset digits --demo`): a small model trained on
+    the real (bundled) scikit-learn digits, 40-75 s at one thread by CPU kind. Its own test
+    and every test that needs a trained model read this one run. Under pytest-xdist the
+    workers share it (each worker is a session of its own): the first that needs it trains
+    it in the folder their temporary folders share, while any other waits for it, then
+    reads it. Every worker trains at one thread, so whichever trains it, the model is the
+    same."""
     import run_contract
     import train
     import utils
@@ -95,7 +97,7 @@ def digits_model(tmp_path_factory):
     files = run_contract.TrainFiles(str(out))
     with _exclusive(f"{out}.lock"):
         if not os.path.exists(files.final):
-            train.main(argv("digits_3_epochs") + ["--out-dir", str(out)])
+            train.main(argv("digits_demo") + ["--out-dir", str(out)])
     final = utils.load_json(files.final)
     return utils.model_from_checkpoint(utils.load_checkpoint(files.best)), final, out
 

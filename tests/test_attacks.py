@@ -140,7 +140,7 @@ def test_matches_torchattacks_reference(small_model):
 def test_pgd_beats_fgsm_beats_noise_on_a_trained_model(digits_model):
     model, final, _ = digits_model
     # the model has learned something worth attacking
-    assert final["test_accuracy"] > CASES["digits_3_epochs"].bound
+    assert final["test_accuracy"] > CASES["digits_demo"].bound
     test, _ = datasets.build_eval_split("digits", "test")
     sample = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:256]
     x, y = test[sample.tolist()]

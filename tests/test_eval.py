@@ -102,7 +102,11 @@ def test_a_broken_attack_is_flagged(digits_model, tmp_path, monkeypatch, capsys)
     _, _, run_dir = digits_model
 
     def weak_pgd(model, x, y, eps, alpha, iters, restarts, generator):
-        return (x + 2 * eps).clamp(0, 1)  # ignores the gradient and leaves the eps-ball
+        # ignores the gradient and leaves the eps-ball, at one corner pixel only: a shift of
+        # every pixel by 2 eps would itself take a model to chance at the sweep's 64/255
+        x_adv = x.clone()
+        x_adv[..., 0, 0] += 2 * eps
+        return x_adv.clamp(0, 1)
     monkeypatch.setitem(attacks.ATTACKS, "pgd", dataclasses.replace(attacks.ATTACKS["pgd"], run=weak_pgd))
     result = evaluate.main(["--checkpoint", str(run_dir / "best.pth"), "--dataset", "digits",
                             "--out", str(tmp_path / "broken"), "--components", "attacks", "sweep",

@@ -371,11 +371,12 @@ def test_a_huge_learning_rate_stops_the_run(tmp_path):
         run(tmp_path, "--epochs", "2", "--lr", "1e6")
 
 
-def test_the_readmes_first_run_works_on_the_bundled_digits(tmp_path):
-    """`train.py --dataset digits --demo`: 5 epochs on all 1,170 training digits (fewer
-    than the demo's 2,000), with the default schedule, and it learns."""
-    final = train.main(case_argv("digits_demo") + ["--out-dir", str(tmp_path)])
-    config = json.loads((tmp_path / "config.json").read_text())
+def test_the_readmes_first_run_works_on_the_bundled_digits(digits_model):
+    """`train.py --dataset digits --demo` (the shared fixture is that run): 5 epochs on all
+    1,170 training digits (fewer than the demo's 2,000), with the default schedule, and it
+    learns."""
+    _, final, run_dir = digits_model
+    config = json.loads((run_dir / "config.json").read_text())
     assert final["epochs"] == 5 and config["data"]["sizes"]["train"] == 1170
     assert config["args"]["schedule"] == "onecycle"
     assert final["test_accuracy"] > CASES["digits_demo"].bound
