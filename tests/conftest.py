@@ -40,8 +40,15 @@ LONGEST_FILES = ("test_pipeline.py", "test_train.py", "test_full_profile.py", "t
 
 
 def pytest_collection_modifyitems(items):
+    """The longest files first; within a file, the tests that need the shared trained model
+    (`digits_model`) first: the worker that trains it then does so at its start, before any
+    other worker can reach a test that would wait for it."""
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as collected
+    order = {}  # files as collected
+    for item in items:
+        order.setdefault(item.path, len(order))
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[item.path],
+                                 "digits_model" not in item.fixturenames))
 
 
 @pytest.fixture(autouse=True)
