@@ -11,6 +11,8 @@ sys.path.insert(0, ROOT)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_data: needs the real datasets under $DATA_ROOT")
+    config.addinivalue_line("markers", "slow: 30 s or more at one thread on a 2-core CPU, or needs "
+                                       "the smoke profile's run; -m 'not slow' leaves them out")
     _pin_this_worker()
 
 
@@ -31,22 +33,27 @@ def _pin_this_worker():
     torch.set_num_threads(len(share))
 
 
-# The files that take minutes, longest first (`--durations=0`, 2-core Xeon, 2026-12-02:
-# ~410, ~260, ~140, ~120 s). With `-n N --dist loadfile` xdist hands a file to whichever
-# worker frees up, in the order collected (pytest.ini turns off its reordering by test
-# count, which sent the full-profile file last): long files started last leave the other
-# workers idle at the end, while long files started first fill in with the short ones.
-LONGEST_FILES = ("test_pipeline.py", "test_train.py", "test_full_profile.py", "test_eval.py")
+# The order files go out to the workers (`--dist loadfile` hands a file to whichever worker
+# frees up, in the order collected; pytest.ini turns off xdist's reordering by test count).
+# First the files that take minutes, longest first (`--durations=0`, 2-core AVX2 EPYC,
+# 2026-12-02: ~390, ~385, ~140 s): long files started last leave the other workers idle at
+# the end. Then files that never need the shared digits model (~70 s to train, at the start
+# of test_train.py): under `-m "not slow"` the pipeline and full-profile files take seconds,
+# and these keep the other worker busy until the model is there. The rest as collected.
+FIRST_FILES = ("test_pipeline.py", "test_train.py", "test_full_profile.py",
+               "test_distributed.py", "test_report.py", "test_datasets.py")
 
 
 def pytest_collection_modifyitems(items):
-    """The longest files first; within a file, the tests that need the shared trained model
+    """FIRST_FILES first; within a file, the tests that need the shared trained model
     (`digits_model`) first: the worker that trains it then does so at its start, before any
-    other worker can reach a test that would wait for it."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    other worker can reach a test that would wait for it. Tests of the smoke run are slow."""
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
     order = {}  # files as collected
     for item in items:
         order.setdefault(item.path, len(order))
+        if "smoke" in item.fixturenames:  # the smoke profile's run: 4-5 min on one core
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[item.path],
                                  "digits_model" not in item.fixturenames))
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import train
@@ -21,6 +22,7 @@ FLAGS = ["--dataset", "synthetic", "--train-subset", "192", "--val-size", "200",
          "--robust-val-samples", "64", "--seed", "0", "--amp", "off"]
 
 
+@pytest.mark.slow  # three processes with torch: 45 s on an AVX2 EPYC
 def test_two_cpu_processes_match_one_process_of_the_same_global_batch(tmp_path, torch_threads):
     # the single process runs with the one thread each DDP process gets: the thread count
     # changes the order of float sums, and with two threads against one the weights drifted

@@ -8,6 +8,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 import torch
 
 import datasets
@@ -75,6 +76,7 @@ def _with_needs(names, by_name):
     return out
 
 
+@pytest.mark.slow  # ~30 runs, the CIFAR stem among them: 1.5-2.5 min on one core
 def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monkeypatch):
     import torchvision
 

@@ -105,6 +105,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path, capsys):
     assert acc == pytest.approx(final["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow  # 30 s on an AVX2 EPYC
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, capsys):
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
              "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128",
@@ -298,6 +299,7 @@ def test_svhn_fixture_trains_end_to_end(tmp_path):
 
 
 @pytest.mark.real_data
+@pytest.mark.slow  # 6,000 images trained, 11,000 predicted: 45-80 s by CPU kind
 def test_mnist_few_thousand_images_one_epoch_reaches_95_percent(tmp_path, data_root):
     final = train.main(case_argv("mnist_6000_1_epoch", data=data_root) + ["--out-dir", str(tmp_path)])
     assert final["n_test"] == 10000
