@@ -98,7 +98,9 @@ def test_training_learns_and_writes_every_artifact(tmp_path, capsys):
 
     ckpt = utils.load_checkpoint(str(out / "best.pth"))
     assert set(ckpt) == {*utils.MODEL_KEYS, "format"}  # what evaluation needs, no optimizer
+    rng = torch.get_rng_state()
     model = utils.model_from_checkpoint(ckpt)
+    assert torch.equal(torch.get_rng_state(), rng)  # no initialization drawn, then overwritten
     assert ckpt["epoch"] == final["best_epoch"]
     loader = train.datasets.batch_loader(train.datasets.build_splits("synthetic").test, 256)
     _, acc = utils.evaluate(model, loader, torch.device("cpu"))
@@ -232,9 +234,11 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(utils.CheckpointError, match="format 99"):
         utils.load_checkpoint(str(tmp_path / "future.pth"))
     ckpt["format"] = utils.CHECKPOINT_FORMAT
-    ckpt["model_args"] = {**ckpt["model_args"], "use_bn": False}
-    with pytest.raises(utils.CheckpointError, match="do not match model_args"):
-        utils.model_from_checkpoint(ckpt, "mismatched.pth")
+    args = ckpt["model_args"]
+    for wrong in ({"use_bn": False}, {"num_classes": 5}):  # extra keys; a shape that differs
+        ckpt["model_args"] = {**args, **wrong}
+        with pytest.raises(utils.CheckpointError, match="do not match model_args"):
+            utils.model_from_checkpoint(ckpt, "mismatched.pth")
 
 
 def test_frozen_feature_fine_tuning_changes_only_the_classifier(tmp_path):
