@@ -239,6 +239,10 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         ckpt["model_args"] = {**args, **wrong}
         with pytest.raises(utils.CheckpointError, match="do not match model_args"):
             utils.model_from_checkpoint(ckpt, "mismatched.pth")
+    ckpt["model_args"] = args  # built on the meta device: a tensor the file lacks must not stay empty
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if k != "fc.weight"}
+    with pytest.raises(utils.CheckpointError, match="fc.weight"):
+        utils.model_from_checkpoint(ckpt, "incomplete.pth")
 
 
 def test_frozen_feature_fine_tuning_changes_only_the_classifier(tmp_path):
