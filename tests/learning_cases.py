@@ -1,6 +1,7 @@
 """The training runs whose tests assert that a model learns, with their bounds, in one place:
 the tests use them, and benchmarks/learning_margins.py reruns each over several seeds in
-fp32 and bf16 to measure the spread each bound must clear.
+fp32 and bf16 to measure the spread each bound must clear. MNIST's case (~70 s) is a long
+real-data check: the benchmark runs it (its docstring has the command), not the suite.
 
 A bound is chosen below the lowest accuracy measured over seeds 0-4 in both precisions, by
 a margin, because the CPU kind changes the arithmetic (AVX2, AVX-512, AMX kernels; bf16

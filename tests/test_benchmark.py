@@ -73,3 +73,17 @@ def test_bf16_is_labelled_emulated_where_the_cpu_has_no_bf16_instructions(monkey
     throughput.print_results(results, timings)
     out = capsys.readouterr().out
     assert "train_loop_bf16 (emulated)" in out and "matmul_bf16_gflops (emulated)" in out
+
+
+def test_learning_margins_fails_naming_a_run_below_its_bound(monkeypatch, capsys):
+    import learning_margins
+
+    runs = {("off", 0): 0.97, ("off", 1): 0.93}  # seed 1 below MNIST's 95%
+    monkeypatch.setattr(learning_margins, "measure", lambda *a, **k: runs)
+    monkeypatch.setenv("DATA_ROOT", "unused")
+    argv = ["--cases", "mnist_6000_1_epoch", "--seeds", "0,1", "--precisions", "off"]
+    with pytest.raises(SystemExit, match=r"mnist_6000_1_epoch \(off, seed 1\): 93.0% <= 95%"):
+        learning_margins.main(argv)
+    assert "min 93.0 / median 95.0 / max 97.0" in capsys.readouterr().out
+    runs[("off", 1)] = 0.96
+    assert learning_margins.main(argv)["mnist_6000_1_epoch"] == runs

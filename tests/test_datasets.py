@@ -48,6 +48,9 @@ def test_real_files_are_recognised_with_provenance(data_root):
     assert torch.bincount(splits.val.labels, minlength=10).tolist() == [500] * 10
     x, y = splits.test[list(range(16))]
     assert x.shape == (16, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    mnist = datasets.build_splits("mnist", data_root, download=False)  # recognised by its hash
+    assert mnist.info["description"] == "MNIST (pixel-exact), digits in a 20-px box in 32x32"
+    assert mnist.info["sizes"] == {"train": 55000, "val": 5000, "test": 10000}
 
 
 @pytest.mark.parametrize("name", ["digits", "synthetic"])
