@@ -107,7 +107,7 @@ def test_training_learns_and_writes_every_artifact(tmp_path, capsys):
     assert acc == pytest.approx(final["test_accuracy"], abs=1e-6)
 
 
-@pytest.mark.slow  # 30 s on an AVX2 EPYC
+@pytest.mark.slow  # 18-24 s on an AVX2 EPYC (30 s before its runs were sized down)
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch, capsys):
     flags = ["--epochs", "3", "--adv-train", "--attack", "pgd", "--iters", "2",
              "--dropout", "0.1", "--circle-weight", "0.1", "--train-subset", "128",
@@ -293,7 +293,7 @@ def test_options_of_the_study_run(tmp_path):
                                ["--optimizer", "adam", "--label-smoothing", "0.1",
                                 "--train-subset", "128", "--val-size", "50"],
                                # the CIFAR stem trains in test_full_profile.py (every CIFAR-10
-                               # recipe): 5x the compute of the ImageNet stem on 32x32 images
+                               # recipe); here it made this run 16 s against ~3 s (one thread)
                                ["--circle-weight", "0.5", "--no-augment", "--train-subset", "64",
                                 "--val-size", "50", "--batch-size", "16"]]):
         final, out = run(tmp_path, "--epochs", "1", *flags, name=f"opt{i}")
