@@ -527,10 +527,12 @@ def build_splits(name, data_root="data", download=True, val_size=None, train_sub
     images, labels, prov_train = load_arrays(name, "train", data_root, download)
     test_images, test_labels, prov_test = load_arrays(name, "test", data_root, download)
 
-    n = len(labels)
+    n, classes = len(labels), len(np.unique(labels))
     val_size = default_val_size(n) if val_size is None else int(val_size)
-    if not 0 < val_size < n:
-        raise ValueError(f"--val-size must be between 1 and {n - 1} for {name}, got {val_size}")
+    if not classes <= val_size <= n - classes:  # stratified: every class on both sides
+        raise ValueError(f"--val-size must be between {classes} and {n - classes} for {name} "
+                         f"({n} training images, {classes} classes, each kept on both sides of "
+                         f"the split), got {val_size}")
     train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, stratify=labels,
                                           random_state=seed)
     if train_subset is not None and subset_at_most:  # a cap (--demo), not a demand

@@ -71,6 +71,16 @@ def test_splits_are_disjoint_seeded_and_in_range(name):
     assert not torch.equal(a.val.labels, c.val.labels)
 
 
+def test_a_validation_split_too_small_for_every_class_says_which_sizes_work():
+    # a stratified split keeps each class on both sides: 8 images cannot hold 10 classes,
+    # and scikit-learn's own message speaks of a "test_size" the user never gave
+    n = len(datasets.load_arrays("digits", "train")[1])
+    for val_size in (8, n - 5):
+        with pytest.raises(ValueError, match=rf"--val-size must be between 10 and {n - 10} for digits"):
+            datasets.build_splits("digits", val_size=val_size)
+    assert len(datasets.build_splits("digits", val_size=10).val) == 10
+
+
 @pytest.mark.parametrize("name", ["synthetic", "digits"])
 def test_a_bundled_set_is_computed_once_and_each_caller_gets_its_own_copy(name):
     images, labels, provenance = datasets.load_arrays(name, "train")
