@@ -37,17 +37,17 @@ def run_type(run):
 
 
 def tiny(profile):
-    """The profile with every size shrunk (three steps of 4 images: the one-cycle schedule's
-    minimum; two attack steps per batch, PGD-10 validation and AutoAttack on two images) and
-    every flag name and word kept."""
+    """The profile with every size shrunk (three steps of 2 images: the one-cycle schedule's
+    minimum; two attack steps per batch, PGD-10 validation and AutoAttack on two images,
+    the other attacks on four) and every flag name and word kept."""
     p = copy.deepcopy(profile)
     for budget in [v for v in p.values() if isinstance(v, dict) and "epochs" in v] + list(p["recipes"].values()):
-        budget.update(epochs=1, batch_size=4, train_subset=12, robust_val_samples=2)
+        budget.update(epochs=1, batch_size=2, train_subset=6, robust_val_samples=2)
         if "iters" in budget:
             budget["iters"] = 2
         if "val_size" in budget:
-            budget["val_size"] = 20
-    p["eval"].update(max_batches=1, sweep_max_batches=1, iter_sweep_max_batches=1, batch_size=8,
+            budget["val_size"] = 10  # one image per class: a stratified split's least
+    p["eval"].update(max_batches=1, sweep_max_batches=1, iter_sweep_max_batches=1, batch_size=4,
                      umap_samples=40, pgd_iters_list="1,2", sweep_epsilons="0,8/255",
                      autoattack_samples=2, autoattack_steps=2)
     return p
@@ -60,7 +60,7 @@ def write_tiny_data(root):
         if domain.source == "bundled":
             continue
         h, w, c = domain.native
-        for split, n in (("train", 150), ("test", 30)):
+        for split, n in (("train", 100), ("test", 12)):
             np.savez(os.path.join(root, f"{name}-{split}.npz"),
                      images=rng.integers(0, 256, (n, h, w, c), dtype=np.uint8),
                      labels=np.arange(n, dtype=np.int64) % 10)
