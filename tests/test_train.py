@@ -345,7 +345,8 @@ def test_selection_score_and_collapse_rule():
 
 
 def test_the_robust_validation_accuracy_is_pgd_on_a_fixed_sample(tmp_path):
-    final, out = run(tmp_path, "--epochs", "2", "--adv-train", "--attack", "fgsm",
+    # one epoch: PGD-10 on its 100 validation images costs more than the epoch's training
+    final, out = run(tmp_path, "--epochs", "1", "--adv-train", "--attack", "fgsm",
                      "--adv-prob", "1", "--eps", "2/255", "--robust-val-samples", "100",
                      "--select-by", "clean")
     history = json.loads((out / "training_history.json").read_text())
