@@ -165,7 +165,8 @@ RAW_STEPS = 5  # raw steps per timed call: one ~0.1 s step alone is too short to
 
 
 def raw_step_fn(model, x, y, steps=RAW_STEPS):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                          fused=x.device.type in train.FUSED_DEVICES)  # as train.py's
 
     def step():
         for _ in range(steps):

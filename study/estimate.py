@@ -22,7 +22,8 @@ def seconds_per_image(stems, device="auto", batch_size=128, steps=3):
     rates = {}
     for stem in stems:
         model = models.resnet18(stem=stem).to(dev, memory_format=torch.channels_last).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                    fused=dev.type in train.FUSED_DEVICES)  # as train.py's
         x = torch.rand(batch_size, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (batch_size,), device=dev)
 
