@@ -33,15 +33,19 @@ def _pin_this_worker():
     torch.set_num_threads(len(share))
 
 
-# The order files go out to the workers (`--dist loadfile` hands a file to whichever worker
-# frees up, in the order collected; pytest.ini turns off xdist's reordering by test count).
-# First the files that take minutes, longest first (`--durations=0`, 2-core AVX2 EPYC,
-# 2026-12-02: ~390, ~385, ~140 s): long files started last leave the other workers idle at
-# the end. Then files that never need the shared digits model (~70 s to train, at the start
-# of test_train.py): under `-m "not slow"` the pipeline and full-profile files take seconds,
-# and these keep the other worker busy until the model is there. The rest as collected.
+# The order files go out to the workers (`--dist loadfile` hands a worker the next file, in
+# the order collected, as it starts the last test of its current one; pytest.ini turns off
+# xdist's reordering by test count). Longest first (`--durations=0`, 2-core AVX2 EPYC,
+# 2026-12-03: pipeline ~250 s, train ~177, full profile ~101, distributed ~50, report ~28,
+# eval ~64, datasets ~23): a long file handed out late keeps one worker busy while the other
+# has finished. test_eval.py, left at its place in the alphabet, ended the run alone: 399 s
+# against 379 s on the other worker, where this order gives 390 and 389 (a simulation from
+# those durations). It comes after distributed and report because it needs the shared
+# digits model (~55 s to train, at the start of test_train.py): under `-m "not slow"` the
+# pipeline and full-profile files take seconds, and those two keep the other worker busy
+# until the model is there. The rest as collected.
 FIRST_FILES = ("test_pipeline.py", "test_train.py", "test_full_profile.py",
-               "test_distributed.py", "test_report.py", "test_datasets.py")
+               "test_distributed.py", "test_report.py", "test_eval.py", "test_datasets.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -52,7 +56,7 @@ def pytest_collection_modifyitems(items):
     order = {}  # files as collected
     for item in items:
         order.setdefault(item.path, len(order))
-        if "smoke" in item.fixturenames:  # the smoke profile's run: 4-5 min on one core
+        if "smoke" in item.fixturenames:  # the smoke profile's run: ~3 min on one core
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[item.path],
                                  "digits_model" not in item.fixturenames))
