@@ -157,11 +157,10 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
 SLICE = ["ablation_cifar10_diverge_check_s0", "digits_scratch", "transfer_digits_to_usps_direct",
          "svhn_scratch", "transfer_imagenet_to_digits_finetune"]
 # The launchers share the scheduling (dependencies, slots; study/launchers.run_parallel) and
-# every outcome comes back from a run as the same tuple, so the process pool runs the whole
-# slice and submitit (~10 s to start each job's process on one core) a run of each script,
-# the dependency between them and a FAILED one.
-SUBMITIT_SLICE = ["digits_scratch", "transfer_digits_to_usps_direct",
-                  "transfer_imagenet_to_digits_finetune"]
+# every outcome, FAILED too, comes back from a run as the same tuple, so the process pool runs
+# the whole slice and submitit (~7-10 s to start each job's process on one core) a run of
+# each script and the dependency between them.
+SUBMITIT_SLICE = ["digits_scratch", "transfer_digits_to_usps_direct"]
 
 
 def _slice_argv(smoke_argv, root, name, runs=SLICE):
@@ -203,9 +202,10 @@ def test_parallel_launchers_match_the_serial_run(smoke, serial_slice, launch, ru
     monkeypatch.setattr(utils, "usable_cpus", lambda: 2)  # one thread per worker on any machine
     name = launch[1]
     code = pipeline.main(_slice_argv(argv, root, name, runs) + launch)
-    assert code == serial_code == 2  # the junk weights FAILED here too
     serial, parallel = _statuses(serial_dir / "report"), _statuses(root / name / "report")
     full = _statuses(root / "report")
+    assert serial_code == 2  # the junk weights FAILED
+    assert code == (2 if any(full[r]["status"] == "FAILED" for r in runs) else 0)
     for run in runs:
         assert parallel[run]["status"] == serial[run]["status"] == full[run]["status"], run
         assert parallel[run]["reason"] == serial[run]["reason"], run
