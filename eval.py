@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import corruption_eval
 import datasets
 import metrics
 import plots
@@ -31,7 +32,7 @@ import utils
 from attacks import ATTACKS, evaluated, pgd_step, run_attack
 
 COMPONENTS = ("umap", "grid", "confusion", "prf1", "calibration", "coverage", "topk",
-              "attacks", "autoattack", "sweep", "iter-sweep")
+              "attacks", "autoattack", "sweep", "iter-sweep", "corruptions")
 AUTOATTACK_STEPS = 100  # APGD-CE, APGD-T and FAB-T iterations in Croce & Hein's standard version
 SQUARE_QUERIES = 5000  # Square's queries there: 50 per APGD iteration
 # AutoAttack's ensembles (Croce & Hein 2020), as torchattacks.AutoAttack builds them.
@@ -96,6 +97,10 @@ def build_parser():
                    help="iterations of APGD-CE, APGD-T and FAB-T, and Square's queries in "
                         f"proportion (the paper's standard: {AUTOATTACK_STEPS} and "
                         f"{SQUARE_QUERIES}; fewer is a weaker attack, for smoke tests only)")
+    p.add_argument("--corruption-samples", type=utils.nonnegative_int,
+                   default=corruption_eval.DEFAULT_SAMPLES,
+                   help="test images per corruption and severity (CIFAR-10-C for natural images, "
+                        "MNIST-C for digits), the first N of the seeded order the attacks use (0: all)")
     p.add_argument("--sweep-epsilons", type=_eps_list,
                    default=_eps_list("0,1/255,2/255,4/255,8/255,16/255,32/255,64/255"),
                    metavar="LIST", help="comma-separated eps values for the robustness sweep "
@@ -570,7 +575,7 @@ COMPONENT_FUNCTIONS = {
     "umap": feature_projection, "grid": sample_grid, "confusion": confusion,
     "prf1": precision_recall_f1, "calibration": calibration, "coverage": confidence_coverage,
     "topk": topk, "attacks": attacks_at_eps, "autoattack": autoattack,
-    "sweep": robustness_sweep, "iter-sweep": pgd_iter_sweep,
+    "sweep": robustness_sweep, "iter-sweep": pgd_iter_sweep, "corruptions": corruption_eval.score,
 }
 COMPONENT_FILES = {
     "umap": ["umap_features.png"], "grid": ["adv_examples.png"], "confusion": ["confusion_matrix.png", "per_class_accuracy.png"],
@@ -578,6 +583,7 @@ COMPONENT_FILES = {
     "coverage": ["confidence_coverage.png"], "topk": ["topk_accuracy.png"], "attacks": [],
     "autoattack": [],
     "sweep": ["robustness_sweep.png"], "iter-sweep": ["pgd_iter_sweep.png"],
+    "corruptions": ["corruption_heatmap.png"],
 }
 
 

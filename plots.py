@@ -422,3 +422,58 @@ def plot_model_comparison(models, path, title):
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, ncol=4, loc="upper right")
     _save(fig, path)
+
+
+def plot_corruption_heatmap(accuracy, clean, path, title):
+    """Accuracy (%) per corruption (rows) and severity (columns), each cell annotated; blank
+    where the benchmark releases no such severity. `accuracy`: {corruption: {severity: acc}}."""
+    names = list(accuracy)
+    labels = [n.replace("_", " ") for n in names]
+    severities = sorted({int(s) for v in accuracy.values() for s in v})
+    if all(len(v) == 1 for v in accuracy.values()):  # MNIST-C: one released severity each
+        labels = [f"{label} (severity {next(iter(accuracy[n]))})" for label, n in zip(labels, names)]
+        accuracy, severities = {n: {0: next(iter(v.values()))} for n, v in accuracy.items()}, [0]
+    grid = np.full((len(names), len(severities)), np.nan)
+    for i, name in enumerate(names):
+        for s, value in accuracy[name].items():
+            grid[i, severities.index(int(s))] = 100 * value
+    fig = Figure(figsize=(max(6.0, 2.2 + 1.0 * len(severities)), 1.6 + 0.36 * len(names)))
+    ax = fig.subplots()
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                    color="black" if v > 60 else "white")
+    ax.set_xticks(range(len(severities)), [str(s) if s else "released severity" for s in severities])
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.set(xlabel="severity", title=f"{title}\nclean accuracy on the same images {100 * clean:.1f}%")
+    ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    _save(fig, path)
+
+
+def plot_corruption_models(models, path, title):
+    """Per corruption (severities averaged), one bar per model with whiskers over its seeds'
+    range, and each model's clean accuracy on the same images as a dashed line. `models`:
+    {model: {"clean": [per seed], "per_corruption": {corruption: [per seed]}}}."""
+    names = list(models)
+    corruptions = list(dict.fromkeys(c for m in models.values() for c in m["per_corruption"]))
+    fig = Figure(figsize=(max(8, 0.75 * len(corruptions) + 2), 4.8))
+    ax = fig.subplots()
+    width = 0.8 / max(len(names), 1)
+    colors = matplotlib.colormaps["tab10"]
+    for k, name in enumerate(names):
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(corruptions))]
+        values = [100 * np.asarray(models[name]["per_corruption"].get(c, [np.nan])) for c in corruptions]
+        means = [v.mean() for v in values]
+        spread = [[m - v.min() for m, v in zip(means, values)], [v.max() - m for m, v in zip(means, values)]]
+        ax.bar(xs, means, width, yerr=spread, capsize=2, color=colors(k % 10),
+               label=f"{name} ({len(models[name]['clean'])} seed{'s' * (len(models[name]['clean']) > 1)})")
+        ax.axhline(100 * np.mean(models[name]["clean"]), color=colors(k % 10), ls="--", lw=1)
+    ax.set_xticks(range(len(corruptions)))
+    ax.set_xticklabels([c.replace("_", " ") for c in corruptions], rotation=30, ha="right")
+    ax.set(ylabel="accuracy (%), severities averaged", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=3, loc="lower left", title="dashed: clean accuracy, same images",
+              title_fontsize=7)
+    _save(fig, path)

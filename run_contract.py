@@ -101,8 +101,9 @@ def eval_record(prefix):
 def eval_per_image(prefix):
     """The per-image outcomes of `eval.py --out PREFIX`: arrays NAME (bool, correct or not)
     and NAME_index (the images' indices in the split), for the whole split ("clean"), the
-    attacked sample ("attack_subset_clean" and each attack) and AutoAttack's sample
-    ("autoattack_clean", "autoattack", "autoattack_pgd")."""
+    attacked sample ("attack_subset_clean" and each attack), AutoAttack's sample
+    ("autoattack_clean", "autoattack", "autoattack_pgd") and the corruptions' sample
+    ("corruption_clean" and "corruption_<name>_s<severity>" per corruption and severity)."""
     return prefix + PER_IMAGE_SUFFIX
 
 

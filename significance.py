@@ -155,6 +155,19 @@ def paired(reference, other):
     return test
 
 
+def paired_images(reference, other):
+    """Paired t-test of other - reference over images (each image's value under both, e.g. its
+    accuracy change from clean averaged over corruptions): the t-test over seeds' machinery,
+    with its sample and what would resolve it counted in images. None with under two images."""
+    test = paired(reference, other)
+    if test is None:
+        return None
+    n = len(test.counts["differences"])
+    test.name, test.sample = "paired t-test over images", f"{n:,} images, paired"
+    test.needed_at = lambda alpha: _scaled_sample(n, test.mde(alpha), test.effect, "images")
+    return test
+
+
 def welch(reference, other):
     """Welch's t-test of mean(other) - mean(reference) over independent seeds; None with
     fewer than two seeds a side."""

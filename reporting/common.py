@@ -14,7 +14,19 @@ from run_contract import Outcome
 from significance import ALPHA
 
 
-SHOWN = {Outcome.SKIPPED: "up to date"}  # a run whose outputs were already there for the same command
+SHOWN = {Outcome.SKIPPED: "up to date"}
+
+
+@dataclass
+class Comparison:
+    """One comparison a claim makes: `test` of other against reference (None where it could
+    not be tested, `why` saying so), and the sign the claim expects of its effect. The claims
+    (reporting/claims.py) judge them; a section may build its own claims' comparisons."""
+    label: str
+    expect: int
+    test: significance.Test = None
+    why: str = ""
+    ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out  # a run whose outputs were already there for the same command
 
 
 @dataclass

@@ -11,6 +11,7 @@ from run_contract import Outcome
 from reporting.ablations import ablation_rows, ablation_section
 from reporting.claims import claims_section, evidence_rows, judge
 from reporting.common import SHOWN, _figure, pct, short, table
+from reporting.corruptions import corruption_section
 from reporting.robustness import circle_section, robustness_rows, robustness_section
 from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section
@@ -21,7 +22,8 @@ def _figure_folder(row, i):
     return "figures" if i == 0 else f"figures/{row['model']}"
 
 
-DRAWN_HERE = ("robustness_sweep.png", "pgd_iter_sweep.png")  # the report draws all models in one
+# the report draws all models in one, or shows them in their own section (the heatmaps)
+DRAWN_HERE = ("robustness_sweep.png", "pgd_iter_sweep.png", "corruption_heatmap.png")
 
 
 def diagnosed(rows):
@@ -185,6 +187,7 @@ def write(study, report_dir):
     abl_md = ablation_section(study, ablations, report_dir, fig_dir, sum_dir)
     robust_md = robustness_section(study, robust, report_dir, fig_dir, sum_dir)
     circle_md = circle_section(study, report_dir, robust)
+    corruption_md = corruption_section(study, report_dir, fig_dir, sum_dir)
     transfer_md = transfer_section(study, transfer, report_dir, fig_dir, sum_dir)
     diag_md = diagnostics_section(study, report_dir, robust)
     verdicts = judge(study)
@@ -216,7 +219,7 @@ def write(study, report_dir):
            f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
            + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
     md += setup_section(study) + claims_section(verdicts)
-    md += abl_md + robust_md + circle_md + transfer_md + diag_md + sanity_section(study)
+    md += abl_md + robust_md + circle_md + corruption_md + transfer_md + diag_md + sanity_section(study)
     md += ["## Training runs", "", "Test accuracy of each run's `best.pth` (chosen on the "
            "validation split carved from train).", "",
            table(["run", "data", "epochs", "best val acc (%)", "test acc (%)", "wall time (s)"],

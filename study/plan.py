@@ -77,7 +77,8 @@ PROFILES = {
         "eval": {"max_batches": 1, "sweep_max_batches": 1, "iter_sweep_max_batches": 1,
                  "batch_size": 16, "umap_samples": 200, "pgd_iters_list": "1,2,5",
                  "sweep_epsilons": "0,2/255,8/255,32/255", "autoattack_samples": 8,
-                 "autoattack_version": "fast", "autoattack_steps": 10, "grid_samples": 4},
+                 "autoattack_version": "fast", "autoattack_steps": 10, "grid_samples": 4,
+                 "corruption_samples": 16},
     },
     # Real data sized for a 2-core CPU, run over sessions (the pipeline resumes from disk):
     # `--plan` estimates ~9 h on the 2-core AMX Xeon (~380 images/s), ~2.5 h on the
@@ -112,7 +113,10 @@ PROFILES = {
                  "sweep_epsilons": "0,2/255,4/255,8/255,16/255,32/255,64/255",
                  # 500 images (the seeded order's first): AutoAttack is most of an evaluation's
                  # cost, and 14 models are evaluated; sampling SE ~2 points at 28%
-                 "autoattack_samples": 500, "autoattack_version": "fast"},
+                 "autoattack_samples": 500, "autoattack_version": "fast",
+                 # per corruption and severity, from the MDE table in docs/evaluation.md: a
+                 # cell's interval at most +-3.1 points, a family's drop resolved to ~2
+                 "corruption_samples": 1000},
     },
     # The study's long schedules, for GPUs (--device cuda --jobs N, or --launcher slurm).
     "full": {
@@ -144,7 +148,8 @@ PROFILES = {
         "eval": {"max_batches": 40, "sweep_max_batches": 8, "iter_sweep_max_batches": 8,
                  "batch_size": 256, "umap_samples": 5000, "pgd_iters_list": "1,2,5,10,20,50,100",
                  "sweep_epsilons": "0,1/255,2/255,4/255,8/255,16/255,32/255,64/255",
-                 "autoattack_samples": 0, "autoattack_version": "standard"},
+                 "autoattack_samples": 0, "autoattack_version": "standard",
+                 "corruption_samples": 0},
     },
 }
 
@@ -268,6 +273,8 @@ class Matrix:
                      "--umap-samples", str(e["umap_samples"]),
                      "--pgd-iters-list", e["pgd_iters_list"],
                      "--sweep-epsilons", e["sweep_epsilons"]]
+        if not components or "corruptions" in components:
+            argv += ["--corruption-samples", str(e["corruption_samples"])]
         if not components and e.get("grid_samples"):  # fewer than eval.py's 8: test-sized
             argv += ["--grid-samples", str(e["grid_samples"])]
         stem = next((r.stem for r in self.runs if r.name == model), "imagenet")
@@ -276,6 +283,7 @@ class Matrix:
 
 
 FAST = ["--schedule", "onecycle", "--nesterov"]  # every run of the matrix
+CORRUPTION_CELLS = 70  # CIFAR-10-C's built (corruption, severity) pairs; MNIST-C has 15
 
 
 def _eval_cost(e, components):
@@ -286,6 +294,8 @@ def _eval_cost(e, components):
         cost += 0.8 * (e["autoattack_samples"] or 10000) * (100 + 300)
     if not components or "attacks" in components:
         cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
+    if not components or "corruptions" in components:  # a forward pass per corrupted image
+        cost += 0.3 * (e["corruption_samples"] or 10000) * CORRUPTION_CELLS
     if not components:  # sweeps over eps and PGD iterations, UMAP
         n_eps = len(e["sweep_epsilons"].split(","))
         iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
@@ -396,7 +406,25 @@ def robustness(m, models):
     for name in models:
         full = name in ("cifar10_standard", "cifar10_pgd_at")
         m.evaluate(f"eval_{name}", name, m.profile["datasets"]["cifar10"], "robustness",
-                   components=None if full else ["attacks", "autoattack"], diagnostics=full)
+                   components=None if full else ["attacks", "autoattack", "corruptions"],
+                   diagnostics=full)
+
+
+def corruption_runs(m, domains):
+    """The common corruptions beyond the CIFAR-10 models (their robustness evaluations score
+    them): the augmentation ablation's two arms on every seed (CIFAR-10-C), and each greyscale
+    digit domain's model on its own test split (MNIST-C)."""
+    args = m.args
+    dataset = m.profile["datasets"].get(args.ablation_dataset, args.ablation_dataset)
+    for variant in ("baseline", "no_augment"):
+        for seed in args.seeds:
+            m.evaluate(f"corruptions_{args.ablation_dataset}_{variant}_s{seed}",
+                       f"ablation_{args.ablation_dataset}_{variant}_s{seed}", dataset, "corruptions",
+                       components=["corruptions"], kind="ablation", variant=variant, seed=seed)
+    for d in domains:
+        if not datasets.DOMAINS[d].colour:
+            m.evaluate(f"corruptions_{d}_scratch", f"{d}_scratch", d, "corruptions",
+                       components=["corruptions"], kind="digits", domain=d)
 
 
 def build_matrix(args, profile):
@@ -409,6 +437,7 @@ def build_matrix(args, profile):
     for dst in domains:  # natural-image features for digits: the standard model, frozen
         m.finetune("cifar10", dst, "cifar10_standard")
     robustness(m, models)
+    corruption_runs(m, domains)
     _keep_only_weights_read(m.runs)
     return m.runs
 

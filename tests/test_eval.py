@@ -18,7 +18,7 @@ FAST = ["--batch-size", "64", "--max-batches", "2", "--sweep-max-batches", "1",
         "--iter-sweep-max-batches", "1", "--sweep-epsilons", "0,4/255,16/255,64/255",
         "--pgd-iters-list", "1,3,10", "--umap-samples", "300", "--eps", "16/255",
         "--alpha", "4/255", "--autoattack-samples", "24", "--autoattack-version", "fast",
-        "--autoattack-steps", "25"]
+        "--autoattack-steps", "25", "--corruption-samples", "60"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_every_file_is_written_with_a_real_image(evaluated):
     result, out = evaluated
     expected = ["umap_features", "adv_examples", "confusion_matrix", "per_class_accuracy",
                 "classwise_prf1", "reliability_diagram", "confidence_coverage", "topk_accuracy",
-                "robustness_sweep", "pgd_iter_sweep"]
+                "robustness_sweep", "pgd_iter_sweep", "corruption_heatmap"]
     for name in expected:
         path = f"{out}.{name}.png"
         assert os.path.exists(path), name
@@ -139,8 +139,10 @@ def test_every_accuracy_carries_its_count_and_interval(evaluated):
 def test_per_image_outcomes_match_the_counts_and_name_the_images(evaluated):
     result, out = evaluated
     per_image = run_contract.load_per_image(run_contract.eval_per_image(str(out)))
-    assert set(per_image) == {"clean", "attack_subset_clean", "fgsm", "pgd", "noise",
-                              "autoattack_clean", "autoattack", "autoattack_pgd"}
+    cells = [f"corruption_{c}_s{s}" for c, sev in result["corruptions"]["accuracy"].items() for s in sev]
+    assert set(per_image) == {"clean", "attack_subset_clean", "fgsm", "pgd", "noise", "autoattack_clean",
+                              "autoattack", "autoattack_pgd", "corruption_clean", *cells}
+    assert len(cells) == 15  # MNIST-C for a digit model
     for name, key in (("clean", "clean"), ("attack_subset_clean", "attack_subset_clean"),
                       ("fgsm", "fgsm"), ("pgd", "pgd"), ("noise", "noise"),
                       ("autoattack", "autoattack"), ("autoattack_pgd", "autoattack_pgd")):
@@ -151,6 +153,13 @@ def test_per_image_outcomes_match_the_counts_and_name_the_images(evaluated):
     order = torch.randperm(result["clean_accuracy_n"], generator=torch.Generator().manual_seed(result["params"]["seed"]))
     assert index.tolist() == order[:len(index)].tolist()
     assert per_image["autoattack"][0].tolist() == order[:result["autoattack_accuracy_n"]].tolist()
+    n = result["corruptions"]["n"]
+    for name in ["corruption_clean", *cells]:  # every model scores the same corrupted images
+        assert per_image[name][0].tolist() == order[:n].tolist(), name
+    assert per_image["corruption_clean"][1].sum() == round(result["corruption_clean_accuracy"] * n)
+    for name, severities in result["corruptions"]["accuracy"].items():
+        for s, accuracy in severities.items():
+            assert per_image[f"corruption_{name}_s{s}"][1].sum() == round(accuracy * n), name
     assert (per_image["clean"][0] == np.arange(result["clean_accuracy_n"])).all()
     # an image AutoAttack leaves correct was correct clean: its outcomes are nested
     assert not (per_image["autoattack"][1] & ~per_image["autoattack_clean"][1]).any()

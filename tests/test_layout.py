@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("models", "study", "reporting", "benchmarks")
+PACKAGES = ("models", "study", "reporting", "benchmarks", "corruptions")
 
 
 def allowed():

@@ -128,7 +128,8 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     ck = root / "checkpoints"
     assert sum(f.stat().st_size for f in ck.rglob("*") if f.is_file()) < 1e9
     assert not list(ck.rglob("last.pth"))  # training state goes when a run completes
-    assert not list((ck / "ablation_cifar10_baseline_s0").glob("*.pth"))
+    assert not list((ck / "ablation_cifar10_dropout_s0").glob("*.pth"))  # no run reads it
+    assert (ck / "ablation_cifar10_no_augment_s0" / "best.pth").exists()  # scored on corruptions
     assert (ck / "cifar10_standard" / "best.pth").exists()  # eval and transfer read it
 
     text = (report / "REPORT.md").read_text()
@@ -148,6 +149,14 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
         if v["verdict"] == "inconclusive":
             assert "MDE" in v["evidence"], v
     assert "reaches layer4 at 1x1" in text and "Wong2020Fast (RobustBench)" in text
+    # the common corruptions: their section and figures, and their claims judged by the same rule
+    assert "## Common corruptions" in text and "Not built: **frost**" in text and "### Digits on MNIST-C" in text
+    assert (report / "figures" / "corruption_models.png").exists()
+    assert (report / "figures" / "corruptions" / "cifar10_standard.png").exists()
+    corrupted = [v for v in verdicts if v["family"] == "corruptions"]
+    assert len(corrupted) == 4 and all(v["verdict"] != "not run" for v in corrupted), corrupted
+    numbers = [i for i, v in enumerate(verdicts, 1) if v["family"] == "corruptions"]
+    assert all("[" in e["effect_95ci"] for e in evidence if int(e["claim"]) in numbers and e["test"])
     # every evaluation left its per-image outcomes beside its metrics
     for record in ck.rglob("*.metrics.json"):
         assert os.path.exists(str(record).replace(".metrics.json", ".per_image.npz")), record
