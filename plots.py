@@ -458,7 +458,8 @@ def plot_corruption_models(models, path, title):
     {model: {"clean": [per seed], "per_corruption": {corruption: [per seed]}}}."""
     names = list(models)
     corruptions = list(dict.fromkeys(c for m in models.values() for c in m["per_corruption"]))
-    fig = Figure(figsize=(max(8, 0.75 * len(corruptions) + 2), 4.8))
+    # constrained layout makes room for the legend beside the axes, where it hides no bar
+    fig = Figure(figsize=(max(8, 0.75 * len(corruptions) + 4), 4.8), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(len(names), 1)
     colors = matplotlib.colormaps["tab10"]
@@ -474,6 +475,6 @@ def plot_corruption_models(models, path, title):
     ax.set_xticklabels([c.replace("_", " ") for c in corruptions], rotation=30, ha="right")
     ax.set(ylabel="accuracy (%), severities averaged", ylim=(0, 100), title=title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=3, loc="lower left", title="dashed: clean accuracy, same images",
-              title_fontsize=7)
-    _save(fig, path)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
+              title="dashed: clean accuracy,\nsame images", title_fontsize=7)
+    fig.savefig(path, dpi=120)
