@@ -51,6 +51,8 @@ class Test:
     mde_at: Callable = field(default=None, repr=False)  # alpha -> minimum detectable |effect - null|
     needed_at: Callable = field(default=None, repr=False)  # alpha -> what would resolve the observed effect
     counts: dict = field(default_factory=dict)  # what a pooled test adds up
+    se: float = math.nan  # the effect's standard error (sequential.py's repeated intervals)
+    df: float = math.inf  # its degrees of freedom (a t-test's; inf: a normal statistic)
 
     @property
     def sign(self):
@@ -147,11 +149,14 @@ def paired(reference, other):
     diff, spread = float(d.mean()), float(d.std(ddof=1))
     if spread < NO_SPREAD:  # identical differences: the t statistic is undefined, the sign is not
         p, ci = (0.0 if diff else 1.0), (diff, diff)
-    else:
-        r = stats.ttest_rel(other, reference)
-        p, ci = float(r.pvalue), tuple(map(float, r.confidence_interval()))
+    else:  # scipy.stats.ttest_rel's numbers (tests/test_significance.py), ~20x faster
+        se, df = spread / math.sqrt(len(d)), len(d) - 1
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        half = float(stats.t.ppf(0.975, df)) * se
+        ci = (diff - half, diff + half)
     test = _seed_test("paired t-test", diff, ci, p, spread, len(d), len(d), True)
     test.counts = {"differences": d}
+    test.se, test.df = spread / math.sqrt(len(d)), len(d) - 1
     return test
 
 
@@ -181,7 +186,12 @@ def welch(reference, other):
     else:
         r = stats.ttest_ind(other, reference, equal_var=False)
         p, ci = float(r.pvalue), tuple(map(float, r.confidence_interval()))
-    return _seed_test("Welch t-test", diff, ci, p, spread, len(reference), len(other), False)
+    test = _seed_test("Welch t-test", diff, ci, p, spread, len(reference), len(other), False)
+    va, vb = reference.var(ddof=1) / len(reference), other.var(ddof=1) / len(other)
+    test.se = math.sqrt(va + vb)
+    if va + vb > 0:  # Welch-Satterthwaite
+        test.df = (va + vb) ** 2 / (va ** 2 / (len(reference) - 1) + vb ** 2 / (len(other) - 1))
+    return test
 
 
 # ----------------------------------------------------------------------------- on images
@@ -199,7 +209,9 @@ def mcnemar_counts(lost, gained, n):
     """McNemar from its discordant counts: `lost` images only the reference gets right,
     `gained` only the other, out of `n`."""
     discordant = lost + gained
-    p = float(stats.binomtest(gained, discordant, 0.5).pvalue) if discordant else 1.0
+    # binomtest's two-sided p at 1/2, where the distribution is symmetric: twice the smaller
+    # tail (its likelihood rule gives the same), ~40x faster, for the sequential simulations
+    p = min(1.0, 2 * float(stats.binom.cdf(min(gained, lost), discordant, 0.5))) if discordant else 1.0
     diff = (gained - lost) / n
     se = math.sqrt(max(discordant - (gained - lost) ** 2 / n, 0.0)) / n
     half = stats.norm.ppf(0.975) * se
@@ -210,7 +222,7 @@ def mcnemar_counts(lost, gained, n):
 
     return Test("McNemar exact", diff, (float(diff - half), float(diff + half)), p, f"{n:,} images, paired",
                 mde_at=mde, needed_at=lambda alpha: _scaled_sample(n, mde(alpha), diff, "images"),
-                counts={"lost": lost, "gained": gained, "n": n})
+                counts={"lost": lost, "gained": gained, "n": n}, se=se)
 
 
 def two_proportions(correct_reference, n_reference, correct_other, n_other):
@@ -229,7 +241,7 @@ def two_proportions(correct_reference, n_reference, correct_other, n_other):
         return _z(alpha) * max(se0, 1 / n)
 
     return Test("two-proportion z-test", diff, (float(diff - half), float(diff + half)), p,
-                f"{n_reference:,} and {n_other:,} images, independent",
+                f"{n_reference:,} and {n_other:,} images, independent", se=se,
                 mde_at=mde, needed_at=lambda alpha: _scaled_sample(n, mde(alpha), diff, "images a side"))
 
 
@@ -261,7 +273,7 @@ def bootstrap(statistic, samples, null, name, sample, seed=0, n_resamples=BOOTST
         return _z(alpha) * se
 
     ci = tuple(float(np.nanpercentile(dist, q)) for q in (2.5, 97.5))
-    return Test(name, estimate, ci, p, sample, null=null, mde_at=mde,
+    return Test(name, estimate, ci, p, sample, null=null, mde_at=mde, se=se,
                 needed_at=lambda alpha: "larger test sets or more pairs (the interval is the "
                                         "bootstrap's)")
 

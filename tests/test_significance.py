@@ -51,6 +51,7 @@ def test_a_paired_design_with_correlated_seeds_finds_what_welch_misses():
     assert paired.p < 1e-3 and welch.p > 0.8
     assert paired.effect == pytest.approx(welch.effect) == pytest.approx(0.010)
     assert paired.p == pytest.approx(stats.ttest_rel(variant, base).pvalue)
+    assert paired.ci95 == pytest.approx(tuple(stats.ttest_rel(variant, base).confidence_interval()))
     assert welch.p == pytest.approx(stats.ttest_ind(variant, base, equal_var=False).pvalue)
     # the reverse case: uncorrelated seeds, no consistent shift: both stay inconclusive
     shuffled = base[[3, 0, 4, 1, 2]] + 0.01
