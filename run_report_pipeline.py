@@ -33,7 +33,8 @@ from run_contract import Outcome
 from study.execution import (_load_results, load_per_image, on_disk, recorded_outcome,
                              records_lost, restore_records, save_records)
 from study.launchers import launch
-from study.plan import PROFILES, build_matrix, profile_domains
+from study import looks
+from study.plan import PROFILES, profile_domains
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FINDINGS_DOC = os.path.join(HERE, "docs", "pipeline.md")  # its findings block follows report/
@@ -45,7 +46,7 @@ def write_report(args, runs, results, wall_time):
     """Render the report from the run records and the numbers their files hold."""
     import reporting
 
-    study = reporting.Study(runs, results, args.profile, PROFILES[args.profile],
+    study = reporting.Study(runs, results, args.profile, looks.profile_at(PROFILES[args.profile], args.look),
                             utils.command_line("run_report_pipeline.py", args.argv),
                             args.data_root, wall_time, load_per_image(runs))
     verdicts = reporting.write(study, args.report_dir)
@@ -124,14 +125,22 @@ def build_parser():
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="seeds of every ablation variant (default: the profile's; quick: 0,1,2)")
     p.add_argument("--device", default="auto", help="device of every run")
+    p.add_argument("--look", type=utils.positive_int, default=1,
+                   help="the look of a profile in looks (its `looks`: seeds and images per look); "
+                        "each look extends the one before, and the report judges every look taken")
     return p
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    profile = PROFILES[args.profile]
+    if profile.get("looks") and args.seeds is not None:
+        raise SystemExit(f"error: --seeds: the {args.profile} profile runs in looks, and each look "
+                         "sets the seeds (--look K)")
+    looks.profile_at(profile, args.look)  # refuses a look the profile does not have
     if args.seeds is None:
-        args.seeds = PROFILES[args.profile]["seeds"]
+        args.seeds = profile["seeds"]
     if args.checkpoints is None:
         args.checkpoints = os.path.join("checkpoints", args.profile)
     if args.report_dir is None:
@@ -157,7 +166,7 @@ def missing_data(args, profile):
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
-    runs = build_matrix(args, profile)
+    runs = looks.matrix(args, profile, args.look)
     missing = missing_data(args, profile)
     by_name = {r.name: r for r in runs}
     if args.list:
@@ -165,10 +174,13 @@ def main(argv=None):
             print(f"{run.name:40s} {run.group:12s} {run.command}")
         return 0
     if args.plan:
-        from study.estimate import print_plan, seconds_per_image
+        from study.estimate import print_looks, print_plan, seconds_per_image
 
         rates, amp = seconds_per_image(sorted({r.stem for r in runs}), args.device)
         print_plan(runs, rates, amp, args.device)
+        if looks.count(profile) > 1:
+            print_looks([looks.added(args, profile, k) for k in range(1, looks.count(profile) + 1)],
+                        rates, args.look)
         return 0
     if args.only:
         unknown = sorted(set(args.only) - set(by_name))

@@ -188,7 +188,7 @@ def decide(family, alpha=ALPHA):
     for h in open_:
         if h.current is None or not math.isfinite(h.current.se):
             continue
-        if math.isfinite(h.margin):
+        if math.isfinite(h.margin) and h.current.se > 0:  # a zero-spread sample shows nothing
             lo, hi = repeated_interval(h, 2 * alpha / m)  # each one-sided test at alpha / m
             if -h.margin < lo and hi < h.margin:
                 h.negligible_at = len(h.looks)

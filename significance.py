@@ -51,6 +51,7 @@ class Test:
     mde_at: Callable = field(default=None, repr=False)  # alpha -> minimum detectable |effect - null|
     needed_at: Callable = field(default=None, repr=False)  # alpha -> what would resolve the observed effect
     counts: dict = field(default_factory=dict)  # what a pooled test adds up
+    n: int = 0  # the sample it saw (seeds or images): sequential.py's information
     se: float = math.nan  # the effect's standard error (sequential.py's repeated intervals)
     df: float = math.inf  # its degrees of freedom (a t-test's; inf: a normal statistic)
 
@@ -156,7 +157,7 @@ def paired(reference, other):
         ci = (diff - half, diff + half)
     test = _seed_test("paired t-test", diff, ci, p, spread, len(d), len(d), True)
     test.counts = {"differences": d}
-    test.se, test.df = spread / math.sqrt(len(d)), len(d) - 1
+    test.se, test.df, test.n = spread / math.sqrt(len(d)), len(d) - 1, len(d)
     return test
 
 
@@ -188,7 +189,7 @@ def welch(reference, other):
         p, ci = float(r.pvalue), tuple(map(float, r.confidence_interval()))
     test = _seed_test("Welch t-test", diff, ci, p, spread, len(reference), len(other), False)
     va, vb = reference.var(ddof=1) / len(reference), other.var(ddof=1) / len(other)
-    test.se = math.sqrt(va + vb)
+    test.se, test.n = math.sqrt(va + vb), min(len(reference), len(other))
     if va + vb > 0:  # Welch-Satterthwaite
         test.df = (va + vb) ** 2 / (va ** 2 / (len(reference) - 1) + vb ** 2 / (len(other) - 1))
     return test
@@ -222,7 +223,7 @@ def mcnemar_counts(lost, gained, n):
 
     return Test("McNemar exact", diff, (float(diff - half), float(diff + half)), p, f"{n:,} images, paired",
                 mde_at=mde, needed_at=lambda alpha: _scaled_sample(n, mde(alpha), diff, "images"),
-                counts={"lost": lost, "gained": gained, "n": n}, se=se)
+                counts={"lost": lost, "gained": gained, "n": n}, se=se, n=n)
 
 
 def two_proportions(correct_reference, n_reference, correct_other, n_other):
@@ -241,7 +242,7 @@ def two_proportions(correct_reference, n_reference, correct_other, n_other):
         return _z(alpha) * max(se0, 1 / n)
 
     return Test("two-proportion z-test", diff, (float(diff - half), float(diff + half)), p,
-                f"{n_reference:,} and {n_other:,} images, independent", se=se,
+                f"{n_reference:,} and {n_other:,} images, independent", se=se, n=n,
                 mde_at=mde, needed_at=lambda alpha: _scaled_sample(n, mde(alpha), diff, "images a side"))
 
 

@@ -24,18 +24,20 @@ from typing import Callable
 import numpy as np
 
 import datasets
+import sequential
 import significance
 from run_contract import Outcome
 from significance import ALPHA
 
 from reporting.ablations import _mean_std, per_seed
+from reporting import looks
 from reporting.common import Comparison, table
 from reporting.corruptions import (LOW_FREQUENCY, NOISE, adversarial_vs_standard, augmentation,
                                    digits_noise_vs_affine)
 from reporting.robustness import _models, robustness_rows
 from reporting.transfer import colour_domains, grey_domains, handwriting_targets, transfer_numbers
 
-SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, NEGLIGIBLE = "supported", "contradicted", "inconclusive", "negligible"
 FAMILIES = ("ablations", "transfer", "robustness", "corruptions")
 
 
@@ -49,26 +51,33 @@ class Claim:
     variance: str = ""  # which variance the intervals cover
     unit: str = "points"
     link: str = ""
+    margin: float = math.nan  # the smallest effect of interest, in the metric's units (0.01: a point)
+    margin_why: str = ""  # one line: why an effect under it is negligible
 
 
 @dataclass
 class Unit:
-    """What Holm's correction counts: one comparison, or a pooled claim's one test."""
+    """What the family's error control counts: one comparison, or a pooled claim's one test,
+    with its hypothesis over the looks (sequential.Hypothesis: the level it was tested at, the
+    look it was decided at, negligible, futile). `p_adjusted`: Holm's adjusted p, shown for a
+    one-look study, where the sequential rule is Holm's exactly."""
     label: str
     expect: int
     test: significance.Test
     p_adjusted: float = math.nan
     alpha_mde: float = ALPHA
+    hypothesis: sequential.Hypothesis = None
 
     @property
     def rejects(self):
-        return self.p_adjusted < ALPHA
+        return bool(self.hypothesis.rejected_at)
 
     @property
     def outcome(self):
-        if not self.rejects:
-            return "not significant"
-        return "as claimed" if self.test.sign == self.expect else "opposite"
+        h = self.hypothesis
+        if h.rejected_at:
+            return "as claimed" if h.direction > 0 else "opposite"
+        return NEGLIGIBLE if h.negligible_at else "not significant"
 
 
 @dataclass
@@ -77,6 +86,20 @@ class Verdict:
     verdict: str
     comparisons: list
     units: list = field(default_factory=list)
+    minutes: float = 0.0  # summed run time of the runs its comparisons read
+
+    @property
+    def spending(self):
+        """Looks used, sample, minutes and why it stopped: '1 look; 3 seeds; 42 min; cap (look 1)'."""
+        hs = [u.hypothesis for u in self.units]
+        if not hs:
+            return "-"
+        looks = max(len(h.looks) for h in hs)
+        samples = sorted({u.test.sample for u in self.units})
+        stops = sorted({h.stop or "open" for h in hs})
+        return (f"{looks} look{'s' * (looks > 1)}; {'; '.join(samples[:2])}"
+                + (f" (+{len(samples) - 2} more)" if len(samples) > 2 else "")
+                + f"; {self.minutes:.{0 if self.minutes >= 10 else 1}f} min; {', '.join(stops)}")
 
     @property
     def statement(self):
@@ -89,7 +112,8 @@ class Verdict:
     def row(self):
         return {"claim": self.claim.statement, "family": self.claim.family,
                 "metric": self.claim.metric, "combine": self.claim.combine, "verdict": self.verdict,
-                "evidence": self.evidence, "link": self.claim.link}
+                "evidence": self.evidence, "spending": self.spending, "minutes": round(self.minutes, 1),
+                "margin": self.claim.margin, "link": self.claim.link}
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -351,63 +375,73 @@ IMAGES = "the sampling of the corrupted test images (paired t over images): one 
 MODELS = ("seed-to-seed variance (paired t over seeds) where both models have several seeds; "
           "else test-image sampling only (McNemar on one seed's images)")
 
+# The smallest effects of interest (issue 41): an interval inside one is a "negligible" verdict.
+ACCURACY_POINT = {"margin": 0.01, "margin_why": "1 point of accuracy: under the seed-to-seed spread "
+                  "of one recipe (~1.5 points at these budgets), so no recipe choice turns on it"}
+TRANSFER_POINTS = {"margin": 0.02, "margin_why": "2 points of accuracy: the gaps compared are tens "
+                   "of points, and a 2-point difference would not change which shift is harder"}
+
 CLAIMS = [
     Claim("BatchNorm eases optimization: without it the same learning rate trains worse (or diverges)",
           "ablations", "test accuracy", seed_pairs("no_bn_same_lr", "test_accuracy", -1, "test accuracy",
                                                    diverged_is_chance=True),
-          variance=SEEDS, link="#ablations"),
+          variance=SEEDS, link="#ablations", **ACCURACY_POINT),
     Claim("Label smoothing improves calibration (lower ECE)", "ablations", "ECE",
-          seed_pairs("label_smoothing", "test_ece", -1, "ECE"), variance=SEEDS, link="#ablations"),
+          seed_pairs("label_smoothing", "test_ece", -1, "ECE"), variance=SEEDS, link="#ablations",
+          margin=0.02, margin_why="2 points of ECE: about the spread of a 10-bin ECE between "
+          "resamples of one 10,000-image test split; a smaller change alters no decision"),
     Claim("SGD with momentum generalizes better than Adam (higher test accuracy)", "ablations",
           "test accuracy", seed_pairs("adam", "test_accuracy", -1, "test accuracy"),
-          variance=SEEDS, link="#ablations"),
+          variance=SEEDS, link="#ablations", **ACCURACY_POINT),
     Claim("Data augmentation regularizes: turning it off lowers test accuracy", "ablations",
           "test accuracy", seed_pairs("no_augment", "test_accuracy", -1, "test accuracy", show_gap=True),
-          variance=SEEDS, link="#ablations"),
+          variance=SEEDS, link="#ablations", **ACCURACY_POINT),
     Claim("Dropout before the classifier regularizes: it raises test accuracy", "ablations",
           "test accuracy", seed_pairs("dropout", "test_accuracy", +1, "test accuracy", show_gap=True),
-          variance=SEEDS, link="#ablations"),
+          variance=SEEDS, link="#ablations", **ACCURACY_POINT),
     Claim("Transfer is harder from a greyscale digit domain to a colour/texture one (MNIST-M, SVHN) "
           "than the reverse", "transfer", "direct-transfer accuracy", transfer_direction,
-          variance=ONE_MODEL, link="#cross-domain-transfer"),
+          variance=ONE_MODEL, link="#cross-domain-transfer", **TRANSFER_POINTS),
     Claim("Frozen-feature fine-tuning on a small labelled target set recovers most (over half) of "
           "the accuracy lost to the domain shift", "transfer", "share of the gap closed", gap_closed,
-          variance=ONE_MODEL, unit="% of the gap", link="#cross-domain-transfer"),
+          variance=ONE_MODEL, unit="% of the gap", link="#cross-domain-transfer", margin=0.1,
+          margin_why="10% of the gap either side of half: 'about half' is then the answer"),
     Claim("Frozen features of another domain beat training from scratch on the same target images",
           "transfer", "target test accuracy", frozen_vs_scratch, variance=ONE_MODEL,
-          link="#cross-domain-transfer"),
+          link="#cross-domain-transfer", **ACCURACY_POINT),
     Claim("A colour/texture shift (MNIST -> MNIST-M) costs more than a handwriting shift "
           "(MNIST -> USPS, digits)", "transfer", "direct-transfer accuracy", colour_vs_handwriting,
-          variance=ONE_MODEL, link="#cross-domain-transfer"),
+          variance=ONE_MODEL, link="#cross-domain-transfer", **TRANSFER_POINTS),
     Claim("PGD is a stronger attack than FGSM (lower accuracy on the same images)", "robustness",
           "accuracy under attack", attack_strength("fgsm", "pgd"), variance=MODELS,
-          link="#robustness"),
+          link="#robustness", **ACCURACY_POINT),
     Claim("Adversarial training trades clean accuracy for robustness (PGD-AT vs standard, same "
           "budget: lower clean, higher AutoAttack accuracy)", "robustness", "accuracy",
-          adversarial_trade, variance=MODELS, link="#robustness"),
+          adversarial_trade, variance=MODELS, link="#robustness", **ACCURACY_POINT),
     Claim("Circle Loss makes representations more robust (AutoAttack accuracy, with vs without "
           "it, same budget)", "robustness", "AutoAttack accuracy", circle_robustness,
-          variance=MODELS, link="#circle-loss"),
+          variance=MODELS, link="#circle-loss", **ACCURACY_POINT),
     Claim("At equal training compute (the standard model's image-passes), FGSM-RS is more robust "
           "than PGD-AT (Wong et al. 2020: fast is better than free)", "robustness",
-          "AutoAttack accuracy", equal_compute, variance=MODELS, link="#robustness"),
+          "AutoAttack accuracy", equal_compute, variance=MODELS, link="#robustness", **ACCURACY_POINT),
     # Common corruptions, measured as the accuracy a model keeps from its own clean accuracy on
     # the same images: adversarially trained models start ~20 points lower clean, so raw
     # corrupted accuracies would mix the two effects.
     Claim("Adversarial training improves robustness to the noise corruptions (Gaussian, shot, "
           "impulse): it keeps more of its clean accuracy under them than the standard model",
           "corruptions", "accuracy kept under noise", adversarial_vs_standard(NOISE, +1),
-          variance=CORRUPTED, link="#common-corruptions"),
+          variance=CORRUPTED, link="#common-corruptions", **ACCURACY_POINT),
     Claim("Adversarial training worsens robustness to fog and contrast (low-frequency corruptions, "
           "Yin et al. 2019): it keeps less of its clean accuracy under them than the standard model",
           "corruptions", "accuracy kept under fog and contrast",
-          adversarial_vs_standard(LOW_FREQUENCY, -1), variance=CORRUPTED, link="#common-corruptions"),
+          adversarial_vs_standard(LOW_FREQUENCY, -1), variance=CORRUPTED, link="#common-corruptions",
+          **ACCURACY_POINT),
     Claim("Data augmentation improves mean corruption accuracy (the ablation with and without it)",
           "corruptions", "mean CIFAR-10-C accuracy", augmentation, variance=SEEDS,
-          link="#common-corruptions"),
+          link="#common-corruptions", **ACCURACY_POINT),
     Claim("A digit model survives MNIST-C's noise corruptions better than its affine ones (shear, "
           "scale, rotate, translate)", "corruptions", "accuracy kept, noise vs affine",
-          digits_noise_vs_affine, variance=IMAGES, link="#digits-on-mnist-c"),
+          digits_noise_vs_affine, variance=IMAGES, link="#digits-on-mnist-c", **TRANSFER_POINTS),
 ]
 
 
@@ -433,20 +467,30 @@ def decide(claim, comparisons, units):
     untested = [c for c in considered if not c.test]
     if units and not untested and all(u.outcome == "as claimed" for u in units):
         return SUPPORTED
+    if units and not untested and all(u.outcome == NEGLIGIBLE for u in units):
+        return NEGLIGIBLE
     return INCONCLUSIVE
 
 
 def judge(study, declared=None):
-    """Every declared claim's verdict: Holm's correction within each family over every
-    test its claims make."""
+    """Every declared claim's verdict: within each family, sequential.decide over every test
+    its claims make (graphical Holm over group-sequential boundaries; with the one look of a
+    fixed design, Holm's correction exactly), negligible where a unit's interval lies within
+    its claim's smallest effect of interest. A study in looks (reporting/looks.py) is judged
+    with each test's history: the same comparison on the study as it stood at each look."""
     declared = CLAIMS if declared is None else declared
-    compared = [(c, c.compares(study)) for c in declared]
-    units = [(c, comps, _units(c, comps)) for c, comps in compared]
+    earlier = [{c.statement: {looks.key(u.label): u for u in _units(c, c.compares(view))} for c in declared}
+               for view in looks.views(study)[:-1]]
+    compared = [(c, *study.minutes_read(lambda c=c: c.compares(study))) for c in declared]
+    minutes = {id(c): m for c, _, m in compared}
+    units = [(c, comps, _units(c, comps)) for c, comps, _ in compared]
     for family in {c.family for c in declared}:
-        members = [u for c, _, us in units if c.family == family for u in us]
-        for u, p in zip(members, significance.holm([u.test.p for u in members])):
+        members = [(c, u) for c, _, us in units if c.family == family for u in us]
+        for (c, u), p in zip(members, significance.holm([u.test.p for _, u in members])):
             u.p_adjusted, u.alpha_mde = p, ALPHA / len(members)
-    return [Verdict(c, decide(c, comps, us), comps, us) for c, comps, us in units]
+            u.hypothesis = looks.hypothesis(study, u, [e[c.statement] for e in earlier], c.margin)
+        sequential.decide([u.hypothesis for _, u in members])
+    return [Verdict(c, decide(c, comps, us), comps, us, minutes[id(c)]) for c, comps, us in units]
 
 
 # ----------------------------------------------------------------------------- text
@@ -470,6 +514,12 @@ def mde_text(claim, unit):
             + (f"; {needed}" if needed else ""))
 
 
+def margin_text(claim):
+    """'every interval within ±1.0 points, the smallest effect of interest (why)'."""
+    return (f"interval within ±{100 * claim.margin:.1f} {claim.unit}, the smallest effect of "
+            f"interest ({claim.margin_why})")
+
+
 def _p(p):
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -487,10 +537,17 @@ def summary(v):
                 f"{u.test.sample}")
         if v.verdict == INCONCLUSIVE:
             text += f"; {mde_text(c, u)}"
+        if v.verdict == NEGLIGIBLE:
+            text += f"; {margin_text(c)}"
         return text
-    counts = {k: sum(u.outcome == k for u in v.units) for k in ("as claimed", "opposite", "not significant")}
+    counts = {k: sum(u.outcome == k for u in v.units)
+              for k in ("as claimed", "opposite", NEGLIGIBLE, "not significant")}
     text = (f"{c.combine} of {len(v.units)} tested comparisons: {counts['as claimed']} as claimed, "
-            f"{counts['opposite']} opposite, {counts['not significant']} not significant after Holm")
+            f"{counts['opposite']} opposite, "
+            + (f"{counts[NEGLIGIBLE]} negligible, " if counts[NEGLIGIBLE] else "")
+            + f"{counts['not significant']} not significant after Holm")
+    if v.verdict == NEGLIGIBLE:
+        text += f"; {margin_text(c)}"
     if untested:
         text += f"; {len(untested)} untested ({untested[0].why})"
     missing = [x for x in v.comparisons if not x.ran]
@@ -525,18 +582,26 @@ def claims_section(verdicts):
           "metric, what it compares, the expected direction, the test and how several "
           "comparisons combine) and judged from this run's numbers by one rule: **supported** or "
           "**contradicted** only when the test rejects after Holm's correction over every test "
-          f"of its family (family-wise error rate {ALPHA}); otherwise **inconclusive**, with the "
+          f"of its family (family-wise error rate {ALPHA}); **negligible** when every interval "
+          "lies within the claim's smallest effect of interest (two one-sided tests, each at "
+          f"{ALPHA} / the family's size); otherwise **inconclusive**, with the "
           "effect, its 95% interval and the minimum detectable effect (MDE) at 80% power; "
-          "**not run** when a run it needs is missing. Tests: seeds paired by seed (paired "
+          "**not run** when a run it needs is missing. The rule is `sequential.decide`: a "
+          "group-sequential design (Lan-DeMets O'Brien-Fleming spending per test, Holm's "
+          "level recycling across the family, Maurer & Bretz 2013), which for a study judged "
+          "at one look is Holm's correction exactly; its family-wise error rate is checked by "
+          "simulating whole studies (docs/pipeline.md). *Spending*: the looks a claim used, its "
+          "sample, the summed minutes of the runs its comparisons read, and why it stopped. Tests: seeds paired by seed (paired "
           "t-test), two evaluations on the same images (McNemar's exact test), accuracies on "
           "different images (two-proportion z-test), a derived ratio (percentile bootstrap). "
           "A claim over several models or pairs says how it combines them: *all* (each must "
           "reject as claimed; one rejecting the other way contradicts it) or *pooled* (one "
           "test over all of them). A verdict holds at this profile's budgets (see Setup and "
           "Parameters), not necessarily at the long schedules the claims were made for.", ""]
-    md.append(table(["#", "claim", "family; metric; rule", "verdict", "evidence", "intervals cover", "details"],
+    md.append(table(["#", "claim", "family; metric; rule", "verdict", "evidence", "spending",
+                     "intervals cover", "details"],
                     [[i, v.statement, f"{v.claim.family}; {v.claim.metric}; {v.claim.combine}", f"**{v.verdict}**",
-                      v.evidence, v.claim.variance, f"[table]({v.claim.link})"]
+                      v.evidence, v.spending, v.claim.variance, f"[table]({v.claim.link})"]
                      for i, v in enumerate(verdicts, 1)]))
     rows = evidence_rows(verdicts)
     md += ["", "### Evidence, comparison by comparison", "",

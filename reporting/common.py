@@ -43,19 +43,47 @@ class Study:
 
     def __post_init__(self):
         self.by_name = {r.name: r for r in self.runs}
+        self.reading = None  # while minutes_read runs: the names of the runs read
+        self.seeds = None  # at_look: the seeds a look had
 
     def select(self, group=None, script=None, **fields):
-        """The runs of `group` / `script` whose fields equal the given ones, in matrix order."""
+        """The runs of `group` / `script` whose fields equal the given ones, in matrix order
+        (at an earlier look, only those of its seeds)."""
         return [r for r in self.runs
                 if (group is None or r.group == group) and (script is None or r.script == script)
-                and all(r.fields.get(k) == v for k, v in fields.items())]
+                and all(r.fields.get(k) == v for k, v in fields.items())
+                and (self.seeds is None or r.fields.get("seed") in (None, *self.seeds))]
+
+    def at_look(self, seeds, images):
+        """The study as it stood at an earlier look: the runs of its first `seeds` seeds and
+        each evaluation's first `images` scored images (every evaluation scores a prefix of
+        one seeded order, so a look's sample is the start of the next one's). Per-seed numbers
+        are read from the records as they are."""
+        view = Study(self.runs, self.results, self.profile_name, self.profile, self.command,
+                     self.data_root, self.wall_time,
+                     {run: {name: (index[:images], correct[:images]) for name, (index, correct) in outcomes.items()}
+                      for run, outcomes in self.per_image.items()})
+        view.seeds = sorted({r.fields["seed"] for r in self.runs if r.fields.get("seed") is not None})[:seeds]
+        return view
 
     def result(self, run):
         """The numbers of a finished run (a Run or its name), else None."""
         run = self.by_name.get(run) if isinstance(run, str) else run
         if run is None or run.status not in run_contract.FINISHED:
             return None
+        if self.reading is not None and run.name in self.results:
+            self.reading.add(run.name)
         return self.results.get(run.name)
+
+    def minutes_read(self, compute):
+        """(compute(), the summed run minutes of every finished run it read): what a claim's
+        evidence cost (a run read by several claims counts for each)."""
+        self.reading = set()
+        try:
+            value = compute()
+            return value, sum(self.results[n].get("wall_time_s", 0) for n in self.reading) / 60
+        finally:
+            self.reading = None
 
     def outcomes(self, run, name):
         """(indices, correct) of a finished evaluation's per-image outcomes `name`, or None

@@ -65,3 +65,15 @@ def print_plan(runs, rates, amp, device):
           "Training and attack steps only: validation, data loading and process start add to "
           "it; --jobs N divides it across N devices.")
     return total
+
+
+def print_looks(added, rates, look):
+    """The look schedule: what each look adds (runs, estimated time here) and the running total."""
+    total = 0.0
+    print("\nlooks (each adds new seeds and larger image samples; the report judges every look taken):")
+    for k, runs in enumerate(added, 1):
+        seconds = sum(r.cost * rates[r.stem] for r in runs if r.status != Outcome.NOT_RUN)
+        total += seconds
+        print(f"  look {k}{' (this plan)' if k == look else ''}: {len(runs)} runs added, "
+              f"{_duration(seconds)}; {_duration(total)} in all by its end")
+    return total

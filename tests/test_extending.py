@@ -13,6 +13,7 @@ from reporting import common
 from reporting import robustness
 from reporting import transfer
 import run_report_pipeline as pipeline
+from study import plan
 import train
 from test_report import cifar  # hand-made records
 
@@ -72,7 +73,7 @@ def test_a_new_digit_domain_is_a_transfer_domain_of_the_smoke_profile(monkeypatc
     toy = dataclasses.replace(datasets.DOMAINS["digits"], name="toydigits")  # 8x8 grey digits
     monkeypatch.setitem(datasets.DOMAINS, "toydigits", toy)
     args = pipeline.parse_args(["--profile", "smoke", "--checkpoints", str(tmp_path)])
-    runs = {r.name: r for r in pipeline.build_matrix(args, pipeline.PROFILES["smoke"])}
+    runs = {r.name: r for r in plan.build_matrix(args, pipeline.PROFILES["smoke"])}
     for name in ("toydigits_scratch", "toydigits_target_only", "transfer_toydigits_to_usps_direct",
                  "transfer_usps_to_toydigits_finetune", "transfer_svhn_to_toydigits_direct",
                  "transfer_cifar10_to_toydigits_finetune", "transfer_imagenet_to_toydigits_finetune"):

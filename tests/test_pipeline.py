@@ -69,7 +69,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     for name in FIGURES:
         assert (report / "figures" / name).exists(), name
         assert os.path.getsize(report / "figures" / name) > 5000, name
-    matrix = pipeline.build_matrix(pipeline.parse_args(argv), pipeline.PROFILES["smoke"])
+    matrix = plan.build_matrix(pipeline.parse_args(argv), pipeline.PROFILES["smoke"])
     training = _csv(report / "summary" / "training_summary.csv")
     assert [r["run"] for r in training] == [r.name for r in matrix if r.script == "train"]
     by_run = {r["run"]: r for r in training}
@@ -230,7 +230,7 @@ def test_parallel_launchers_match_the_serial_run(smoke, serial_slice, launch, ru
 def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatch):
     root, argv, _ = smoke
     args = pipeline.parse_args(argv)
-    runs = pipeline.build_matrix(args, pipeline.PROFILES["smoke"])
+    runs = plan.build_matrix(args, pipeline.PROFILES["smoke"])
     by_name = {r.name: r for r in runs}
     for run in runs:
         execution.execute(run, by_name, force=False)
@@ -243,7 +243,7 @@ def test_rerun_skips_finished_runs_and_force_is_needed_to_redo(smoke, monkeypatc
 
     # flags that change nothing computed (where the data lives, the device) redo nothing
     moved = pipeline.parse_args(argv + ["--data-root", str(root / "elsewhere"), "--device", "cpu"])
-    again = pipeline.build_matrix(moved, pipeline.PROFILES["smoke"])
+    again = plan.build_matrix(moved, pipeline.PROFILES["smoke"])
     again_by_name = {r.name: r for r in again}
     for run in again:
         execution.prepare(run, again_by_name, force=False)
@@ -331,7 +331,7 @@ def test_interrupted_training_resumes(smoke, monkeypatch):
 
     root, argv, _ = smoke
     args = pipeline.parse_args(argv)
-    runs = {r.name: r for r in pipeline.build_matrix(args, pipeline.PROFILES["smoke"])}
+    runs = {r.name: r for r in plan.build_matrix(args, pipeline.PROFILES["smoke"])}
     run = runs["cifar10_circle"]
     for name in run.choice.candidates.values():  # the sweep it chooses from finished earlier
         execution.execute(runs[name], runs, force=False)
@@ -363,7 +363,7 @@ def test_profiles_write_where_they_cannot_overwrite_each_other():
     assert smoke.checkpoints == os.path.join("checkpoints", "smoke")
     assert quick.ablation_dataset == "cifar10"
     # the smoke profile never downloads: every command it builds says so
-    for run in pipeline.build_matrix(smoke, pipeline.PROFILES["smoke"]):
+    for run in plan.build_matrix(smoke, pipeline.PROFILES["smoke"]):
         assert "--no-download" in run.argv, run.name
 
 
@@ -372,7 +372,7 @@ def test_unknown_run_names_are_rejected_and_list_names_them(capsys):
         pipeline.main(["--profile", "smoke", "--only", "nope"])
     assert pipeline.main(["--profile", "smoke", "--list"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    runs = pipeline.build_matrix(pipeline.parse_args(["--profile", "smoke"]), pipeline.PROFILES["smoke"])
+    runs = plan.build_matrix(pipeline.parse_args(["--profile", "smoke"]), pipeline.PROFILES["smoke"])
     assert listed == [r.name for r in runs] and "transfer_usps_to_digits_finetune" in listed
 
 
@@ -382,7 +382,7 @@ def test_every_profile_builds_commands_the_scripts_accept(profile):
     import train
 
     args = pipeline.parse_args(["--profile", profile, "--ablation-dataset", "cifar10"])
-    for run in pipeline.build_matrix(args, pipeline.PROFILES[profile]):
+    for run in plan.build_matrix(args, pipeline.PROFILES[profile]):
         parse = train.parse_args if run.script == "train" else evaluate.build_parser().parse_args
         parsed = parse(run.argv)
         if run.script == "train" and parsed.adv_train:

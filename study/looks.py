@@ -1,0 +1,58 @@
+"""The study in looks (issue 41): the matrix at each look of a profile's schedule, and the runs a
+later look adds only for the claims still open.
+
+A profile's `looks` gives the seeds and the images at each look: look k trains seeds 0..s_k-1
+of every seeded group (ablations, the seeded CIFAR-10 models) and scales every evaluation's
+image samples by images_k / images_1 (capped at the whole test split), so each look's sample
+extends the last one's (the evaluations score a prefix of one seeded order) and the report
+judges every claim at each look taken (reporting/looks.py, sequential.py). Every look gives
+every claim its evidence: stopping a decided claim's runs early is the next step, and it
+would only save compute (a non-binding stop costs no error).
+"""
+
+import argparse
+import math
+
+from study.plan import build_matrix
+
+TEST_SPLIT = 10000  # the largest test split an evaluation scores (CIFAR-10's, MNIST's)
+
+
+def count(profile):
+    """How many looks the profile's schedule has (1 without one)."""
+    return len(profile.get("looks", {}).get("seeds", ())) or 1
+
+
+def profile_at(profile, look):
+    """The profile's budgets at `look` (1-based): its seeds, and its evaluation samples scaled."""
+    schedule = profile.get("looks")
+    if not schedule:
+        return profile
+    if not 1 <= look <= count(profile):
+        raise SystemExit(f"error: --look {look}: the profile has looks 1..{count(profile)}")
+    seeds = list(range(schedule["seeds"][look - 1]))
+    factor = schedule["images"][look - 1] / schedule["images"][0]
+    e = dict(profile["eval"])
+    e["max_batches"] = math.ceil(e["max_batches"] * factor)
+    for key in ("autoattack_samples", "corruption_samples"):
+        if e.get(key):
+            n = round(e[key] * factor)
+            e[key] = 0 if n >= TEST_SPLIT else n  # 0: the whole split
+    return {**profile, "seeds": seeds, "model_seeds": seeds if "model_seeds" in profile else None,
+            "eval": e, "look": look}
+
+
+def matrix(args, profile, look):
+    """The runs of `look`: the matrix of its seeds and image samples."""
+    at = profile_at(profile, look)
+    look_args = argparse.Namespace(**{**vars(args), "seeds": at["seeds"]})
+    return build_matrix(look_args, {k: v for k, v in at.items() if v is not None})
+
+
+def added(args, profile, look):
+    """The runs `look` adds to the one before (new, or a new command: a larger sample)."""
+    runs = matrix(args, profile, look)
+    if look == 1:
+        return runs
+    before = {(r.name, r.command) for r in matrix(args, profile, look - 1)}
+    return [r for r in runs if (r.name, r.command) not in before]

@@ -1,0 +1,96 @@
+"""Claims judged over a study's looks: each test's history is the same comparison on the study
+as it stood at each look, negligible verdicts come from the declared smallest effects, and
+every claim says what it spent and why it stopped."""
+
+import numpy as np
+
+from reporting import claims, common, looks
+from test_report import ablations, rec, trained
+
+
+def _study(variant_accs, base_accs, look, seeds=(3, 5, 8)):
+    runs, results = [], {}
+    ablations(runs, results, "baseline", base_accs)
+    ablations(runs, results, "no_augment", variant_accs)
+    profile = {"looks": {"seeds": list(seeds), "images": [1024, 4096, 10000]}, "look": look}
+    return common.Study(runs, results, "test", profile)
+
+
+def _augmentation_claim(margin=0.01):
+    declared = [c for c in claims.CLAIMS if "augmentation regularizes" in c.statement]
+    return [claims.Claim(c.statement, c.family, c.metric, c.compares, margin=margin,
+                         margin_why="test") for c in declared]
+
+
+def test_a_study_in_looks_tests_each_look_on_its_own_seeds():
+    rng = np.random.default_rng(0)
+    base = 0.60 + rng.normal(0, 0.01, 8)
+    study = _study(base - 0.02 + rng.normal(0, 0.004, 8), base, look=3)
+    assert looks.schedule(study) == [(3, 1024), (5, 4096), (8, 10000)]
+    assert [len(v.select("ablation")) for v in looks.views(study)] == [6, 10, 16]
+    [verdict] = claims.judge(study, _augmentation_claim())
+    h = verdict.units[0].hypothesis
+    assert h.plan == (3, 5, 8) and len(h.looks) == 3
+    assert verdict.verdict == "supported" and h.rejected_at in (1, 2, 3)
+    assert f"decided at look {h.rejected_at}" in verdict.spending and "3 looks" in verdict.spending
+
+
+def test_a_first_look_keeps_the_later_looks_planned_and_spends_less_than_a_fixed_test():
+    rng = np.random.default_rng(1)
+    base = 0.60 + rng.normal(0, 0.01, 3)
+    study = _study(base - 0.004 + rng.normal(0, 0.004, 3), base, look=1)
+    [verdict] = claims.judge(study, _augmentation_claim())
+    h = verdict.units[0].hypothesis
+    assert h.plan == (3, 5, 8) and len(h.looks) == 1
+    # the first look's boundary is far stricter than a one-shot test's 0.05
+    assert h.level == 0.05 and h.looks[0].p > 1e-4 and not h.rejected_at
+
+
+def test_an_interval_inside_the_smallest_effect_of_interest_is_negligible():
+    rng = np.random.default_rng(2)
+    base = 0.60 + rng.normal(0, 0.01, 8)
+    study = _study(base + rng.normal(0, 0.002, 8), base, look=3)
+    [verdict] = claims.judge(study, _augmentation_claim(margin=0.01))
+    assert verdict.verdict == "negligible", verdict.evidence
+    assert "smallest effect of interest" in verdict.evidence and "negligible at look" in verdict.spending
+    # the same data with a margin the interval does not fit in stays inconclusive
+    [strict] = claims.judge(study, _augmentation_claim(margin=0.0005))
+    assert strict.verdict == "inconclusive"
+
+
+def test_a_one_look_study_is_judged_as_before_with_its_spending():
+    runs, results = [], {}
+    ablations(runs, results, "baseline", [0.60, 0.62, 0.61])
+    ablations(runs, results, "no_augment", [0.55, 0.571, 0.559])
+    runs.append(rec("unrelated", "cifar10", seed=0))
+    results["unrelated"] = trained(0.5, wall_time_s=600.0)
+    [verdict] = claims.judge(common.Study(runs, results), _augmentation_claim())
+    assert verdict.verdict == "supported" and verdict.units[0].p_adjusted < 0.05
+    # it read the six ablation runs (10 s each), not the unrelated one
+    assert verdict.spending == "1 look; 3 seeds, paired; 1.0 min; decided at look 1"
+
+
+def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatch, capsys):
+    import pytest
+
+    import run_report_pipeline as pipeline
+    from study import looks as study_looks
+
+    profile = {**pipeline.PROFILES["smoke"], "looks": {"seeds": [2, 3], "images": [16, 48]}}
+    monkeypatch.setitem(pipeline.PROFILES, "smoke", profile)
+    args = pipeline.parse_args(["--profile", "smoke", "--look", "2"])
+    first, second = study_looks.matrix(args, profile, 1), study_looks.matrix(args, profile, 2)
+    added = study_looks.added(args, profile, 2)
+    before = {(r.name, r.command) for r in first}
+    assert not any((r.name, r.command) in before for r in added)
+    assert {"ablation_cifar10_baseline_s2", "corruptions_cifar10_no_augment_s2"} <= {r.name for r in added}
+    assert not any(r.name.endswith("_s2") for r in first)
+    scored = {r.name: r.command for r in second}
+    assert "--corruption-samples 48" in scored["eval_cifar10_circle"]
+    assert "--autoattack-samples 24" in scored["eval_cifar10_circle"]
+    assert "--max-batches 3" in scored["eval_cifar10_circle"]
+    assert {r.name for r in first} <= set(scored)  # a look extends the one before
+    with pytest.raises(SystemExit, match="looks 1..2"):
+        pipeline.parse_args(["--profile", "smoke", "--look", "3"])
+    with pytest.raises(SystemExit, match="each look"):
+        pipeline.parse_args(["--profile", "smoke", "--seeds", "0,1"])
