@@ -54,6 +54,7 @@ class Test:
     n: int = 0  # the sample it saw (seeds or images): sequential.py's information
     se: float = math.nan  # the effect's standard error (sequential.py's repeated intervals)
     df: float = math.inf  # its degrees of freedom (a t-test's; inf: a normal statistic)
+    grows: tuple = None  # (sample, split size) of a per-image test whose sample grows with looks
 
     @property
     def sign(self):

@@ -31,7 +31,7 @@ from significance import ALPHA
 
 from reporting.ablations import _mean_std, per_seed
 from reporting import looks
-from reporting.common import Comparison, table
+from reporting.common import Comparison, sample_class, table
 from reporting.corruptions import (LOW_FREQUENCY, NOISE, adversarial_vs_standard, augmentation,
                                    digits_noise_vs_affine)
 from reporting.robustness import _models, robustness_rows
@@ -275,7 +275,10 @@ def _same_images(study, run_a, key_a, run_b, key_b):
                       "them): re-run it")
     if not np.array_equal(a[0], b[0]):
         return None, "the two runs scored different images (another --seed, sample size or split)"
-    return significance.mcnemar(a[1], b[1]), ""
+    test = significance.mcnemar(a[1], b[1])
+    if sample_class(key_a):
+        test.grows = (sample_class(key_a), study.split_size(run_a))
+    return test, ""
 
 
 def _models_compared(study, reference, other, key_ref, key_other, expect, what):

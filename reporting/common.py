@@ -54,17 +54,28 @@ class Study:
                 and all(r.fields.get(k) == v for k, v in fields.items())
                 and (self.seeds is None or r.fields.get("seed") in (None, *self.seeds))]
 
-    def at_look(self, seeds, images):
-        """The study as it stood at an earlier look: the runs of its first `seeds` seeds and
-        each evaluation's first `images` scored images (every evaluation scores a prefix of
-        one seeded order, so a look's sample is the start of the next one's). Per-seed numbers
-        are read from the records as they are."""
+    def at_look(self, look):
+        """The study as it stood at an earlier look (1-based) of its profile's schedule: the runs
+        of that look's seeds, and each evaluation's growing samples cut to that look's size
+        (each scores a prefix of one seeded order, so a look's sample starts the next one's).
+        Per-seed numbers are read from the records as they are."""
+        sizes = self.profile["look_samples"][look - 1]
+
+        def cut(name, arrays):
+            n = sizes.get(sample_class(name)) if sample_class(name) else None
+            return arrays if n is None else (arrays[0][:n], arrays[1][:n])
         view = Study(self.runs, self.results, self.profile_name, self.profile, self.command,
                      self.data_root, self.wall_time,
-                     {run: {name: (index[:images], correct[:images]) for name, (index, correct) in outcomes.items()}
+                     {run: {name: cut(name, arrays) for name, arrays in outcomes.items()}
                       for run, outcomes in self.per_image.items()})
+        seeds = self.profile["looks"]["seeds"][look - 1]
         view.seeds = sorted({r.fields["seed"] for r in self.runs if r.fields.get("seed") is not None})[:seeds]
         return view
+
+    def split_size(self, run):
+        """How many images the evaluation's split holds (its whole-split outcomes), or None."""
+        clean = self.per_image.get(getattr(run, "name", run), {}).get("clean")
+        return len(clean[0]) if clean is not None else None
 
     def result(self, run):
         """The numbers of a finished run (a Run or its name), else None."""
@@ -107,6 +118,16 @@ class Study:
         if run is None:
             return "not in the matrix"
         return f"{run.status}: {short(run.reason)}" if run.reason else run.status
+
+
+def sample_class(name):
+    """Which growing sample an evaluation's per-image outcomes `name` belong to (study/looks.py
+    scales each per look), None for the whole split."""
+    if name == "clean":
+        return None
+    if name.startswith("corruption_"):
+        return "corruptions"
+    return "autoattack" if name.startswith("autoattack") else "attacks"
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -95,8 +95,11 @@ def _compare_retained(study, reference, other, names, expect, what):
         return Comparison(label, expect, why="no per-image corruption outcomes: re-run the evaluation")
     if not np.array_equal(a[0], b[0]):
         return Comparison(label, expect, why="the two evaluations scored different images")
+    test = significance.paired_images(a[1], b[1])
+    if test:
+        test.grows = ("corruptions", study.split_size(ref["eval"]))
     return Comparison(f"{what}: {100 * a[1].mean():+.1f} -> {100 * b[1].mean():+.1f} points (one seed)",
-                      expect, significance.paired_images(a[1], b[1]))
+                      expect, test)
 
 
 def adversarial_vs_standard(names, expect):
@@ -145,8 +148,11 @@ def digits_noise_vs_affine(study):
         if noise is None or affine is None:
             out.append(Comparison(label, +1, why="no per-image corruption outcomes"))
             continue
+        test = significance.paired_images(affine[1], noise[1])
+        if test:
+            test.grows = ("corruptions", study.split_size(run))
         out.append(Comparison(f"{label} {100 * (affine[1].mean()):+.1f} -> {100 * noise[1].mean():+.1f} "
-                              "points from clean", +1, significance.paired_images(affine[1], noise[1])))
+                              "points from clean", +1, test))
     return out or [Comparison("digit models on MNIST-C", +1, ran=False,
                               why="not run: no greyscale digit model scored on MNIST-C")]
 

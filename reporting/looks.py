@@ -1,6 +1,6 @@
 """The looks of a sequential study, as the claims read them: the profile's schedule (seeds and
-images at each look), the study as it stood at each look taken, and each tested comparison's
-history over them (sequential.Hypothesis). A profile without a schedule is judged at one
+image samples at each look, study/looks.py), the study as it stood at each look taken, and each
+tested comparison's history over them (sequential.Hypothesis). A profile without a schedule is judged at one
 look, where sequential.decide is Holm's correction exactly."""
 
 import math
@@ -8,20 +8,15 @@ import math
 import sequential
 
 
-def schedule(study):
-    """[(seeds, images)] of the looks taken so far, or [] for a one-look study. The profile's
-    `looks`: {"seeds": [...], "images": [...]} per look; `look`: how many were taken."""
+def taken(study):
+    """How many looks of its profile's schedule the study has taken (0: a study without one)."""
     looks = study.profile.get("looks")
-    if not looks:
-        return []
-    taken = study.profile.get("look", len(looks["seeds"]))
-    return list(zip(looks["seeds"], looks["images"]))[:taken]
+    return study.profile.get("look", len(looks["seeds"])) if looks else 0
 
 
 def views(study):
     """The study at each look taken, the last being the study itself."""
-    taken = schedule(study)
-    return [study.at_look(s, i) for s, i in taken[:-1]] + [study]
+    return [study.at_look(k) for k in range(1, taken(study))] + [study]
 
 
 def key(label):
@@ -29,14 +24,31 @@ def key(label):
     return label.split(":")[0].strip()
 
 
-def _kind(test):
-    return "seeds" if "seeds" in test.sample else "images"
+def planned(study, test):
+    """The test's sample at each look of the schedule, or None where it does not grow with the
+    looks (a whole test split, a ratio of whole-split accuracies): seeds for a test across
+    seeds, a growing per-image sample (capped at its split) for a test on per-image outcomes."""
+    looks = study.profile.get("looks")
+    if not looks:
+        return None
+    if "seeds" in test.sample:
+        return list(looks["seeds"])
+    if test.grows and study.profile.get("look_samples"):
+        sample, split = test.grows
+        return [min(n or split or math.inf, split or math.inf) for n in
+                (sizes[sample] for sizes in study.profile["look_samples"])]
+    return None
 
 
 def hypothesis(study, unit, earlier, margin):
-    """The sequential.Hypothesis of a unit judged at the last look: its tests at the earlier
-    looks (`earlier`: [{key: Unit}] per look) wherever its sample grew, and its planned sample
-    at each look of the schedule (observed so far, then in the schedule's proportions)."""
+    """The sequential.Hypothesis of a unit judged at the last look taken: its tests at the
+    earlier looks (`earlier`: [{key: Unit}] per look) wherever its sample grew, and its plan:
+    the samples observed so far, then the schedule's for the looks to come. A test whose
+    sample does not grow is judged at this look alone, as a fixed design."""
+    plan = planned(study, unit.test)
+    if plan is None or not all(math.isfinite(n) for n in plan):
+        return sequential.Hypothesis(unit.label, unit.expect, (unit.test.n or 1,), [_centred(unit.test)],
+                                     margin=margin)
     tests, sizes = [], []
     for units in earlier:
         u = units.get(key(unit.label))
@@ -46,12 +58,10 @@ def hypothesis(study, unit, earlier, margin):
     if not sizes or unit.test.n > sizes[-1]:
         tests.append(_centred(unit.test))
         sizes.append(unit.test.n or 1)
-    planned = study.profile.get("looks", {}).get(_kind(unit.test))
-    plan = list(sizes)
-    if planned and len(planned) > len(schedule(study)):  # looks still to come
-        now = planned[len(schedule(study)) - 1]
-        plan += [max(sizes[-1] + 1, math.ceil(sizes[-1] * n / now)) for n in planned[len(schedule(study)):]]
-    return sequential.Hypothesis(unit.label, unit.expect, tuple(plan), tests, margin=margin)
+    now = taken(study)
+    later = [n for n in plan[now:] if n > sizes[-1]]
+    return sequential.Hypothesis(unit.label, unit.expect, tuple(sizes + sorted(set(later))), tests,
+                                 margin=margin)
 
 
 class _Centred:

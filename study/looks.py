@@ -31,6 +31,14 @@ def profile_at(profile, look):
     if not 1 <= look <= count(profile):
         raise SystemExit(f"error: --look {look}: the profile has looks 1..{count(profile)}")
     seeds = list(range(schedule["seeds"][look - 1]))
+    return {**profile, "seeds": seeds, "model_seeds": seeds if "model_seeds" in profile else None,
+            "eval": _eval_at(profile, look), "look": look,
+            "look_samples": [samples(profile, k) for k in range(1, count(profile) + 1)]}
+
+
+def _eval_at(profile, look):
+    """The evaluation budget at `look`: every image sample scaled by images_k / images_1."""
+    schedule = profile["looks"]
     factor = schedule["images"][look - 1] / schedule["images"][0]
     e = dict(profile["eval"])
     e["max_batches"] = math.ceil(e["max_batches"] * factor)
@@ -38,8 +46,16 @@ def profile_at(profile, look):
         if e.get(key):
             n = round(e[key] * factor)
             e[key] = 0 if n >= TEST_SPLIT else n  # 0: the whole split
-    return {**profile, "seeds": seeds, "model_seeds": seeds if "model_seeds" in profile else None,
-            "eval": e, "look": look}
+    return e
+
+
+def samples(profile, look):
+    """{sample: images scored at `look`} for the samples that grow with the looks (None: the
+    whole split): the attacked batches, AutoAttack's sample, the corruptions' sample. The
+    report cuts each evaluation's per-image outcomes to these to see an earlier look."""
+    e = _eval_at(profile, look)
+    return {"attacks": e["max_batches"] * e["batch_size"], "autoattack": e.get("autoattack_samples") or None,
+            "corruptions": e.get("corruption_samples") or None}
 
 
 def matrix(args, profile, look):

@@ -2,6 +2,8 @@
 as it stood at each look, negligible verdicts come from the declared smallest effects, and
 every claim says what it spent and why it stopped."""
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from reporting import claims, common, looks
@@ -12,7 +14,10 @@ def _study(variant_accs, base_accs, look, seeds=(3, 5, 8)):
     runs, results = [], {}
     ablations(runs, results, "baseline", base_accs)
     ablations(runs, results, "no_augment", variant_accs)
-    profile = {"looks": {"seeds": list(seeds), "images": [1024, 4096, 10000]}, "look": look}
+    profile = {"looks": {"seeds": list(seeds), "images": [1024, 4096, 10000]}, "look": look,
+               "look_samples": [{"attacks": 1024, "autoattack": 512, "corruptions": 1024},
+                                {"attacks": 4096, "autoattack": 2048, "corruptions": 4096},
+                                {"attacks": 10240, "autoattack": None, "corruptions": None}]}
     return common.Study(runs, results, "test", profile)
 
 
@@ -26,7 +31,7 @@ def test_a_study_in_looks_tests_each_look_on_its_own_seeds():
     rng = np.random.default_rng(0)
     base = 0.60 + rng.normal(0, 0.01, 8)
     study = _study(base - 0.02 + rng.normal(0, 0.004, 8), base, look=3)
-    assert looks.schedule(study) == [(3, 1024), (5, 4096), (8, 10000)]
+    assert looks.taken(study) == 3
     assert [len(v.select("ablation")) for v in looks.views(study)] == [6, 10, 16]
     [verdict] = claims.judge(study, _augmentation_claim())
     h = verdict.units[0].hypothesis
@@ -94,3 +99,20 @@ def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatc
         pipeline.parse_args(["--profile", "smoke", "--look", "3"])
     with pytest.raises(SystemExit, match="each look"):
         pipeline.parse_args(["--profile", "smoke", "--seeds", "0,1"])
+
+
+def test_an_earlier_look_sees_each_growing_sample_cut_and_the_whole_split_whole():
+    study = _study([0.6] * 8, [0.6] * 8, look=3)
+    order = np.random.default_rng(0).permutation(10000)
+    study.per_image["eval_x"] = {name: (order, np.ones(10000, bool)) for name in
+                                 ("clean", "pgd", "autoattack", "corruption_fog_s5")}
+    first = study.at_look(1)
+    assert {name: len(index) for name, (index, _) in first.per_image["eval_x"].items()} == {
+        "clean": 10000, "pgd": 1024, "autoattack": 512, "corruption_fog_s5": 1024}
+    assert (first.per_image["eval_x"]["pgd"][0] == order[:1024]).all()  # a prefix of the same order
+    assert len(study.at_look(2).per_image["eval_x"]["corruption_fog_s5"][0]) == 4096
+    # what a per-image test plans: its growing sample, capped at the split; a whole split is fixed
+    mcnemar = SimpleNamespace(sample="1,024 images, paired", grows=("attacks", 2007))
+    assert looks.planned(study, mcnemar) == [1024, 2007, 2007]
+    assert looks.planned(study, SimpleNamespace(sample="2,007 images, paired", grows=None)) is None
+    assert looks.planned(study, SimpleNamespace(sample="5 seeds, paired", grows=None)) == [3, 5, 8]
