@@ -279,14 +279,15 @@ class Matrix:
             argv += ["--grid-samples", str(e["grid_samples"])]
         stem = next((r.stem for r in self.runs if r.name == model), "imagenet")
         self.runs.append(Run(name, "eval", argv, group, [model], {"model": model, **fields},
-                             cost=_eval_cost(e, components), stem=stem))
+                             cost=_eval_cost(e, components, dataset), stem=stem))
 
 
 FAST = ["--schedule", "onecycle", "--nesterov"]  # every run of the matrix
-CORRUPTION_CELLS = 70  # CIFAR-10-C's built (corruption, severity) pairs; MNIST-C has 15
+# (corruption, severity) pairs built: CIFAR-10-C's 14 x 5, MNIST-C's 15 at one severity each
+CORRUPTION_CELLS = {"cifar10-c": 70, "mnist-c": 15}
 
 
-def _eval_cost(e, components):
+def _eval_cost(e, components, dataset):
     """An evaluation's cost in training-image units: a forward pass ~0.3, an attack step ~0.8."""
     cost = 0.3 * 10000
     if not components or "autoattack" in components:
@@ -295,7 +296,9 @@ def _eval_cost(e, components):
     if not components or "attacks" in components:
         cost += 0.8 * 12 * e["max_batches"] * e["batch_size"]
     if not components or "corruptions" in components:  # a forward pass per corrupted image
-        cost += 0.3 * (e["corruption_samples"] or 10000) * CORRUPTION_CELLS
+        grey_digits = datasets.DOMAINS[dataset].digit and not datasets.DOMAINS[dataset].colour
+        cost += 0.3 * (e["corruption_samples"] or 10000) * CORRUPTION_CELLS[
+            "mnist-c" if grey_digits else "cifar10-c"]
     if not components:  # sweeps over eps and PGD iterations, UMAP
         n_eps = len(e["sweep_epsilons"].split(","))
         iters = sum(int(k) for k in e["pgd_iters_list"].split(","))
