@@ -34,7 +34,7 @@ from study.execution import (_load_results, load_per_image, on_disk, recorded_ou
                              records_lost, restore_records, save_records)
 from study.launchers import launch
 from study import looks
-from study.plan import PROFILES, profile_domains
+from study.plan import PROFILES, build_matrix, profile_domains
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FINDINGS_DOC = os.path.join(HERE, "docs", "pipeline.md")  # its findings block follows report/
@@ -179,8 +179,9 @@ def main(argv=None):
         rates, amp = seconds_per_image(sorted({r.stem for r in runs}), args.device)
         print_plan(runs, rates, amp, args.device)
         if looks.count(profile) > 1:
+            fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
             print_looks([looks.added(args, profile, k) for k in range(1, looks.count(profile) + 1)],
-                        rates, args.look)
+                        rates, args.look, fixed)
         return 0
     if args.only:
         unknown = sorted(set(args.only) - set(by_name))

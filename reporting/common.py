@@ -44,19 +44,19 @@ class Study:
     def __post_init__(self):
         self.by_name = {r.name: r for r in self.runs}
         self.reading = None  # while minutes_read runs: the names of the runs read
-        self.seeds = None  # at_look: the seeds a look had
+        self.look = None  # at_look: the look this view shows
 
     def select(self, group=None, script=None, **fields):
         """The runs of `group` / `script` whose fields equal the given ones, in matrix order
-        (at an earlier look, only those of its seeds)."""
+        (at an earlier look, only those that had joined by then)."""
         return [r for r in self.runs
                 if (group is None or r.group == group) and (script is None or r.script == script)
                 and all(r.fields.get(k) == v for k, v in fields.items())
-                and (self.seeds is None or r.fields.get("seed") in (None, *self.seeds))]
+                and (self.look is None or r.fields.get("look", 1) <= self.look)]
 
     def at_look(self, look):
         """The study as it stood at an earlier look (1-based) of its profile's schedule: the runs
-        of that look's seeds, and each evaluation's growing samples cut to that look's size
+        that had joined by then (their `look` field), and each evaluation's growing samples cut to that look's size
         (each scores a prefix of one seeded order, so a look's sample starts the next one's).
         Per-seed numbers are read from the records as they are."""
         sizes = self.profile["look_samples"][look - 1]
@@ -68,8 +68,7 @@ class Study:
                      self.data_root, self.wall_time,
                      {run: {name: cut(name, arrays) for name, arrays in outcomes.items()}
                       for run, outcomes in self.per_image.items()})
-        seeds = self.profile["looks"]["seeds"][look - 1]
-        view.seeds = sorted({r.fields["seed"] for r in self.runs if r.fields.get("seed") is not None})[:seeds]
+        view.look = look
         return view
 
     def split_size(self, run):

@@ -31,8 +31,10 @@ def planned(study, test):
     looks = study.profile.get("looks")
     if not looks:
         return None
-    if "seeds" in test.sample:
-        return list(looks["seeds"])
+    if "seeds" in test.sample:  # the ablations' schedule, or the models' where it is theirs
+        now = taken(study) - 1
+        mine = looks.get("model_seeds")
+        return list(mine if mine and test.n == mine[now] != looks["seeds"][now] else looks["seeds"])
     if test.grows and study.profile.get("look_samples"):
         sample, split = test.grows
         return [min(n or split or math.inf, split or math.inf) for n in

@@ -67,13 +67,30 @@ def print_plan(runs, rates, amp, device):
     return total
 
 
-def print_looks(added, rates, look):
-    """The look schedule: what each look adds (runs, estimated time here) and the running total."""
+# The CPU the quick profile's look 1 is sized for, and its --plan rate measured there (bf16
+# autocast; the quick profile's note in study/plan.py): estimates here convert by the ratio.
+REFERENCE_CPU, REFERENCE_RATE = "the 2-core AVX-512/bf16 AMD EPYC", 1400.0
+
+
+def print_looks(added, rates, look, fixed):
+    """The look schedule: what each look adds (runs, estimated time here and on REFERENCE_CPU),
+    the running total, and the fixed one-look design (`fixed`: its runs) for comparison."""
+    def seconds(runs):
+        return sum(r.cost * rates[r.stem] for r in runs if r.status != Outcome.NOT_RUN)
+
+    # the ImageNet stem's rate is what the reference rate was measured on
+    scale = (1 / rates["imagenet"]) / REFERENCE_RATE if "imagenet" in rates else None
+    there = (lambda t: f" / ~{_duration(t * scale)}") if scale else (lambda t: "")
     total = 0.0
-    print("\nlooks (each adds new seeds and larger image samples; the report judges every look taken):")
+    print("\nlooks (each adds seeds, larger image samples and the models it adds; the report "
+          f"judges every look taken), time here" + (f" / on {REFERENCE_CPU} ({REFERENCE_RATE:,.0f} "
+                                                    "images/s)" if scale else "") + ":")
     for k, runs in enumerate(added, 1):
-        seconds = sum(r.cost * rates[r.stem] for r in runs if r.status != Outcome.NOT_RUN)
-        total += seconds
+        t = seconds(runs)
+        total += t
         print(f"  look {k}{' (this plan)' if k == look else ''}: {len(runs)} runs added, "
-              f"{_duration(seconds)}; {_duration(total)} in all by its end")
+              f"{_duration(t)}{there(t)}; {_duration(total)}{there(total)} in all by its end")
+    t = seconds(fixed)
+    print(f"  the fixed design (the profile without looks, as the committed report ran it): "
+          f"{_duration(t)}{there(t)}")
     return total

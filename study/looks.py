@@ -31,7 +31,8 @@ def profile_at(profile, look):
     if not 1 <= look <= count(profile):
         raise SystemExit(f"error: --look {look}: the profile has looks 1..{count(profile)}")
     seeds = list(range(schedule["seeds"][look - 1]))
-    return {**profile, "seeds": seeds, "model_seeds": seeds if "model_seeds" in profile else None,
+    model_seeds = list(range(schedule.get("model_seeds", schedule["seeds"])[look - 1]))
+    return {**profile, "seeds": seeds, "model_seeds": model_seeds if "model_seeds" in profile else None,
             "eval": _eval_at(profile, look), "look": look,
             "look_samples": [samples(profile, k) for k in range(1, count(profile) + 1)]}
 
@@ -46,6 +47,8 @@ def _eval_at(profile, look):
         if e.get(key):
             n = round(e[key] * factor)
             e[key] = 0 if n >= TEST_SPLIT else n  # 0: the whole split
+    if "autoattack" in schedule:  # AutoAttack is most of an evaluation's cost: its own sizes
+        e["autoattack_samples"] = schedule["autoattack"][look - 1]
     return e
 
 
@@ -58,11 +61,23 @@ def samples(profile, look):
             "corruptions": e.get("corruption_samples") or None}
 
 
-def matrix(args, profile, look):
-    """The runs of `look`: the matrix of its seeds and image samples."""
+def _matrix(args, profile, look):
     at = profile_at(profile, look)
     look_args = argparse.Namespace(**{**vars(args), "seeds": at["seeds"]})
     return build_matrix(look_args, {k: v for k, v in at.items() if v is not None})
+
+
+def matrix(args, profile, look):
+    """The runs of `look`: the matrix of its seeds and image samples, each run's fields naming
+    the look it joined the study at (`look`), by which the report sees the earlier looks."""
+    runs = _matrix(args, profile, look)
+    if profile.get("looks"):
+        first = {}
+        for k in range(look, 0, -1):
+            first.update({r.name: k for r in (runs if k == look else _matrix(args, profile, k))})
+        for run in runs:
+            run.fields["look"] = first[run.name]
+    return runs
 
 
 def added(args, profile, look):

@@ -94,6 +94,14 @@ PROFILES = {
         "model_seeds": [0, 1, 2],
         "seeded_models": ("cifar10_standard", "cifar10_fgsm_rs_at", "cifar10_pgd_at"),
         "equal_compute": ("cifar10_fgsm_rs_at", "cifar10_pgd_at"),
+        # the study in looks (study/looks.py, docs/pipeline.md): look 1 is the minimum design,
+        # within 120 minutes on the 2-core AVX-512/bf16 EPYC by --plan; each later look adds
+        # ablation seeds, model seeds, attacked and corrupted images and AutoAttack's sample,
+        # and the models look 1 leaves out (Circle Loss, FGSM-AT, the equal-compute pair)
+        "looks": {"seeds": [3, 5, 8], "model_seeds": [2, 3, 5], "images": [1024, 4096, 10000],
+                  "autoattack": [500, 1000, 2000],
+                  "from_look": {"cifar10_circle": 2, "cifar10_circle_pgd_at": 2,
+                                "cifar10_fgsm_at": 2, "equal_compute": 2}},
         # a regime where regularization can show: 2,000 images trained to fit them. Measured
         # (baseline, seed 0, 2-core Xeon): 10,000 x 8 epochs left it at 58.9% train accuracy
         # for 57.6% test, nothing to regularize; 2,000 x 40 fits 87.0% of its images clean for
@@ -357,8 +365,11 @@ def cifar10_models(m):
     training, and Circle Loss with and without PGD-AT at the weight its sweep chose.
     Returns the models' names."""
     budget, cifar = m.profile["cifar10"], m.profile["datasets"]["cifar10"]
+    # a study in looks may add some models from a later look on (study/looks.py)
+    later = {name: k for name, k in m.profile.get("looks", {}).get("from_look", {}).items()
+             if m.profile.get("look", 1) < k}
     sweep = {}
-    for w in CIRCLE_WEIGHTS:
+    for w in CIRCLE_WEIGHTS if not {"cifar10_circle", "cifar10_circle_pgd_at"} <= set(later) else ():
         sweep[w] = f"circle_sweep_w{w}"
         m.train(sweep[w], "circle_sweep", "circle_sweep", cifar, ["--circle-weight", w],
                 weight=float(w))
@@ -369,6 +380,8 @@ def cifar10_models(m):
     seeds = m.profile.get("model_seeds", [m.args.seed])
     names = []
     for method, (attack, choice) in methods.items():
+        if method in later:
+            continue
         # a published recipe (the full profile's) replaces the shared budget where it says
         b = {**budget, **m.profile.get("recipes", {}).get(method, {})}
         extra, iters = _adversarial_flags(b, attack)
@@ -380,7 +393,7 @@ def cifar10_models(m):
             m.train(name, "cifar10", b, cifar, extra, adv_iters=iters, choice=choice,
                     seed=seed, model=name, **fields)
             names.append(name)
-        if method in m.profile.get("equal_compute", ()):
+        if method in m.profile.get("equal_compute", ()) and "equal_compute" not in later:
             # the standard model's image-passes: the epochs this method affords at that cost
             epochs = max(1, round(budget["epochs"] / (1 + iters * b["adv_prob"])))
             name = f"{method}_equal_compute"

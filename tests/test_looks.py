@@ -14,6 +14,8 @@ def _study(variant_accs, base_accs, look, seeds=(3, 5, 8)):
     runs, results = [], {}
     ablations(runs, results, "baseline", base_accs)
     ablations(runs, results, "no_augment", variant_accs)
+    for run in runs:  # the look each seed joined at, as study/looks.py tags them
+        run.fields["look"] = 1 + sum(run.fields["seed"] >= s for s in seeds[:-1])
     profile = {"looks": {"seeds": list(seeds), "images": [1024, 4096, 10000]}, "look": look,
                "look_samples": [{"attacks": 1024, "autoattack": 512, "corruptions": 1024},
                                 {"attacks": 4096, "autoattack": 2048, "corruptions": 4096},
@@ -95,6 +97,9 @@ def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatc
     assert "--autoattack-samples 24" in scored["eval_cifar10_circle"]
     assert "--max-batches 3" in scored["eval_cifar10_circle"]
     assert {r.name for r in first} <= set(scored)  # a look extends the one before
+    joined = {r.name: r.fields["look"] for r in second}
+    assert joined["ablation_cifar10_baseline_s2"] == 2 and joined["ablation_cifar10_baseline_s1"] == 1
+    assert joined["eval_cifar10_circle"] == 1  # a larger sample, the same evaluation
     with pytest.raises(SystemExit, match="looks 1..2"):
         pipeline.parse_args(["--profile", "smoke", "--look", "3"])
     with pytest.raises(SystemExit, match="each look"):
