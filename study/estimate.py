@@ -83,7 +83,7 @@ def print_looks(added, rates, look, fixed):
     there = (lambda t: f" / ~{_duration(t * scale)}") if scale else (lambda t: "")
     total = 0.0
     print("\nlooks (each adds seeds, larger image samples and the models it adds; the report "
-          f"judges every look taken), time here" + (f" / on {REFERENCE_CPU} ({REFERENCE_RATE:,.0f} "
+          "judges every look taken), time here" + (f" / on {REFERENCE_CPU} ({REFERENCE_RATE:,.0f} "
                                                     "images/s)" if scale else "") + ":")
     for k, runs in enumerate(added, 1):
         t = seconds(runs)
