@@ -367,7 +367,7 @@ def cifar10_models(m):
     budget, cifar = m.profile["cifar10"], m.profile["datasets"]["cifar10"]
     # a study in looks may add some models from a later look on (study/looks.py)
     later = {name: k for name, k in m.profile.get("looks", {}).get("from_look", {}).items()
-             if m.profile.get("look", 1) < k}
+             if "look" in m.profile and m.profile["look"] < k}
     sweep = {}
     for w in CIRCLE_WEIGHTS if not {"cifar10_circle", "cifar10_circle_pgd_at"} <= set(later) else ():
         sweep[w] = f"circle_sweep_w{w}"

@@ -15,7 +15,7 @@ import datasets
 import run_contract
 import run_report_pipeline as pipeline
 import utils
-from study import plan
+from study import looks, plan
 
 SIZES = {"--data-root", "--out", "--out-dir", "--checkpoint", "--init-from",
          "--pretrained-weights", "--dataset"}  # where things are, not what is computed
@@ -130,10 +130,15 @@ def test_plan_prints_every_run_and_a_total_without_training(tmp_path, capsys):
     argv = ["--profile", "quick", "--checkpoints", str(tmp_path / "ck"), "--device", "cpu", "--plan"]
     assert pipeline.main(argv) == 0
     out = capsys.readouterr().out
-    runs = plan.build_matrix(pipeline.parse_args(argv), plan.PROFILES["quick"])
+    runs = looks.matrix(pipeline.parse_args(argv), plan.PROFILES["quick"], 1)  # look 1's
     for run in runs:
         assert run.name in out
     total = re.search(r"estimated total: ([0-9.]+) (min|h)", out)
     assert total and float(total.group(1)) > 0
     assert "images/s" in out
     assert not (tmp_path / "ck").exists()  # nothing trained, nothing written
+    # the look schedule after it, and look 1 within 120 minutes on the reference CPU (its
+    # estimate there is the runs' cost at the reference rate: the same on every machine)
+    first = re.search(r"look 1 \(this plan\): \d+ runs added, [0-9.]+ (?:min|h) / ~([0-9.]+) min", out)
+    assert first and float(first.group(1)) <= 120, out[-800:]
+    assert "look 3:" in out and "the fixed design" in out
