@@ -57,6 +57,22 @@ def write_report(args, runs, results, wall_time):
     return verdicts
 
 
+def _open_reads(args, profile, look, runs):
+    """The runs that the claims still open after `look` read, judged from what is on disk."""
+    import copy
+
+    import reporting
+    from reporting.claims import open_reads
+
+    runs = [copy.deepcopy(r) for r in runs]  # statuses (and a chosen flag) for this judgement only
+    by_name = {r.name: r for r in runs}
+    for run in runs:
+        on_disk(run, by_name)
+    study = reporting.Study(runs, _load_results(runs), args.profile, looks.profile_at(profile, look),
+                            per_image=load_per_image(runs))
+    return open_reads(study)
+
+
 # ----------------------------------------------------------------------------- main
 
 REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
@@ -166,7 +182,7 @@ def missing_data(args, profile):
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
-    runs = looks.matrix(args, profile, args.look)
+    runs = looks.pruned(args, profile, args.look, lambda k, done: _open_reads(args, profile, k, done))
     missing = missing_data(args, profile)
     by_name = {r.name: r for r in runs}
     if args.list:

@@ -87,6 +87,13 @@ class Verdict:
     comparisons: list
     units: list = field(default_factory=list)
     minutes: float = 0.0  # summed run time of the runs its comparisons read
+    read: set = field(default_factory=set)  # their names
+
+    @property
+    def open(self):
+        """Whether a later look can still move it: a test still going, or one not yet made."""
+        return (any(not u.hypothesis.stop for u in self.units)
+                or any(c.ran and not c.test for c in self.comparisons) or not self.units)
 
     @property
     def spending(self):
@@ -485,15 +492,21 @@ def judge(study, declared=None):
     earlier = [{c.statement: {looks.key(u.label): u for u in _units(c, c.compares(view))} for c in declared}
                for view in looks.views(study)[:-1]]
     compared = [(c, *study.minutes_read(lambda c=c: c.compares(study))) for c in declared]
-    minutes = {id(c): m for c, _, m in compared}
-    units = [(c, comps, _units(c, comps)) for c, comps, _ in compared]
+    minutes = {id(c): (m, read) for c, _, m, read in compared}
+    units = [(c, comps, _units(c, comps)) for c, comps, _, _ in compared]
     for family in {c.family for c in declared}:
         members = [(c, u) for c, _, us in units if c.family == family for u in us]
         for (c, u), p in zip(members, significance.holm([u.test.p for _, u in members])):
             u.p_adjusted, u.alpha_mde = p, ALPHA / len(members)
             u.hypothesis = looks.hypothesis(study, u, [e[c.statement] for e in earlier], c.margin)
         sequential.decide([u.hypothesis for _, u in members])
-    return [Verdict(c, decide(c, comps, us), comps, us, minutes[id(c)]) for c, comps, us in units]
+    return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)]) for c, comps, us in units]
+
+
+def open_reads(study):
+    """The runs read by the claims still open after this look (a test still going, or a
+    comparison not yet tested): what the next look extends (study/looks.py)."""
+    return set().union(*[v.read for v in judge(study) if v.open], set())
 
 
 # ----------------------------------------------------------------------------- text

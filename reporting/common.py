@@ -86,12 +86,12 @@ class Study:
         return self.results.get(run.name)
 
     def minutes_read(self, compute):
-        """(compute(), the summed run minutes of every finished run it read): what a claim's
-        evidence cost (a run read by several claims counts for each)."""
+        """(compute(), the summed run minutes of every finished run it read, their names): what
+        a claim's evidence cost (a run read by several claims counts for each)."""
         self.reading = set()
         try:
             value = compute()
-            return value, sum(self.results[n].get("wall_time_s", 0) for n in self.reading) / 60
+            return value, sum(self.results[n].get("wall_time_s", 0) for n in self.reading) / 60, self.reading
         finally:
             self.reading = None
 

@@ -5,13 +5,14 @@ A profile's `looks` gives the seeds and the images at each look: look k trains s
 of every seeded group (ablations, the seeded CIFAR-10 models) and scales every evaluation's
 image samples by images_k / images_1 (capped at the whole test split), so each look's sample
 extends the last one's (the evaluations score a prefix of one seeded order) and the report
-judges every claim at each look taken (reporting/looks.py, sequential.py). Every look gives
-every claim its evidence: stopping a decided claim's runs early is the next step, and it
-would only save compute (a non-binding stop costs no error).
+judges every claim at each look taken (reporting/looks.py, sequential.py). From look 2 on,
+`pruned` extends only what the claims still open read (a decided, negligible or futile claim
+adds nothing; a non-binding stop costs no error).
 """
 
 import argparse
 import math
+import re
 
 from study.plan import build_matrix
 
@@ -87,3 +88,34 @@ def added(args, profile, look):
         return runs
     before = {(r.name, r.command) for r in matrix(args, profile, look - 1)}
     return [r for r in runs if (r.name, r.command) not in before]
+
+
+def _stem(name):
+    """A run's name without its seed: the runs a new seed of it extends."""
+    return re.sub(r"_s\d+$", "", name)
+
+
+def pruned(args, profile, look, open_reads):
+    """The runs of `look` when each look extends only what the claims still open read:
+    `open_reads(k, runs)` judges look k on its runs (as they ran) and names the runs those
+    claims read. A run is re-run at the larger sample, or a new seed added, only where an open
+    claim read it or another seed of it (with what it needs); a model the schedule adds at this
+    look joins; every other run keeps the command it ran with, and is up to date."""
+    runs = matrix(args, profile, 1)
+    for k in range(2, look + 1):
+        reads = open_reads(k - 1, runs)
+        wanted = {_stem(n) for n in reads}
+        full = matrix(args, profile, k)
+        by_name, before = {r.name: r for r in full}, {r.name: r for r in runs}
+        known = {_stem(n) for n in before}  # a run no earlier look had a seed of joins now
+        keep = {r.name for r in full if r.name in reads or _stem(r.name) in wanted or _stem(r.name) not in known}
+        for name in list(keep):  # and what they read, as the next look declares it
+            stack = [name]
+            while stack:
+                for need in by_name[stack.pop()].needs_all:
+                    if need not in keep:
+                        keep.add(need)
+                        stack.append(need)
+        runs = [r if r.name in keep else before[r.name] for r in full
+                if r.name in keep or r.name in before]
+    return runs

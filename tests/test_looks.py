@@ -121,3 +121,28 @@ def test_an_earlier_look_sees_each_growing_sample_cut_and_the_whole_split_whole(
     assert looks.planned(study, mcnemar) == [1024, 2007, 2007]
     assert looks.planned(study, SimpleNamespace(sample="2,007 images, paired", grows=None)) is None
     assert looks.planned(study, SimpleNamespace(sample="5 seeds, paired", grows=None)) == [3, 5, 8]
+
+
+def test_a_later_look_extends_only_what_the_open_claims_read(monkeypatch):
+    import run_report_pipeline as pipeline
+    from study import looks as study_looks
+
+    profile = {**pipeline.PROFILES["smoke"], "looks": {"seeds": [2, 3], "images": [16, 48],
+                                                        "from_look": {"cifar10_fgsm_at": 2}}}
+    monkeypatch.setitem(pipeline.PROFILES, "smoke", profile)
+    args = pipeline.parse_args(["--profile", "smoke", "--look", "2"])
+    judged = []
+
+    def open_reads(look, runs):  # the claims still open read the baseline and the circle model
+        judged.append((look, {r.name for r in runs}))
+        return {"ablation_cifar10_baseline_s0", "ablation_cifar10_baseline_s1", "eval_cifar10_circle"}
+    runs = {r.name: r for r in study_looks.pruned(args, profile, 2, open_reads)}
+    first = {r.name: r for r in study_looks.matrix(args, profile, 1)}
+    full = {r.name: r for r in study_looks.matrix(args, profile, 2)}
+    assert judged == [(1, set(first))]  # look 2 is planned from look 1 as it ran
+    assert "ablation_cifar10_baseline_s2" in runs and "ablation_cifar10_dropout_s2" not in runs
+    assert runs["eval_cifar10_circle"].command == full["eval_cifar10_circle"].command  # re-run larger
+    assert runs["eval_cifar10_pgd_at"].command == first["eval_cifar10_pgd_at"].command  # as it ran
+    assert "cifar10_fgsm_at" in runs and "cifar10_fgsm_at" not in first  # the schedule adds it now
+    for run in runs.values():  # and everything a kept run reads is there
+        assert all(need in runs for need in run.needs_all), run.name
