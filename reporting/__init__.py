@@ -5,9 +5,12 @@ is built by selecting runs on their declared fields (group, variant, seed, model
 target, kind), never by spelling run names, so a run added to the matrix appears in its
 table without an edit here. The claims the study makes are judged here too, from the same
 numbers: `reporting.claims.judge(study)` tests each claim declared in `claims.CLAIMS` with
-`significance` (Holm-corrected within its family) and returns its verdict (supported,
-contradicted, inconclusive with the effect it could have detected, or not run), the evidence
-and the section behind it; `sync_findings` copies them into the documentation.
+`significance` and decides it with `sequential` (Holm within its family, over the looks a
+study in looks has taken) and returns its verdict (supported, contradicted, negligible,
+inconclusive with the effect it could have detected, or not run), the evidence, what it
+spent and the section behind it; `sync_findings` copies them into the documentation. Within
+reporting/, one direction: common, looks -> sections (setup, ablations, robustness,
+corruptions, transfer) -> comparisons -> claims -> writer.
 
 A run record is anything with `name`, `script`, `group`, `fields`, `status`, `reason`,
 `command`, `error_tail` and `seconds` (the pipeline's Run); `results` maps run names to

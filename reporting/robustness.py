@@ -68,27 +68,64 @@ def robustness_rows(study):
     return rows
 
 
+def summary_rows(study, rows):
+    """robustness_summary.csv: one row per evaluated model, every number with its interval."""
+    out = []
+    for r in rows:
+        e, t = r["result"], r["trained"]
+        row = {"model": r["model"], "status": "ok" if e else study.why(r["eval"])}
+        if e:
+            aa = e.get("autoattack", {})
+            row.update({k: e.get(k) for k in robust_keys()})
+            row.update({f"{k}_ci95": e.get(f"{k}_ci95") for k in robust_keys()})
+            row.update(n_attacked=e["n_samples"]["attacks"], n_autoattack=aa.get("n"),
+                       autoattack_version=aa.get("version"),
+                       autoattack_errors="; ".join(f"{k}: {v}" for k, v in aa.get("errors", {}).items()),
+                       eps=e["params"]["eps"], pgd_iters=e["params"]["iters"],
+                       epochs=t["epochs"] if t else "", train_wall_time_s=round(t["wall_time_s"]) if t else "",
+                       sanity_checks_passed=sum(e["sanity_checks"].values()),
+                       sanity_checks_run=len(e["sanity_checks"]))
+        out.append(row)
+    return out
+
+
+def _checks(e):
+    passed, total = sum(e["sanity_checks"].values()), len(e["sanity_checks"])
+    text = f"{passed} of {total} passed"
+    return text if passed == total else f"**{text}** (see Attack sanity checks)"
+
+
+def _autoattack_cell(e):
+    aa = cell(e, "autoattack_accuracy")
+    errors = e.get("autoattack", {}).get("errors")
+    if errors:
+        aa += " (incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + ")"
+    return aa
+
+
+def model_table(study, rows):
+    """The robustness table: every model's accuracies with intervals, its checks, and the
+    published number of the same method."""
+    columns = robust_columns()
+    body = []
+    for r in rows:
+        e = r["result"]
+        if not e:
+            body.append([r["model"], study.why(r["eval"])] + [""] * (len(columns) + 1))
+            continue
+        body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
+                    + [_autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
+                       for _, key in columns] + [_checks(e), published_for(r["train"])])
+    return table(["model", "epochs", *[header for header, _ in columns], "sanity checks",
+                  "published, same method (clean / AutoAttack %)"], body)
+
+
 def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
     import plots
 
     md = ["## Robustness", ""]
     ok = [r for r in rows if r["result"]]
-    csv_rows = []
-    for r in rows:
-        e, t = r["result"], r["trained"]
-        row = {"model": r["model"], "status": "ok" if e else study.why(r["eval"])}
-        if e:
-            row.update({k: e.get(k) for k in robust_keys()})
-            row.update({f"{k}_ci95": e.get(f"{k}_ci95") for k in robust_keys()})
-            row.update(n_attacked=e["n_samples"]["attacks"], n_autoattack=e.get("autoattack", {}).get("n"),
-                       autoattack_version=e.get("autoattack", {}).get("version"),
-                       autoattack_errors="; ".join(f"{k}: {v}" for k, v in e.get("autoattack", {}).get("errors", {}).items()),
-                       eps=e["params"]["eps"], pgd_iters=e["params"]["iters"],
-                       epochs=t["epochs"] if t else "", train_wall_time_s=round(t["wall_time_s"]) if t else "",
-                       sanity_checks_passed=sum(e["sanity_checks"].values()),
-                       sanity_checks_run=len(e["sanity_checks"]))
-        csv_rows.append(row)
-    utils.save_csv(csv_rows, os.path.join(sum_dir, "robustness_summary.csv"))
+    utils.save_csv(summary_rows(study, rows), os.path.join(sum_dir, "robustness_summary.csv"))
     if not ok:
         return md + ["No model evaluated: " + "; ".join(f"{r['model']}: {study.why(r['eval'])}" for r in rows), ""]
     first = ok[0]["result"]
@@ -102,30 +139,7 @@ def robustness_section(study, rows, report_dir, fig_dir, sum_dir):
            "accuracy is on the whole test split. AutoAttack is the number to trust; PGD well "
            "above it is a sign of gradient masking.", ""]
 
-    def checks(e):
-        passed, total = sum(e["sanity_checks"].values()), len(e["sanity_checks"])
-        text = f"{passed} of {total} passed"
-        return text if passed == total else f"**{text}** (see Attack sanity checks)"
-
-    def autoattack_cell(e):
-        aa = cell(e, "autoattack_accuracy")
-        errors = e.get("autoattack", {}).get("errors")
-        if errors:
-            aa += " (incomplete: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + ")"
-        return aa
-
-    columns = robust_columns()
-    body = []
-    for r in rows:
-        e = r["result"]
-        if not e:
-            body.append([r["model"], study.why(r["eval"])] + [""] * (len(columns) + 1))
-            continue
-        body.append([r["model"], r["trained"]["epochs"] if r["trained"] else "-"]
-                    + [autoattack_cell(e) if key == "autoattack_accuracy" else cell(e, key)
-                       for _, key in columns] + [checks(e), published_for(r["train"])])
-    md.append(table(["model", "epochs", *[header for header, _ in columns], "sanity checks",
-                     "published, same method (clean / AutoAttack %)"], body))
+    md.append(model_table(study, rows))
     md += seed_table(rows)
     md += ["", "Published anchors at the same eps (8/255), standard AutoAttack on all 10,000 "
            "test images, from RobustBench's leaderboard; other architectures and far longer "
