@@ -64,6 +64,7 @@ class Outcome(enum.StrEnum):
     FAILED = "FAILED"      # a crash, a bad input, a missing output: loud everywhere
 
 
+BUDGET = "budget"  # the first word of the reason of a run left out by the pipeline's --budget
 FINISHED = (Outcome.DONE, Outcome.SKIPPED)
 # what a run that reads another cannot start from
 UNUSABLE = (Outcome.PENDING, Outcome.NOT_RUN, Outcome.DIVERGED, Outcome.FAILED)

@@ -141,6 +141,9 @@ def build_parser():
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="seeds of every ablation variant (default: the profile's; quick: 0,1,2)")
     p.add_argument("--device", default="auto", help="device of every run")
+    p.add_argument("--budget", type=utils.positive_float, default=None, metavar="MINUTES",
+                   help="summed run time the study may take (the runs done count first, then "
+                        "--plan's estimates): runs past it are not run, saying so (default: none)")
     p.add_argument("--look", type=utils.positive_int, default=1,
                    help="the look of a profile in looks (its `looks`: seeds and images per look); "
                         "each look extends the one before, and the report judges every look taken")
@@ -205,6 +208,15 @@ def main(argv=None):
             raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
     if missing:
         print(f"NOTE: {missing}", flush=True)
+    if args.budget and not args.render_only:
+        from study.estimate import cut_to_budget, seconds_per_image
+
+        rates, _ = seconds_per_image(sorted({r.stem for r in runs}), args.device)
+        planned, cut = cut_to_budget([r for r in runs if not args.only or r.name in args.only],
+                                     rates, args.budget)
+        print(f"budget {args.budget:g} min: {planned:.0f} min done or planned; "
+              f"{len(cut)} runs left out" + (f" ({', '.join(cut[:5])}{', ...' if len(cut) > 5 else ''})"
+                                              if cut else ""), flush=True)
     start = time.time()
     outcomes = restore_records(args) if args.render_only else {}
     for run in runs:

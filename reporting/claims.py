@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import run_contract
 import sequential
 import significance
 from run_contract import Outcome
@@ -88,6 +89,7 @@ class Verdict:
     units: list = field(default_factory=list)
     minutes: float = 0.0  # summed run time of the runs its comparisons read
     read: set = field(default_factory=set)  # their names
+    budget_ended: bool = False  # the study's --budget left runs out: an open test stopped there
 
     @property
     def open(self):
@@ -103,7 +105,7 @@ class Verdict:
             return "-"
         looks = max(len(h.looks) for h in hs)
         samples = sorted({u.test.sample for u in self.units})
-        stops = sorted({h.stop or "open" for h in hs})
+        stops = sorted({h.stop or ("budget" if self.budget_ended else "open") for h in hs})
         return (f"{looks} look{'s' * (looks > 1)}; {'; '.join(samples[:2])}"
                 + (f" (+{len(samples) - 2} more)" if len(samples) > 2 else "")
                 + f"; {self.minutes:.{0 if self.minutes >= 10 else 1}f} min; {', '.join(stops)}")
@@ -248,7 +250,9 @@ def judge(study, declared=None):
             u.p_adjusted, u.alpha_mde = p, ALPHA / len(members)
             u.hypothesis = looks.hypothesis(study, u, [e[c.statement] for e in earlier], c.margin)
         sequential.decide([u.hypothesis for _, u in members])
-    return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)]) for c, comps, us in units]
+    budget = any(str(r.reason).startswith(f"{run_contract.BUDGET}:") for r in study.runs)
+    return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)], budget_ended=budget)
+            for c, comps, us in units]
 
 
 def open_reads(study):

@@ -1,8 +1,10 @@
 """`--plan`: every run of a profile with its estimated time on this machine, from a measured
 training step, before anything trains."""
 
+import copy
 import time
 
+import run_contract
 from run_contract import Outcome
 
 
@@ -94,3 +96,30 @@ def print_looks(added, rates, look, fixed):
     print(f"  the fixed design (the profile without looks, as the committed report ran it): "
           f"{_duration(t)}{there(t)}")
     return total
+
+
+def cut_to_budget(runs, rates, minutes):
+    """Leave out ("not run", reason "budget: ...") the runs that would take the study past
+    `minutes` of summed run time: the recorded time of the runs already done counts first,
+    then each remaining run's estimate in matrix order; a run that reads one left out is left
+    out by the launcher ("needs ..."). Returns (minutes spent or planned, the runs left out)."""
+    from study.execution import _load_results, on_disk
+
+    copies = copy.deepcopy(runs)  # their outcomes on disk, for this count only
+    by_name = {r.name: r for r in copies}
+    for run in copies:
+        on_disk(run, by_name)
+    spent = sum(r.get("wall_time_s", 0) for r in _load_results(copies).values())
+    cut = []
+    for run, there in zip(runs, copies):
+        if run.status == Outcome.NOT_RUN or there.status in run_contract.FINISHED:
+            continue
+        seconds = run.cost * rates[run.stem]
+        if spent + seconds > 60 * minutes:
+            run.status = Outcome.NOT_RUN
+            run.reason = (f"{run_contract.BUDGET}: --budget {minutes:g} min would be passed (estimated "
+                          f"{seconds / 60:.1f} min more after {spent / 60:.1f})")
+            cut.append(run.name)
+        else:
+            spent += seconds
+    return spent / 60, cut

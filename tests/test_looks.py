@@ -146,3 +146,33 @@ def test_a_later_look_extends_only_what_the_open_claims_read(monkeypatch):
     assert "cifar10_fgsm_at" in runs and "cifar10_fgsm_at" not in first  # the schedule adds it now
     for run in runs.values():  # and everything a kept run reads is there
         assert all(need in runs for need in run.needs_all), run.name
+
+
+def test_a_budget_leaves_out_the_runs_past_it_and_says_so(tmp_path):
+    import run_contract
+    import run_report_pipeline as pipeline
+    from run_contract import Outcome
+    from study import estimate, plan
+
+    args = pipeline.parse_args(["--profile", "smoke", "--checkpoints", str(tmp_path)])
+    runs = plan.build_matrix(args, pipeline.PROFILES["smoke"])
+    rates = {stem: 1e-3 for stem in {r.stem for r in runs}}
+    runnable = [r for r in runs if r.status != Outcome.NOT_RUN]
+    allowed = sum(r.cost * 1e-3 for r in runnable[:10]) / 60 + 1e-9  # the first ten fit
+    planned, cut = estimate.cut_to_budget(runs, rates, allowed)
+    assert cut == [r.name for r in runnable[10:]] and planned <= allowed
+    assert all(r.status == Outcome.NOT_RUN and r.reason.startswith(f"{run_contract.BUDGET}: --budget")
+               for r in runnable[10:])
+    # a claim whose tests were still open when the budget ended says so
+    runs_, results = [], {}
+    ablations(runs_, results, "baseline", [0.60, 0.62, 0.61])
+    ablations(runs_, results, "no_augment", [0.590, 0.600, 0.609])  # promising, not yet decided
+    runs_.append(rec("cut", "ablation", status="not run", reason="budget: --budget 5 min would be passed",
+                     variant="dropout", seed=0))
+    profile = {"looks": {"seeds": [3, 5], "images": [1024, 4096]}, "look": 1,
+               "look_samples": [{"attacks": 1024, "autoattack": 500, "corruptions": 1000},
+                                {"attacks": 4096, "autoattack": 1000, "corruptions": 4000}]}
+    for r in runs_:
+        r.fields["look"] = 1
+    [verdict] = claims.judge(common.Study(runs_, results, "test", profile), _augmentation_claim())
+    assert verdict.spending.endswith("; budget") and verdict.verdict == "inconclusive", verdict.spending
