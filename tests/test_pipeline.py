@@ -8,6 +8,7 @@ import torch
 
 import run_report_pipeline as pipeline
 import utils
+from run_contract import Outcome
 from reporting import claims
 from study import execution
 from study import launchers
@@ -431,3 +432,23 @@ def test_missing_real_data_is_named_with_the_flag_that_adds_it(tmp_path, monkeyp
     assert os.path.samefile(datasets.default_data_root(), first)
     monkeypatch.setenv("DATA_ROOT", str(second))
     assert datasets.default_data_root() == str(second)
+
+
+def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(smoke, monkeypatch):
+    """Judged from the smoke run's records as look 1 of a two-look schedule: the open claims
+    name runs of the study, and look 2 leaves out what no claim reads (the divergence check)."""
+    from study import looks
+
+    root, argv, _ = smoke
+    profile = {**pipeline.PROFILES["smoke"], "looks": {"seeds": [2, 3], "images": [16, 48]}}
+    monkeypatch.setitem(pipeline.PROFILES, "smoke", profile)
+    args = pipeline.parse_args(argv)
+    first = looks.matrix(args, profile, 1)
+    reads = pipeline._open_reads(args, profile, 1, first)
+    assert reads and reads <= {r.name for r in first}
+    assert all(r.status == Outcome.PENDING for r in first)  # judged on copies
+    second = {r.name for r in looks.pruned(args, profile, 2, lambda k, done: pipeline._open_reads(args, profile, k, done))}
+    read_baseline = any(n.startswith("ablation_cifar10_baseline_s") for n in reads)
+    assert ("ablation_cifar10_baseline_s2" in second) == read_baseline
+    assert "ablation_cifar10_diverge_check_s2" not in second
+    assert second < {r.name for r in looks.matrix(args, profile, 2)}

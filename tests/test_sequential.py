@@ -92,9 +92,9 @@ def test_simulated_studies_keep_the_family_wise_error_rate_and_find_planted_effe
     verdicts with every effect exactly at its margin. (benchmarks/sequential_error.py runs
     20,000 studies a scenario: docs/pipeline.md.)"""
     spec = sequential_error.FAMILIES["mixed x6 (robustness, corruptions)"]
-    fwer, se, negligible, neg_se = sequential_error.error_rates(spec, 1200)
+    fwer, se, negligible, neg_se = sequential_error.error_rates(spec, 1000)
     print(f"false rejections {fwer:.4f} (SE {se:.4f}); false negligible {negligible:.4f} (SE {neg_se:.4f})")
-    assert fwer <= 0.05 + 3 * se and negligible <= 0.05 + 3 * max(neg_se, math.sqrt(0.05 * 0.95 / 1200))
+    assert fwer <= 0.05 + 3 * se and negligible <= 0.05 + 3 * max(neg_se, math.sqrt(0.05 * 0.95 / 1000))
     assert fwer > 0.005  # the design spends its level: a test that never rejects would pass above
     rows = sequential_error.power(spec, [2.0, 1.0, 0.0, 0.03, 0.02, 0.0], 150)
     for row in rows:
