@@ -53,8 +53,9 @@ def hypothesis(study, unit, earlier, margin):
                                      margin=margin)
     tests, sizes = [], []
     for units in earlier:
-        u = units.get(key(unit.label))
-        if u is not None and u.test.n and (not sizes or u.test.n > sizes[-1]):
+        u = units.get(key(unit.label))  # the same comparison by the same test, with more data
+        if (u is not None and u.test.n and u.test.name == unit.test.name
+                and (not sizes or u.test.n > sizes[-1])):
             tests.append(_centred(u.test))
             sizes.append(u.test.n)
     if not sizes or unit.test.n > sizes[-1]:
