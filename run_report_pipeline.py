@@ -50,8 +50,7 @@ def write_report(args, runs, results, wall_time):
                             utils.command_line("run_report_pipeline.py", args.argv),
                             args.data_root, wall_time, load_per_image(runs))
     verdicts = reporting.write(study, args.report_dir)
-    committed = os.path.join(HERE, "report")
-    if os.path.isdir(args.report_dir) and os.path.samefile(args.report_dir, committed):
+    if _is_committed(args.report_dir):
         if reporting.sync_findings(FINDINGS_DOC, [v.row() for v in verdicts]):
             print(f"updated the findings in {os.path.relpath(FINDINGS_DOC)} from the report", flush=True)
     return verdicts
@@ -71,6 +70,12 @@ def _open_reads(args, profile, look, runs):
     study = reporting.Study(runs, _load_results(runs), args.profile, looks.profile_at(profile, look),
                             per_image=load_per_image(runs))
     return open_reads(study)
+
+
+def _is_committed(report_dir):
+    """Whether `report_dir` is the committed report (report/ of this checkout)."""
+    committed = os.path.join(HERE, "report")
+    return os.path.isdir(report_dir) and os.path.samefile(report_dir, committed)
 
 
 # ----------------------------------------------------------------------------- main
@@ -238,9 +243,14 @@ def main(argv=None):
                   + "); the report is left as it is. Point --checkpoints at their records, or "
                   "run the pipeline without --render-only to redo them.", file=sys.stderr, flush=True)
             return 1
-    results = _load_results(runs)
-    write_report(args, runs, results, wall)
-    save_records(args, runs)
+    if args.only and _is_committed(args.report_dir):
+        # a partial run must not replace the committed report (nor the findings it feeds)
+        print(f"--only: {args.report_dir}/ is the committed report and is left as it is; render "
+              "it with --render-only once the study's runs are there (or give --report-dir)",
+              flush=True)
+    else:
+        write_report(args, runs, _load_results(runs), wall)
+        save_records(args, runs)
     code = exit_status(args, runs)
     if missing:
         print(f"\nNOTE: {missing}", flush=True)

@@ -452,3 +452,18 @@ def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(s
     assert ("ablation_cifar10_baseline_s2" in second) == read_baseline
     assert "ablation_cifar10_diverge_check_s2" not in second
     assert second < {r.name for r in looks.matrix(args, profile, 2)}
+
+
+def test_a_partial_run_leaves_the_committed_report_as_it_is(tmp_path, monkeypatch, capsys):
+    """--only into the committed report's folder (a look's first runs, a re-run of one) must
+    not replace the report, its records or the findings: it says so and leaves them."""
+    committed = tmp_path / "checkout" / "report"
+    committed.mkdir(parents=True)
+    (committed / "REPORT.md").write_text("the committed report")
+    monkeypatch.setattr(pipeline, "HERE", str(tmp_path / "checkout"))
+    code = pipeline.main(["--profile", "smoke", "--only", "transfer_imagenet_to_digits_finetune",
+                          "--checkpoints", str(tmp_path / "ck"), "--report-dir", str(committed)])
+    assert code == 1  # its one run was not run (no weights given)
+    assert (committed / "REPORT.md").read_text() == "the committed report"
+    assert sorted(p.name for p in committed.iterdir()) == ["REPORT.md"]
+    assert "is the committed report and is left as it is" in capsys.readouterr().out
