@@ -30,7 +30,7 @@ import datasets
 import run_contract
 import utils
 from run_contract import Outcome
-from study.execution import (_load_results, load_per_image, on_disk, recorded_outcome,
+from study.execution import (_load_results, as_on_disk, load_per_image, on_disk, recorded_outcome,
                              records_lost, restore_records, save_records)
 from study.launchers import launch
 from study import looks
@@ -58,17 +58,12 @@ def write_report(args, runs, results, wall_time):
 
 def _open_reads(args, profile, look, runs):
     """The runs that the claims still open after `look` read, judged from what is on disk."""
-    import copy
-
     import reporting
     from reporting.claims import open_reads
 
-    runs = [copy.deepcopy(r) for r in runs]  # statuses (and a chosen flag) for this judgement only
-    by_name = {r.name: r for r in runs}
-    for run in runs:
-        on_disk(run, by_name)
-    study = reporting.Study(runs, _load_results(runs), args.profile, looks.profile_at(profile, look),
-                            per_image=load_per_image(runs))
+    copies, results = as_on_disk(runs)
+    study = reporting.Study(copies, results, args.profile, looks.profile_at(profile, look),
+                            per_image=load_per_image(copies))
     return open_reads(study)
 
 

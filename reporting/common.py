@@ -14,7 +14,7 @@ from run_contract import Outcome
 from significance import ALPHA
 
 
-SHOWN = {Outcome.SKIPPED: "up to date"}
+SHOWN = {Outcome.SKIPPED: "up to date"}  # a run whose outputs were already there for the same command
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Comparison:
     expect: int
     test: significance.Test = None
     why: str = ""
-    ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out  # a run whose outputs were already there for the same command
+    ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out
 
 
 @dataclass

@@ -79,6 +79,14 @@ def mce(result, reference):
 
 # ----------------------------------------------------------------------------- claims
 
+def _over_images(study, run, reference, other):
+    """The paired t-test over the corruptions' images, marked as growing with the looks."""
+    test = significance.paired_images(reference, other)
+    if test:
+        test.grows = ("corruptions", study.split_size(run))
+    return test
+
+
 def _compare_retained(study, reference, other, names, expect, what):
     """`other`'s accuracy kept under `names` against `reference`'s ({seed: row} each): paired t
     over the seeds both have where there are two or more, else over the first seed's images."""
@@ -95,11 +103,8 @@ def _compare_retained(study, reference, other, names, expect, what):
         return Comparison(label, expect, why="no per-image corruption outcomes: re-run the evaluation")
     if not np.array_equal(a[0], b[0]):
         return Comparison(label, expect, why="the two evaluations scored different images")
-    test = significance.paired_images(a[1], b[1])
-    if test:
-        test.grows = ("corruptions", study.split_size(ref["eval"]))
     return Comparison(f"{what}: {100 * a[1].mean():+.1f} -> {100 * b[1].mean():+.1f} points (one seed)",
-                      expect, test)
+                      expect, _over_images(study, ref["eval"], a[1], b[1]))
 
 
 def adversarial_vs_standard(names, expect):
@@ -148,11 +153,8 @@ def digits_noise_vs_affine(study):
         if noise is None or affine is None:
             out.append(Comparison(label, +1, why="no per-image corruption outcomes"))
             continue
-        test = significance.paired_images(affine[1], noise[1])
-        if test:
-            test.grows = ("corruptions", study.split_size(run))
         out.append(Comparison(f"{label} {100 * (affine[1].mean()):+.1f} -> {100 * noise[1].mean():+.1f} "
-                              "points from clean", +1, test))
+                              "points from clean", +1, _over_images(study, run, affine[1], noise[1])))
     return out or [Comparison("digit models on MNIST-C", +1, ran=False,
                               why="not run: no greyscale digit model scored on MNIST-C")]
 
@@ -163,6 +165,15 @@ def _label(name):
     return name.replace("_", " ")
 
 
+def _mce_vs_standard(result, seed, std):
+    """mce() against the standard model of the same seed (else its first), None without one or
+    off CIFAR-10-C. `std`: {seed: evaluated row} of the standard model."""
+    reference = std.get(seed) or next(iter(std.values()), None)
+    if reference is None or result["corruptions"]["benchmark"] != "cifar10-c":
+        return None
+    return mce(result, reference["result"])
+
+
 def _summary_rows(study, rows, ablations, digits):
     """One CSV row per evaluation that scored corruptions."""
     std = _models(rows, adversarial=False, circle=False)
@@ -171,11 +182,10 @@ def _summary_rows(study, rows, ablations, digits):
                                + [(run, res, run.fields["model"]) for run, res in ablations + digits]):
         c = result["corruptions"]
         seed = study.by_name[model].fields.get("seed") if model in study.by_name else None
-        reference = (std.get(seed) or next(iter(std.values()), None)) if c["benchmark"] == "cifar10-c" else None
         out.append({"evaluation": run.name, "model": model, "benchmark": c["benchmark"], "n": c["n"],
                     "clean": result["corruption_clean_accuracy"], "mean": result["corruption_mean_accuracy"],
                     "mean_ci95": result["corruption_mean_accuracy_ci95"], "drop": c["drop"],
-                    "mce_vs_standard": mce(result, reference["result"]) if reference else None,
+                    "mce_vs_standard": _mce_vs_standard(result, seed, std),
                     **{f"family_{f}": v for f, v in c["family_accuracy"].items()},
                     **{f"corruption_{k}": v for k, v in c["per_corruption"].items()}})
     return out
@@ -204,7 +214,7 @@ def _intro(first):
 def _cifar_tables(rows):
     """The per-method summary and the per-corruption table beside the published anchors."""
     methods = _by_method(rows)
-    summary = _summary_rows_by_method(methods)
+    summary = _summary_rows_by_method(rows, methods)
     families = list(dict.fromkeys(f for r in rows for f in r["result"]["corruptions"]["family_accuracy"]))
     md = [table(["model", "seeds", "clean, same images", "mean corrupted", "drop (points)", "mCE vs standard",
                  *families, "published, same method (clean / mean corrupted %)"],
@@ -223,14 +233,11 @@ def _cifar_tables(rows):
     return md
 
 
-def _summary_rows_by_method(methods):
-    std = next((runs for runs in methods.values()
-                if not next(iter(runs.values()))["train"].fields.get("adversarial")
-                and not next(iter(runs.values()))["train"].fields.get("circle")), {})
+def _summary_rows_by_method(rows, methods):
+    std = _models(rows, adversarial=False, circle=False)
     out = {}
     for m, runs in methods.items():
-        mces = [mce(r["result"], (std.get(s) or next(iter(std.values())))["result"]) if std else None
-                for s, r in runs.items()]
+        mces = [_mce_vs_standard(r["result"], s, std) for s, r in runs.items()]
         out[m] = [_mean_cell([r["result"]["corruption_clean_accuracy"] for r in runs.values()]),
                   _mean_cell([r["result"]["corruption_mean_accuracy"] for r in runs.values()]),
                   _mean_cell([r["result"]["corruptions"]["drop"] for r in runs.values()]),
@@ -251,17 +258,17 @@ def _figures(study, rows, ablations, digits, report_dir, fig_dir):
     import plots
 
     models = {}
-    for m, runs in _by_method(rows).items():
-        models[m] = {"clean": [r["result"]["corruption_clean_accuracy"] for r in runs.values()],
-                     "per_corruption": {}}
-        for r in runs.values():
-            for c, v in r["result"]["corruptions"]["per_corruption"].items():
-                models[m]["per_corruption"].setdefault(c, []).append(v)
-    for run, res in ablations:
-        entry = models.setdefault(f"ablation {run.fields['variant']}", {"clean": [], "per_corruption": {}})
-        entry["clean"].append(res["corruption_clean_accuracy"])
-        for c, v in res["corruptions"]["per_corruption"].items():
+
+    def add(name, result):  # one seed's numbers to the model's bars
+        entry = models.setdefault(name, {"clean": [], "per_corruption": {}})
+        entry["clean"].append(result["corruption_clean_accuracy"])
+        for c, v in result["corruptions"]["per_corruption"].items():
             entry["per_corruption"].setdefault(c, []).append(v)
+    for m, runs in _by_method(rows).items():
+        for r in runs.values():
+            add(m, r["result"])
+    for run, res in ablations:
+        add(f"ablation {run.fields['variant']}", res)
     md = []
     if models:
         plots.plot_corruption_models(models, os.path.join(fig_dir, "corruption_models.png"), study.title(

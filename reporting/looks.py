@@ -3,6 +3,7 @@ image samples at each look, study/looks.py), the study as it stood at each look 
 tested comparison's history over them (sequential.Hypothesis). A profile without a schedule is judged at one
 look, where sequential.decide is Holm's correction exactly."""
 
+import dataclasses
 import math
 
 import sequential
@@ -37,8 +38,9 @@ def planned(study, test):
         return list(mine if mine and test.n == mine[now] != looks["seeds"][now] else looks["seeds"])
     if test.grows and study.profile.get("look_samples"):
         sample, split = test.grows
-        return [min(n or split or math.inf, split or math.inf) for n in
-                (sizes[sample] for sizes in study.profile["look_samples"])]
+        split = split or math.inf  # None: the split's size was not recorded
+        return [split if sizes[sample] is None else min(sizes[sample], split)  # None: the whole split
+                for sizes in study.profile["look_samples"]]
     return None
 
 
@@ -67,12 +69,6 @@ def hypothesis(study, unit, earlier, margin):
                                  margin=margin)
 
 
-class _Centred:
-    """A test as sequential reads it, its effect measured from its null value."""
-
-    def __init__(self, test):
-        self.effect, self.se, self.df, self.p = test.effect - test.null, test.se, test.df, test.p
-
-
 def _centred(test):
-    return _Centred(test) if test.null else test
+    """The test as sequential reads it: its effect measured from its null value."""
+    return dataclasses.replace(test, effect=test.effect - test.null, null=0.0) if test.null else test

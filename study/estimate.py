@@ -1,7 +1,6 @@
 """`--plan`: every run of a profile with its estimated time on this machine, from a measured
 training step, before anything trains."""
 
-import copy
 import time
 
 import run_contract
@@ -46,6 +45,11 @@ def seconds_per_image(stems, device="auto", batch_size=128, steps=3):
     return rates, amp
 
 
+def estimate(run, rates):
+    """A run's estimated seconds here: its cost in training-image units at the measured rate."""
+    return run.cost * rates[run.stem]
+
+
 def _duration(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
@@ -58,7 +62,7 @@ def print_plan(runs, rates, amp, device):
         if run.status == Outcome.NOT_RUN:
             print(f"{run.name:44s} {run.group:12s} {'-':>9s}  not run: {run.reason}")
             continue
-        seconds = run.cost * rates[run.stem]
+        seconds = estimate(run, rates)
         total += seconds
         print(f"{run.name:44s} {run.group:12s} {_duration(seconds):>9s}  {run.command}")
     measured = ", ".join(f"{stem} stem {1 / rate:,.0f} images/s" for stem, rate in rates.items())
@@ -78,7 +82,7 @@ def print_looks(added, rates, look, fixed):
     """The look schedule: what each look adds (runs, estimated time here and on REFERENCE_CPU),
     the running total, and the fixed one-look design (`fixed`: its runs) for comparison."""
     def seconds(runs):
-        return sum(r.cost * rates[r.stem] for r in runs if r.status != Outcome.NOT_RUN)
+        return sum(estimate(r, rates) for r in runs if r.status != Outcome.NOT_RUN)
 
     # the ImageNet stem's rate is what the reference rate was measured on
     scale = (1 / rates["imagenet"]) / REFERENCE_RATE if "imagenet" in rates else None
@@ -103,18 +107,15 @@ def cut_to_budget(runs, rates, minutes):
     `minutes` of summed run time: the recorded time of the runs already done counts first,
     then each remaining run's estimate in matrix order; a run that reads one left out is left
     out by the launcher ("needs ..."). Returns (minutes spent or planned, the runs left out)."""
-    from study.execution import _load_results, on_disk
+    from study.execution import as_on_disk
 
-    copies = copy.deepcopy(runs)  # their outcomes on disk, for this count only
-    by_name = {r.name: r for r in copies}
-    for run in copies:
-        on_disk(run, by_name)
-    spent = sum(r.get("wall_time_s", 0) for r in _load_results(copies).values())
+    copies, results = as_on_disk(runs)
+    spent = sum(r.get("wall_time_s", 0) for r in results.values())
     cut = []
     for run, there in zip(runs, copies):
         if run.status == Outcome.NOT_RUN or there.status in run_contract.FINISHED:
             continue
-        seconds = run.cost * rates[run.stem]
+        seconds = estimate(run, rates)
         if spent + seconds > 60 * minutes:
             run.status = Outcome.NOT_RUN
             run.reason = (f"{run_contract.BUDGET}: --budget {minutes:g} min would be passed (estimated "

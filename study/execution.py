@@ -2,6 +2,7 @@
 date, what blocks it, calling train.py / eval.py in this process, and reading back what
 runs left on disk (their records, and the report's committed copy of them)."""
 
+import copy
 import os
 import time
 import traceback
@@ -199,6 +200,17 @@ def on_disk(run, runs_by_name):
         run.status, run.reason = Outcome.DIVERGED, _divergence_reason(record) + " (recorded earlier)"
     else:
         run.status, run.reason = Outcome.NOT_RUN, NOT_EXECUTED
+
+
+def as_on_disk(runs):
+    """Copies of `runs` with the outcomes their files on disk give, and their numbers: what a
+    look's judgement or a budget's count reads, leaving the runs themselves as they are (a
+    Choice flag resolved on a copy stays there)."""
+    copies = copy.deepcopy(runs)
+    by_name = {r.name: r for r in copies}
+    for run in copies:
+        on_disk(run, by_name)
+    return copies, _load_results(copies)
 
 
 def _load_results(runs):

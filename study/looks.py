@@ -109,13 +109,12 @@ def pruned(args, profile, look, open_reads):
         by_name, before = {r.name: r for r in full}, {r.name: r for r in runs}
         known = {_stem(n) for n in before}  # a run no earlier look had a seed of joins now
         keep = {r.name for r in full if r.name in reads or _stem(r.name) in wanted or _stem(r.name) not in known}
-        for name in list(keep):  # and what they read, as the next look declares it
-            stack = [name]
-            while stack:
-                for need in by_name[stack.pop()].needs_all:
-                    if need not in keep:
-                        keep.add(need)
-                        stack.append(need)
+        stack = list(keep)  # and what they read, as the next look declares it
+        while stack:
+            for need in by_name[stack.pop()].needs_all:
+                if need not in keep:
+                    keep.add(need)
+                    stack.append(need)
         runs = [r if r.name in keep else before[r.name] for r in full
                 if r.name in keep or r.name in before]
     return runs
