@@ -169,13 +169,14 @@ def test_the_cache_returns_the_built_set_and_a_new_recipe_rebuilds(tmp_path, mon
 
 def test_a_real_model_is_clearly_worse_at_severity_5_than_at_1(digits_model):
     """The README's digits model on its real test images (MNIST-C's parameters): impulse noise
-    and fog at their strongest cost clearly more accuracy than at their mildest (McNemar on
-    the same images)."""
+    and glass blur at their strongest cost clearly more accuracy than at their mildest (McNemar
+    on the same images). Measured (AVX2 EPYC, the --demo run): impulse 95.6% -> 53.9%, glass
+    blur 85.9% -> 31.2%, each 30+ points past the bound; fog (33.6% -> 23.5%) had no margin."""
     model, _, _ = digits_model
     images = datasets.load_arrays("digits", "test")[0]
     labels = torch.from_numpy(datasets.load_arrays("digits", "test")[1])
     x = datasets.to_chw32(images).permute(0, 2, 3, 1).numpy()
-    for name in ("impulse_noise", "fog"):
+    for name in ("impulse_noise", "glass_blur"):
         hits = {s: corruption_eval._correct(model, corruptions.corrupt("mnist-c", name, s, x, 0),
                                             labels, torch.device("cpu"), 256) for s in (1, 5)}
         test = significance.mcnemar(hits[1], hits[5])

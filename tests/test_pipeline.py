@@ -152,6 +152,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     assert "reaches layer4 at 1x1" in text and "Wong2020Fast (RobustBench)" in text
     # the common corruptions: their section and figures, and their claims judged by the same rule
     assert "## Common corruptions" in text and "Not built: **frost**" in text and "### Digits on MNIST-C" in text
+    assert "- **Design** (`sequential.py`)" in text and "This study: one look." in text  # the Setup box
     assert (report / "figures" / "corruption_models.png").exists()
     assert (report / "figures" / "corruptions" / "cifar10_standard.png").exists()
     corrupted = [v for v in verdicts if v["family"] == "corruptions"]
