@@ -45,6 +45,7 @@ LOCK = "owner.lock"
 EVAL_SUFFIX = ".metrics.json"
 PER_IMAGE_SUFFIX = ".per_image.npz"
 PIPELINE_LOCK = "pipeline.lock"  # in a checkpoints folder a pipeline writes
+LOOK_PLANS = "looks"  # <checkpoints>/looks/look_<k>.json: how a later look was planned, once
 # In a report folder: the small records it was rendered from (the checkpoints folder's
 # layout, weights left out), their times, and every run's outcome. Committed with the
 # report, they let --render-only rebuild it where the checkpoints are gone.

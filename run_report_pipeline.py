@@ -4,9 +4,10 @@
     python run_report_pipeline.py --profile full --device cuda --jobs 4      # 4 GPUs
     python run_report_pipeline.py --profile full --launcher slurm --jobs 16  # a cluster
 
-The matrix is declared once, in study/plan.py, as data: each run's script, flags, the runs
-it reads, and the fields the report places it by; study/execution.py decides and records each
-run's outcome, study/launchers.py runs them (here, on worker processes, or through submitit). Every run is the command a person would
+The matrix is declared once, in study/plan.py (budgets in study/profiles.py), as data: each
+run's script, flags, the runs it reads, and the fields the report places it by;
+study/execution.py decides and records each run's outcome, study/launchers.py runs them
+(here, on worker processes, or through submitit). Every run is the command a person would
 type (train.py / eval.py main(argv)), written into the report; reporting/ renders tables,
 figures and the claims' verdicts from the records and the files the runs wrote. Runs whose
 outputs are complete for the same command are skipped (--force redoes them); an
@@ -34,7 +35,8 @@ from study.execution import (_load_results, as_on_disk, load_per_image, on_disk,
                              records_lost, restore_records, save_records)
 from study.launchers import launch
 from study import looks
-from study.plan import PROFILES, build_matrix, profile_domains
+from study.plan import build_matrix
+from study.profiles import PROFILES, profile_domains
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FINDINGS_DOC = os.path.join(HERE, "docs", "pipeline.md")  # its findings block follows report/
@@ -48,7 +50,8 @@ def write_report(args, runs, results, wall_time):
 
     study = reporting.Study(runs, results, args.profile, looks.profile_at(PROFILES[args.profile], args.look),
                             utils.command_line("run_report_pipeline.py", args.argv),
-                            args.data_root, wall_time, load_per_image(runs))
+                            args.data_root, wall_time, load_per_image(runs),
+                            [plan for k in range(2, args.look + 1) if (plan := looks.recorded(args.checkpoints, k))])
     verdicts = reporting.write(study, args.report_dir)
     if _is_committed(args.report_dir):
         if reporting.sync_findings(FINDINGS_DOC, [v.row() for v in verdicts]):
@@ -56,15 +59,39 @@ def write_report(args, runs, results, wall_time):
     return verdicts
 
 
-def _open_reads(args, profile, look, runs):
-    """The runs that the claims still open after `look` read, judged from what is on disk."""
+def _open_claims(args, profile, look, runs):
+    """The claims still open after `look` (what they read, their chance at the next look),
+    judged from what is on disk."""
     import reporting
-    from reporting.claims import open_reads
+    from reporting.claims import open_claims
 
     copies, results = as_on_disk(runs)
     study = reporting.Study(copies, results, args.profile, looks.profile_at(profile, look),
                             per_image=load_per_image(copies))
-    return open_reads(study)
+    return open_claims(study)
+
+
+def _rates(args, profile):
+    """Seconds per training image here (study/estimate.py), measured when a budget or a
+    look's plan needs them: --plan, --budget, or a later look not yet planned."""
+    unplanned = args.look > 1 and not (args.list or args.render_only) and any(
+        looks.recorded(args.checkpoints, k) is None for k in range(2, args.look + 1))
+    if not (args.plan or (args.budget and not args.render_only) or unplanned):
+        return None
+    from study.estimate import seconds_per_image
+
+    return seconds_per_image(sorted({r.stem for r in looks.matrix(args, profile, args.look)}), args.device)
+
+
+def _chooser(args, rates):
+    """How a later look picks what it extends (study/looks.py): as it was planned, else by
+    each open claim's chance per minute under --budget (every claim without one)."""
+    from study.estimate import estimate
+
+    def spent(runs):
+        return sum(r.get("wall_time_s", 0) for r in as_on_disk(runs)[1].values())
+    return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
+                         spent, persist=not (args.list or args.plan or args.render_only))
 
 
 def _is_committed(report_dir):
@@ -76,6 +103,7 @@ def _is_committed(report_dir):
 # ----------------------------------------------------------------------------- main
 
 REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
+FIXED = "fixed"  # --budget fixed
 
 
 def _seed_list(text):
@@ -86,6 +114,24 @@ def _seed_list(text):
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"seeds repeat in {text!r}")
     return seeds
+
+
+def _budget(text):
+    """--budget: minutes, or 'fixed' (the fixed design's estimate, resolved once rates are measured)."""
+    return text if text == FIXED else utils.positive_float(text)
+
+
+def _resolve_budget(args, profile, rates):
+    """--budget fixed: the summed --plan estimate here of the profile without looks (the fixed
+    design a study in looks must not outspend), in minutes."""
+    if args.budget != FIXED or not rates:  # (no rates: --render-only, which runs nothing)
+        return None if args.budget == FIXED else args.budget
+    from study.estimate import estimate
+
+    fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
+    minutes = sum(estimate(r, rates) for r in fixed if r.status != Outcome.NOT_RUN) / 60
+    print(f"--budget fixed: {minutes:.0f} min, the fixed design's estimate here", flush=True)
+    return round(minutes, 1)
 
 
 def build_parser():
@@ -141,9 +187,12 @@ def build_parser():
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="seeds of every ablation variant (default: the profile's; quick: 0,1,2)")
     p.add_argument("--device", default="auto", help="device of every run")
-    p.add_argument("--budget", type=utils.positive_float, default=None, metavar="MINUTES",
+    p.add_argument("--budget", type=_budget, default=None, metavar="MINUTES",
                    help="summed run time the study may take (the runs done count first, then "
-                        "--plan's estimates): runs past it are not run, saying so (default: none)")
+                        "--plan's estimates): a later look extends the open claims most likely "
+                        "to be decided per minute while it lasts, and runs past it are not run, "
+                        "saying so; 'fixed': the fixed one-look design's --plan estimate here "
+                        "(default: none)")
     p.add_argument("--look", type=utils.positive_int, default=1,
                    help="the look of a profile in looks (its `looks`: seeds and images per look); "
                         "each look extends the one before, and the report judges every look taken")
@@ -185,7 +234,11 @@ def missing_data(args, profile):
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
-    runs = looks.pruned(args, profile, args.look, lambda k, done: _open_reads(args, profile, k, done))
+    measured = _rates(args, profile)
+    rates = measured and measured[0]
+    args.budget = _resolve_budget(args, profile, rates)
+    runs = looks.pruned(args, profile, args.look, lambda k, done: _open_claims(args, profile, k, done),
+                        _chooser(args, rates))
     missing = missing_data(args, profile)
     by_name = {r.name: r for r in runs}
     if args.list:
@@ -193,10 +246,12 @@ def main(argv=None):
             print(f"{run.name:40s} {run.group:12s} {run.command}")
         return 0
     if args.plan:
-        from study.estimate import print_looks, print_plan, seconds_per_image
+        from study.estimate import print_looks, print_plan
 
-        rates, amp = seconds_per_image(sorted({r.stem for r in runs}), args.device)
-        print_plan(runs, rates, amp, args.device)
+        copies, results = as_on_disk(runs)  # what the runs done for these commands took
+        print_plan(runs, rates, measured[1], args.device,
+                   {c.name: results[c.name]["wall_time_s"] for c in copies
+                    if c.status in run_contract.FINISHED and "wall_time_s" in results.get(c.name, {})})
         if looks.count(profile) > 1:
             fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
             print_looks([looks.added(args, profile, k) for k in range(1, looks.count(profile) + 1)],
@@ -209,9 +264,8 @@ def main(argv=None):
     if missing:
         print(f"NOTE: {missing}", flush=True)
     if args.budget and not args.render_only:
-        from study.estimate import cut_to_budget, seconds_per_image
+        from study.estimate import cut_to_budget
 
-        rates, _ = seconds_per_image(sorted({r.stem for r in runs}), args.device)
         planned, cut = cut_to_budget([r for r in runs if not args.only or r.name in args.only],
                                      rates, args.budget)
         print(f"budget {args.budget:g} min: {planned:.0f} min done or planned; "

@@ -153,17 +153,41 @@ def repeated_interval(h, level):
     return test.effect - half, test.effect + half
 
 
-def conditional_power(h, level):
-    """Power to cross at the last planned look, given the current statistic and its trend."""
+def _next_fraction(h, at):
+    """The information fraction of the look `at` (None: the last planned one)."""
+    return 1.0 if at is None else min(1.0, h.plan[at - 1] / h.plan[-1])
+
+
+def conditional_power(h, level, at=None):
+    """Power to cross the boundary of look `at` (1-based; None: the last planned look), given
+    the current statistic and its trend: the Brownian motion B(t) = Z(t) sqrt(t), drifting at
+    the rate the current Z shows, crosses c sqrt(t) there (the trend's side)."""
     test, fractions = h.current, h.fractions()
-    t = fractions[-1]
-    if t >= 1 or not (test.se > 0):
+    t, t_next = fractions[-1], _next_fraction(h, at)
+    if t_next <= t or not (test.se > 0):
         return 0.0
     z = -NORMAL.inv_cdf(min(max(test.p, 1e-300), 1.0) / 2)  # the statistic, as a normal one
-    c = boundaries(round(level, 12), tuple(h.fractions()) + (1.0,))[-1]
-    drift = z / math.sqrt(t)
-    mean = z * math.sqrt(t) + drift * (1 - t)
-    return 1 - NORMAL.cdf((c - mean) / math.sqrt(1 - t))
+    c = boundaries(round(level, 12), tuple(fractions) + (t_next,))[-1]
+    mean = z * math.sqrt(t) + z / math.sqrt(t) * (t_next - t)
+    return 1 - NORMAL.cdf((c * math.sqrt(t_next) - mean) / math.sqrt(t_next - t))
+
+
+def negligible_chance(h, alpha, m, at):
+    """The chance that look `at`'s repeated interval (two one-sided tests at alpha / m each)
+    lies within the margin, the effect going on as it is now: the effect there is the mean of
+    the samples so far and those to come, around today's effect."""
+    test = h.current
+    n, n_next = h.plan[len(h.looks) - 1], h.plan[at - 1]
+    if not (math.isfinite(h.margin) and test.se > 0 and n_next > n):
+        return 0.0
+    fractions = tuple(h.fractions()) + (_next_fraction(h, at),)
+    a = nominal_levels(round(2 * alpha / m, 12), fractions)[-1]
+    half = _quantile(a, test.df + (n_next - n) if math.isfinite(test.df) else test.df) * test.se * math.sqrt(n / n_next)
+    if half >= h.margin:
+        return 0.0
+    spread = test.se * math.sqrt(n * (n_next - n)) / n_next  # sd of the effect at n_next, given today's
+    bound = h.margin - half
+    return NORMAL.cdf((bound - test.effect) / spread) - NORMAL.cdf((-bound - test.effect) / spread)
 
 
 def decide(family, alpha=ALPHA):

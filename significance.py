@@ -54,7 +54,9 @@ class Test:
     n: int = 0  # the sample it saw (seeds or images): sequential.py's information
     se: float = math.nan  # the effect's standard error (sequential.py's repeated intervals)
     df: float = math.inf  # its degrees of freedom (a t-test's; inf: a normal statistic)
-    grows: tuple = None  # (sample, split size) of a per-image test whose sample grows with looks
+    # what its sample grows with over a study's looks: (per-image sample, split size), or
+    # ("seeds" / "model_seeds", None) for a test across seeds (the schedule it follows)
+    grows: tuple = None
 
     @property
     def sign(self):
@@ -139,9 +141,9 @@ def _seed_test(name, diff, ci, p, spread, n_ref, n_other, paired_design):
     return Test(name, diff, ci, p, sample, mde_at=mde, needed_at=needed)
 
 
-def paired(reference, other):
+def paired(reference, other, grows=None):
     """Seed-paired t-test of other - reference (the i-th values share a seed); None with
-    fewer than two pairs."""
+    fewer than two pairs. `grows`: the seed schedule it follows over looks (Test.grows)."""
     reference, other = np.asarray(reference, float), np.asarray(other, float)
     if len(reference) != len(other):
         raise ValueError(f"paired values need one per seed on both sides: {len(reference)} vs {len(other)}")
@@ -159,6 +161,7 @@ def paired(reference, other):
     test = _seed_test("paired t-test", diff, ci, p, spread, len(d), len(d), True)
     test.counts = {"differences": d}
     test.se, test.df, test.n = spread / math.sqrt(len(d)), len(d) - 1, len(d)
+    test.grows = grows
     return test
 
 

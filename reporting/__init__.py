@@ -8,9 +8,10 @@ numbers: `reporting.claims.judge(study)` tests each claim declared in `claims.CL
 `significance` and decides it with `sequential` (Holm within its family, over the looks a
 study in looks has taken) and returns its verdict (supported, contradicted, negligible,
 inconclusive with the effect it could have detected, or not run), the evidence, what it
-spent and the section behind it; `sync_findings` copies them into the documentation. Within
-reporting/, one direction: common, looks -> sections (setup, ablations, robustness,
-corruptions, transfer) -> comparisons -> claims -> writer.
+spent and the section behind it; `evidence` lays out the evidence and `sync_findings` copies
+the verdicts into the documentation. Within reporting/, one direction: common, looks ->
+sections (setup, ablations, robustness, corruptions, transfer) -> comparisons -> claims ->
+evidence -> writer.
 
 A run record is anything with `name`, `script`, `group`, `fields`, `status`, `reason`,
 `command`, `error_tail` and `seconds` (the pipeline's Run); `results` maps run names to
@@ -18,7 +19,7 @@ what train.py (final_metrics.json plus `history` and `environment`) or eval.py
 (*.metrics.json) wrote.
 """
 
-from reporting.claims import sync_findings
+from reporting.evidence import sync_findings
 from reporting.common import Study
 from reporting.writer import write
 

@@ -31,7 +31,7 @@ from run_contract import Outcome
 from significance import ALPHA
 
 from reporting import looks
-from reporting.common import Comparison, table  # noqa: F401 (claims.Comparison: what a claim's function returns)
+from reporting.common import ACROSS_SEEDS, Comparison  # noqa: F401 (claims.Comparison: what a claim's function returns)
 from reporting.comparisons import (adversarial_trade, attack_strength, circle_robustness,
                                    colour_vs_handwriting, equal_compute, frozen_vs_scratch,
                                    gap_closed, seed_pairs, transfer_direction)
@@ -251,14 +251,54 @@ def judge(study, declared=None):
             u.hypothesis = looks.hypothesis(study, u, [e[c.statement] for e in earlier], c.margin)
         sequential.decide([u.hypothesis for _, u in members])
     budget = any(str(r.reason).startswith(f"{run_contract.BUDGET}:") for r in study.runs)
-    return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)], budget_ended=budget)
+    left_out = looks.left_out(study)
+    return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)],
+                    budget_ended=budget or c.statement in left_out)
             for c, comps, us in units]
 
 
-def open_reads(study):
-    """The runs read by the claims still open after this look (a test still going, or a
-    comparison not yet tested): what the next look extends (study/looks.py)."""
-    return set().union(*[v.read for v in judge(study) if v.open], set())
+@dataclass
+class Open:
+    """A claim still open after a look: the runs it read (what the next look extends), the
+    chance the next look decides it on its tests' current trends (nan: nothing tested yet),
+    and whether every test still going is across seeds (a look then adds seeds, not images)."""
+    claim: str
+    reads: set
+    chance: float
+    seeds_only: bool = False
+
+
+def open_claims(study):
+    """The claims still open after this look (a test still going, or a comparison not yet
+    tested), each with what it read and its chance of a verdict at the next look: what
+    study/looks.py sets against the cost of extending it."""
+    def seeds_only(v):
+        going = [u.test for u in v.units if not u.hypothesis.stop]
+        return bool(going) and all(t.grows and t.grows[0] in ACROSS_SEEDS for t in going)
+    return [Open(v.statement, set(v.read), chance(v), seeds_only(v)) for v in judge(study) if v.open]
+
+
+def chance(verdict):
+    """The chance the next look gives the claim a verdict, on its tests' current trends
+    (sequential.conditional_power, negligible_chance): under "all", every test still going
+    rejecting as claimed, any rejecting the other way, or every test negligible; nan where
+    nothing is tested yet."""
+    going = [u for u in verdict.units if not u.hypothesis.stop]
+    if not going:
+        return math.nan
+
+    def rejects(u):
+        return sequential.conditional_power(u.hypothesis, u.hypothesis.level, len(u.hypothesis.looks) + 1)
+
+    def negligible(u):
+        h = u.hypothesis
+        return sequential.negligible_chance(h, ALPHA, round(ALPHA / u.alpha_mde), len(h.looks) + 1)
+
+    as_claimed = [(u.test.effect - u.test.null) * u.expect > 0 for u in going]
+    claimed = math.prod(map(rejects, going)) if all(as_claimed) else 0.0
+    opposite = 1 - math.prod(1 - rejects(u) for u, ok in zip(going, as_claimed) if not ok)
+    stopped_negligible = all(u.hypothesis.negligible_at for u in verdict.units if u.hypothesis.stop)
+    return max(claimed, opposite, math.prod(map(negligible, going)) if stopped_negligible else 0.0)
 
 
 # ----------------------------------------------------------------------------- text
@@ -326,94 +366,3 @@ def summary(v):
         smallest = min(open_units, key=lambda u: u.test.mde(u.alpha_mde))
         text += f"; smallest {mde_text(c, smallest)}"
     return text + " (each in the evidence table)"
-
-
-def evidence_rows(verdicts):
-    """One row per tested comparison (or pooled test): what the reader checks a verdict by."""
-    rows = []
-    for i, v in enumerate(verdicts, 1):
-        for u in v.units:
-            rows.append({"claim": i, "comparison": u.label, "effect_95ci": effect_text(v.claim, u.test),
-                         "test": u.test.name, "p": u.test.p, "p_holm": u.p_adjusted,
-                         "outcome": u.outcome, "sample": u.test.sample,
-                         "mde": mde_text(v.claim, u) if u.outcome == "not significant" else ""})
-        for c in v.comparisons:
-            if not c.test:
-                rows.append({"claim": i, "comparison": c.label, "effect_95ci": "", "test": "",
-                             "p": "", "p_holm": "", "outcome": c.why, "sample": "", "mde": ""})
-    return rows
-
-
-def claims_section(verdicts):
-    md = ["## Claims and verdicts", "",
-          "Each claim is declared once in `reporting/claims.py` (`CLAIMS`: statement, family, "
-          "metric, what it compares, the expected direction, the test and how several "
-          "comparisons combine) and judged from this run's numbers by one rule: **supported** or "
-          "**contradicted** only when the test rejects after Holm's correction over every test "
-          f"of its family (family-wise error rate {ALPHA}); **negligible** when every interval "
-          "lies within the claim's smallest effect of interest (two one-sided tests, each at "
-          f"{ALPHA} / the family's size); otherwise **inconclusive**, with the "
-          "effect, its 95% interval and the minimum detectable effect (MDE) at 80% power; "
-          "**not run** when a run it needs is missing. The rule is `sequential.decide`: a "
-          "group-sequential design (Lan-DeMets O'Brien-Fleming spending per test, Holm's "
-          "level recycling across the family, Maurer & Bretz 2013), which for a study judged "
-          "at one look is Holm's correction exactly; its family-wise error rate is checked by "
-          "simulating whole studies (docs/pipeline.md). *Spending*: the looks a claim used, its "
-          "sample, the summed minutes of the runs its comparisons read, and why it stopped. Tests: seeds paired by seed (paired "
-          "t-test), two evaluations on the same images (McNemar's exact test), accuracies on "
-          "different images (two-proportion z-test), a derived ratio (percentile bootstrap). "
-          "A claim over several models or pairs says how it combines them: *all* (each must "
-          "reject as claimed; one rejecting the other way contradicts it) or *pooled* (one "
-          "test over all of them). A verdict holds at this profile's budgets (see Setup and "
-          "Parameters), not necessarily at the long schedules the claims were made for.", ""]
-    md.append(table(["#", "claim", "family; metric; rule", "verdict", "evidence", "spending",
-                     "intervals cover", "details"],
-                    [[i, v.statement, f"{v.claim.family}; {v.claim.metric}; {v.claim.combine}", f"**{v.verdict}**",
-                      v.evidence, v.spending, v.claim.variance, f"[table]({v.claim.link})"]
-                     for i, v in enumerate(verdicts, 1)]))
-    rows = evidence_rows(verdicts)
-    md += ["", "### Evidence, comparison by comparison", "",
-           "Effect: other minus reference in points of the metric, with its 95% interval "
-           "(for a ratio: the estimate against its null value); p: the test's two-sided "
-           "p-value; Holm p: adjusted over the claim's family.", "",
-           table(["claim", "comparison", "effect [95% CI]", "test", "p", "Holm p", "outcome", "sample",
-                  "MDE (80% power) / to resolve"],
-                 [[r["claim"], r["comparison"], r["effect_95ci"] or "-", r["test"] or "-",
-                   _p(r["p"]) if r["p"] != "" else "-", _p(r["p_holm"]) if r["p_holm"] != "" else "-",
-                   r["outcome"], r["sample"] or "-", r["mde"] or "-"] for r in rows]), ""]
-    return md
-
-
-FINDINGS_START = "<!-- findings: generated from report/summary/claims.csv by run_report_pipeline.py; do not edit -->"
-FINDINGS_END = "<!-- end of findings -->"
-
-
-def findings_block(rows):
-    """The documentation's findings, generated from claims.csv rows (claim, verdict,
-    evidence): the report's words and numbers, so the two cannot drift."""
-    return [f"- **{r['verdict']}**: {r['claim']} ({r['evidence']})" for r in rows]
-
-
-def findings_in(text):
-    """The lines between the findings markers of a document, or None without markers."""
-    if FINDINGS_START not in text or FINDINGS_END not in text:
-        return None
-    inside = text.split(FINDINGS_START, 1)[1].split(FINDINGS_END, 1)[0]
-    return [line for line in inside.strip("\n").split("\n") if line]
-
-
-def sync_findings(doc_path, rows):
-    """Rewrite the findings block of `doc_path` from claims.csv rows; True if it changed.
-    A document without the markers is left alone (and says so by returning False)."""
-    with open(doc_path) as f:
-        text = f.read()
-    if findings_in(text) is None:
-        return False
-    head, rest = text.split(FINDINGS_START, 1)
-    tail = rest.split(FINDINGS_END, 1)[1]
-    new = head + FINDINGS_START + "\n" + "\n".join(findings_block(rows)) + "\n" + FINDINGS_END + tail
-    if new == text:
-        return False
-    with open(doc_path, "w") as f:
-        f.write(new)
-    return True

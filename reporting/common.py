@@ -29,6 +29,17 @@ class Comparison:
     ran: bool = True  # False: a run it needs is missing ("not run"), so it is left out
 
 
+# what a test across seeds grows with over a study's looks (significance.Test.grows): the
+# ablations' seed schedule, or the seeded models'
+ABLATION_SEEDS, MODEL_SEEDS = ("seeds", None), ("model_seeds", None)
+ACROSS_SEEDS = (ABLATION_SEEDS[0], MODEL_SEEDS[0])
+
+
+def across_model_seeds(reference, other):
+    """The seed-paired t-test of two models' numbers, following the models' seed schedule."""
+    return significance.paired(reference, other, grows=MODEL_SEEDS)
+
+
 @dataclass
 class Study:
     """Everything the report is rendered from."""
@@ -40,6 +51,7 @@ class Study:
     data_root: str = ""
     wall_time: float = 0.0
     per_image: dict = field(default_factory=dict)  # eval run -> {name: (indices, correct)}
+    plans: list = field(default_factory=list)  # how each later look was planned (study/looks.py)
 
     def __post_init__(self):
         self.by_name = {r.name: r for r in self.runs}

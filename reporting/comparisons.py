@@ -10,7 +10,7 @@ import significance
 from run_contract import Outcome
 
 from reporting.ablations import _mean_std, per_seed
-from reporting.common import Comparison, sample_class
+from reporting.common import ABLATION_SEEDS, Comparison, across_model_seeds, sample_class
 from reporting.robustness import _models, robustness_rows
 from reporting.transfer import colour_domains, grey_domains, handwriting_targets, transfer_numbers
 
@@ -75,7 +75,7 @@ def seed_pairs(variant, key, expect, what, diverged_is_chance=False, show_gap=Fa
         label += "".join(f"; {n}" for n in notes)
         if not seeds:
             return [Comparison(label, expect, why="not run: no seed finished on both sides", ran=False)]
-        test = significance.paired([base[s] for s in seeds], [other[s] for s in seeds])
+        test = significance.paired([base[s] for s in seeds], [other[s] for s in seeds], grows=ABLATION_SEEDS)
         return [Comparison(label, expect, test, why="" if test else "one seed a side: no test")]
     return compares
 
@@ -189,7 +189,7 @@ def _models_compared(study, reference, other, key_ref, key_other, expect, what):
         a, b = [acc(reference[s], key_ref) for s in seeds], [acc(other[s], key_other) for s in seeds]
         label = (f"{what} {100 * np.mean(a):.1f}% -> {100 * np.mean(b):.1f}% "
                  f"(mean of {len(seeds)} seeds)")
-        return Comparison(label, expect, significance.paired(a, b))
+        return Comparison(label, expect, across_model_seeds(a, b))
     first_ref, first_other = next(iter(reference.values())), next(iter(other.values()))
     a, b = acc(first_ref, key_ref), acc(first_other, key_other)
     test, why = _same_images(study, first_ref["eval"], key_ref, first_other["eval"], key_other)

@@ -10,7 +10,7 @@ import numpy as np
 import significance
 import utils
 
-from reporting.common import Comparison, _figure, pct, seed_summary, table
+from reporting.common import ABLATION_SEEDS, Comparison, _figure, across_model_seeds, pct, seed_summary, table
 from reporting.robustness import _by_method, _models, robustness_rows
 
 # Published anchors, per corruption with the severities averaged (accuracy). RobustBench's
@@ -95,7 +95,7 @@ def _compare_retained(study, reference, other, names, expect, what):
         a = [retained(reference[s]["result"], names) for s in seeds]
         b = [retained(other[s]["result"], names) for s in seeds]
         return Comparison(f"{what}: {100 * np.mean(a):+.1f} -> {100 * np.mean(b):+.1f} points "
-                          f"(mean of {len(seeds)} seeds)", expect, significance.paired(a, b))
+                          f"(mean of {len(seeds)} seeds)", expect, across_model_seeds(a, b))
     ref, oth = next(iter(reference.values())), next(iter(other.values()))
     a, b = per_image_retained(study, ref["eval"], names), per_image_retained(study, oth["eval"], names)
     label = f"{what} (one seed)"
@@ -137,7 +137,7 @@ def augmentation(study):
         return [Comparison("baseline -> no_augment", -1, ran=False,
                            why="not run: no seed scored on the corruptions on both sides")]
     a, b = [base[s] for s in seeds], [other[s] for s in seeds]
-    test = significance.paired(a, b)
+    test = significance.paired(a, b, grows=ABLATION_SEEDS)
     return [Comparison(f"mean corruption accuracy: baseline {100 * np.mean(a):.1f}% -> no_augment "
                        f"{100 * np.mean(b):.1f}% ({len(seeds)} seeds)", -1, test,
                        why="" if test else "one seed a side: no test")]

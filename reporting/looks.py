@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import sequential
+from reporting.common import ACROSS_SEEDS, table
 
 
 def taken(study):
@@ -32,10 +33,10 @@ def planned(study, test):
     looks = study.profile.get("looks")
     if not looks:
         return None
-    if "seeds" in test.sample:  # the ablations' schedule, or the models' where it is theirs
-        now = taken(study) - 1
-        mine = looks.get("model_seeds")
-        return list(mine if mine and test.n == mine[now] != looks["seeds"][now] else looks["seeds"])
+    if test.grows and test.grows[0] in ACROSS_SEEDS:  # across seeds: the ablations' or the models' schedule
+        return list(looks.get(test.grows[0]) or looks["seeds"])
+    if "seeds" in test.sample:
+        return list(looks["seeds"])
     if test.grows and study.profile.get("look_samples"):
         sample, split = test.grows
         split = split or math.inf  # None: the split's size was not recorded
@@ -47,8 +48,8 @@ def planned(study, test):
 def hypothesis(study, unit, earlier, margin):
     """The sequential.Hypothesis of a unit judged at the last look taken: its tests at the
     earlier looks (`earlier`: [{key: Unit}] per look) wherever its sample grew, and its plan:
-    the samples observed so far, then the schedule's for the looks to come. A test whose
-    sample does not grow is judged at this look alone, as a fixed design."""
+    the samples observed so far, then the schedule's larger ones. A test whose sample does not
+    grow with the looks is judged at this look alone, as a fixed design."""
     plan = planned(study, unit.test)
     if plan is None or not all(math.isfinite(n) for n in plan):
         return sequential.Hypothesis(unit.label, unit.expect, (unit.test.n or 1,), [_centred(unit.test)],
@@ -63,8 +64,10 @@ def hypothesis(study, unit, earlier, margin):
     if not sizes or unit.test.n > sizes[-1]:
         tests.append(_centred(unit.test))
         sizes.append(unit.test.n or 1)
-    now = taken(study)
-    later = [n for n in plan[now:] if n > sizes[-1]]
+    # the schedule's sizes past its sample stay planned, also where a look left it as it was
+    # (decided, futile, or left out by the budget): its boundaries stay the ones it was tested
+    # against, and a stop never buys it the rest of the level
+    later = [n for n in plan if n > sizes[-1]]
     return sequential.Hypothesis(unit.label, unit.expect, tuple(sizes + sorted(set(later))), tests,
                                  margin=margin)
 
@@ -72,3 +75,47 @@ def hypothesis(study, unit, earlier, margin):
 def _centred(test):
     """The test as sequential reads it: its effect measured from its null value."""
     return dataclasses.replace(test, effect=test.effect - test.null, null=0.0) if test.null else test
+
+
+def left_out(study):
+    """The claims a later look's plan left out (its budget did not reach them): they stopped."""
+    return {row["claim"] for plan in study.plans for row in plan["rows"]
+            if "claim" in row and not row["extended"]}
+
+
+def look_minutes(study, plan):
+    """The summed run time the runs a look planned have recorded so far (a re-run's record is
+    its latest, so the look before it counts by the time its plan recorded)."""
+    names = set().union(*(r["runs"] for r in plan["rows"] if r["extended"]), set())
+    return sum((study.results.get(n) or {}).get("wall_time_s", 0.0) for n in names
+               if study.by_name.get(n) is not None and study.result(study.by_name[n]) is not None) / 60
+
+
+def plans_section(study, verdicts):
+    """How each look after the first was planned: the claims still open, by their chance of a
+    verdict at that look per minute of what it adds, and the models the look added."""
+    if not study.plans:
+        return []
+    numbered = {v.statement: i for i, v in enumerate(verdicts, 1)}
+    md = ["### How each look was planned", "",
+          "After each look the claims still open were ranked by their chance of a verdict at the "
+          "next look (on their tests' current trends: `sequential.conditional_power`, "
+          "`negligible_chance`) per estimated minute of the runs that extend them, and extended "
+          "in that order while the budget lasted; then the models the look adds, in the "
+          "schedule's order. A claim left out stops there (a non-binding stop: the error rate "
+          "holds). The plan is recorded once (`checkpoints/<profile>/looks/`), so a resumed look "
+          "runs what it planned.", ""]
+    for plan in study.plans:
+        budget = (f"budget {plan['budget_minutes']:g} min" if plan.get("budget_minutes")
+                  else "no budget: every open claim extended")
+        took = look_minutes(study, plan)
+        budget += (f"; {plan['spent_minutes']:.0f} min of run time by look {plan['look'] - 1}, its own "
+                   f"runs {took:.0f} min so far, {plan['spent_minutes'] + took:.0f} min in all")
+        rows = [[f"claim {numbered.get(r['claim'], '?')}: {r['claim']}" if "claim" in r
+                 else "joins: " + ", ".join(f"`{n}`" for n in r["joining"]),
+                 "-" if r["chance"] is None else f"{100 * r['chance']:.0f}%",
+                 "-" if r["minutes"] is None else f"{r['minutes']:.1f}",
+                 "extended" if r["extended"] else "left out (budget)"] for r in plan["rows"]]
+        md += [f"Look {plan['look']} ({budget}):", "",
+               table(["claim or models", "chance of a verdict", "estimated minutes", "planned"], rows), ""]
+    return md

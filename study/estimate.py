@@ -54,27 +54,36 @@ def _duration(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
 
-def print_plan(runs, rates, amp, device):
-    """One line per run (its estimated minutes, group and command) and the total."""
-    total = 0.0
-    print(f"{'run':44s} {'group':12s} {'estimate':>9s}  command")
+def print_plan(runs, rates, amp, device, took=None):
+    """One line per run (its estimated minutes, what it took where `took` {name: seconds}
+    has it: the runs done for the same command, group and command) and the total."""
+    total, took = 0.0, took or {}
+    print(f"{'run':44s} {'group':12s} {'estimate':>9s} {'took':>9s}  command")
     for run in runs:
         if run.status == Outcome.NOT_RUN:
-            print(f"{run.name:44s} {run.group:12s} {'-':>9s}  not run: {run.reason}")
+            print(f"{run.name:44s} {run.group:12s} {'-':>9s} {'-':>9s}  not run: {run.reason}")
             continue
         seconds = estimate(run, rates)
         total += seconds
-        print(f"{run.name:44s} {run.group:12s} {_duration(seconds):>9s}  {run.command}")
+        done = _duration(took[run.name]) if run.name in took else "-"
+        print(f"{run.name:44s} {run.group:12s} {_duration(seconds):>9s} {done:>9s}  {run.command}")
     measured = ", ".join(f"{stem} stem {1 / rate:,.0f} images/s" for stem, rate in rates.items())
     print(f"\nestimated total: {_duration(total)} on this machine ({device}, "
           f"{'bf16 autocast' if amp == 'bf16' else 'fp32'}; measured {measured}, one process). "
           "Training and attack steps only: validation, data loading and process start add to "
           "it; --jobs N divides it across N devices.")
+    done = [r for r in runs if r.name in took and r.status != Outcome.NOT_RUN]
+    if done:
+        planned = sum(estimate(r, rates) for r in done)
+        spent = sum(took[r.name] for r in done)
+        print(f"runs done for these commands: {len(done)} of {len(runs)}, {_duration(spent)} "
+              f"recorded against {_duration(planned)} estimated ({spent / planned:.2f}x; their "
+              "machine and --jobs as they ran, this machine's rate now)")
     return total
 
 
 # The CPU the quick profile's look 1 is sized for, and its --plan rate measured there (bf16
-# autocast; the quick profile's note in study/plan.py): estimates here convert by the ratio.
+# autocast; the quick profile's note in study/profiles.py): estimates here convert by the ratio.
 REFERENCE_CPU, REFERENCE_RATE = "the 2-core AVX-512/bf16 AMD EPYC", 1400.0
 
 

@@ -265,6 +265,12 @@ def save_records(args, runs):
                 os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
                 shutil.copyfile(path, os.path.join(folder, rel))
                 files[rel] = os.path.getmtime(path)
+    plans = os.path.join(args.checkpoints, run_contract.LOOK_PLANS)  # how each later look was planned
+    for name in sorted(os.listdir(plans)) if os.path.isdir(plans) else ():
+        rel = os.path.join(run_contract.LOOK_PLANS, name)
+        os.makedirs(os.path.join(folder, run_contract.LOOK_PLANS), exist_ok=True)
+        shutil.copyfile(os.path.join(args.checkpoints, rel), os.path.join(folder, rel))
+        files[rel] = os.path.getmtime(os.path.join(args.checkpoints, rel))
     utils.save_json({"checkpoints": args.checkpoints, "files": files},
                     os.path.join(folder, run_contract.RECORDS_MANIFEST))
     utils.save_json({r.name: {"status": r.status, "reason": r.reason, "error_tail": r.error_tail,

@@ -12,7 +12,11 @@ adds nothing; a non-binding stop costs no error).
 
 import argparse
 import math
+import os
 import re
+
+import run_contract
+import utils
 
 from study.plan import build_matrix
 
@@ -48,8 +52,11 @@ def _eval_at(profile, look):
         if e.get(key):
             n = round(e[key] * factor)
             e[key] = 0 if n >= TEST_SPLIT else n  # 0: the whole split
-    if "autoattack" in schedule:  # AutoAttack is most of an evaluation's cost: its own sizes
-        e["autoattack_samples"] = schedule["autoattack"][look - 1]
+    # AutoAttack is most of an evaluation's cost, and a corrupted set is built once per size:
+    # their own sizes where the schedule gives them
+    for key, sizes in (("autoattack_samples", "autoattack"), ("corruption_samples", "corruptions")):
+        if sizes in schedule:
+            e[key] = schedule[sizes][look - 1]
     return e
 
 
@@ -95,26 +102,138 @@ def _stem(name):
     return re.sub(r"_s\d+$", "", name)
 
 
-def pruned(args, profile, look, open_reads):
+def _closure(by_name, names):
+    """`names` with every run they read, as the look declares them."""
+    keep, stack = set(names), list(names)
+    while stack:
+        for need in by_name[stack.pop()].needs_all:
+            if need not in keep:
+                keep.add(need)
+                stack.append(need)
+    return keep
+
+
+def blocks(full, reads, before, seeds_only=False):
+    """The runs of a look that extend what a claim read (`reads`, at the look before, whose
+    runs are `before`): every new seed of one, and each of them at its larger sample unless
+    the claim's tests are all across seeds (`seeds_only`: there a larger sample per seed buys
+    little and a seed all of it), with what they read."""
+    stems = {_stem(n) for n in reads}
+    by_name = {r.name: r for r in full}
+    return frozenset(_closure(by_name, [
+        r.name for r in full if (r.name in reads and not seeds_only)
+        or (_stem(r.name) in stems and (r.name not in before or not seeds_only))]))
+
+
+def joining(full, before):
+    """The models a look adds (no earlier look had a seed of them): one block per evaluation
+    of one, with the model and what it reads (a Circle Loss model: the sweep that picks its
+    weight)."""
+    known = {_stem(n) for n in before}
+    new = [r for r in full if _stem(r.name) not in known]
+    by_name = {r.name: r for r in full}
+    found = [frozenset(_closure(by_name, [r.name])) for r in new if r.script == "eval"]
+    covered = set().union(*found, set())
+    return found + [frozenset(_closure(by_name, [r.name])) for r in new if r.name not in covered]
+
+
+def pruned(args, profile, look, open_claims, choose=None):
     """The runs of `look` when each look extends only what the claims still open read:
-    `open_reads(k, runs)` judges look k on its runs (as they ran) and names the runs those
-    claims read. A run is re-run at the larger sample, or a new seed added, only where an open
-    claim read it or another seed of it (with what it needs); a model the schedule adds at this
-    look joins; every other run keeps the command it ran with, and is up to date."""
+    `open_claims(k, runs)` judges look k on its runs (as they ran) and returns the claims
+    still open (reporting.claims.Open: the claim, the runs it read, its chance of a verdict at
+    the next look). Each open claim's block extends what it read (`blocks`); each model the
+    schedule adds joins in a block of its own (`joining`). `choose(k, claims, blocks, joining,
+    full, before)` returns the blocks look k runs (default: every one; under --budget, those
+    `select` picks); every other run keeps the command it ran with, and is up to date."""
     runs = matrix(args, profile, 1)
     for k in range(2, look + 1):
-        reads = open_reads(k - 1, runs)
-        wanted = {_stem(n) for n in reads}
-        full = matrix(args, profile, k)
-        by_name, before = {r.name: r for r in full}, {r.name: r for r in runs}
-        known = {_stem(n) for n in before}  # a run no earlier look had a seed of joins now
-        keep = {r.name for r in full if r.name in reads or _stem(r.name) in wanted or _stem(r.name) not in known}
-        stack = list(keep)  # and what they read, as the next look declares it
-        while stack:
-            for need in by_name[stack.pop()].needs_all:
-                if need not in keep:
-                    keep.add(need)
-                    stack.append(need)
+        full, before = matrix(args, profile, k), {r.name: r for r in runs}
+        claims = open_claims(k - 1, runs)
+        extend = {c.claim: blocks(full, c.reads, before, c.seeds_only) for c in claims}
+        joins = joining(full, before)
+        chosen = (choose(k, claims, extend, joins, {r.name: r for r in full}, before) if choose
+                  else [*extend.values(), *joins])
+        keep = set().union(*chosen, set())
         runs = [r if r.name in keep else before[r.name] for r in full
                 if r.name in keep or r.name in before]
     return runs
+
+
+def select(claims, extend, joins, seconds, left):
+    """Which blocks a look under a budget runs, greedily: the open claims by their chance of a
+    verdict at this look per second of the runs they add (`seconds`: {run the look adds or
+    re-runs: its estimated seconds, or None without estimates}; shared runs counted once),
+    while the seconds `left` cover them; then the claims with nothing tested yet, then the
+    models the look adds, in the schedule's order. A claim left out stops: no later look
+    extends it (a non-binding stop, so the error rate holds). Returns (the blocks chosen, one
+    row per claim and per joining block: what it was, its chance, the runs it adds, their
+    minutes (None without estimates), and whether it ran)."""
+    picked, chosen, rows = set(), [], []
+    known = all(s is not None for s in seconds.values())
+
+    def cost(block):
+        return sum(seconds.get(n) or 0.0 for n in block - picked)
+
+    def take(block, row):
+        fits = cost(block) <= left - sum(seconds.get(n) or 0.0 for n in picked)
+        rows.append({**row, "runs": sorted(block & seconds.keys()),
+                     "minutes": round(cost(block) / 60, 1) if known else None, "extended": fits})
+        if fits:
+            picked.update(block)
+            chosen.append(block)
+
+    scored = [c for c in claims if math.isfinite(c.chance)]
+    while scored:
+        best = max(scored, key=lambda c: c.chance / max(cost(extend[c.claim]), 1.0))
+        scored.remove(best)
+        take(extend[best.claim], {"claim": best.claim, "chance": round(best.chance, 3)})
+    for c in claims:
+        if not math.isfinite(c.chance):
+            take(extend[c.claim], {"claim": c.claim, "chance": None})
+    for block in joins:
+        take(block, {"joining": sorted(block), "chance": None})
+    return chosen, rows
+
+
+def plan_path(checkpoints, look):
+    return os.path.join(checkpoints, run_contract.LOOK_PLANS, f"look_{look}.json")
+
+
+def recorded(checkpoints, look):
+    """How look `look` was planned ({"look", "budget_minutes", "spent_minutes", "rows"}), or None."""
+    path = plan_path(checkpoints, look)
+    return utils.load_json(path) if os.path.exists(path) else None
+
+
+def chooser(checkpoints, budget=None, estimate=None, spent=None, persist=False):
+    """The `choose` of `pruned` for a pipeline run: a look planned before runs what it planned
+    then (a resumed look does not re-plan on a spent budget); otherwise, under a budget
+    (`budget` minutes; `estimate(run)` its seconds, `spent(runs)` the seconds they took),
+    `select` picks the blocks, and without one every block runs. The plan is recorded under
+    `checkpoints` when `persist` (a run of the look; never --list or --plan), and claims a
+    look left out stay out of every later one."""
+    def choose(k, claims, extend, joins, full, before):
+        stopped = {row["claim"] for j in range(2, k) for row in (recorded(checkpoints, j) or {}).get("rows", ())
+                   if "claim" in row and not row["extended"]}
+        claims = [c for c in claims if c.claim not in stopped]
+        plan = recorded(checkpoints, k)
+        if plan is not None:
+            ran = {row["claim"] for row in plan["rows"] if "claim" in row and row["extended"]}
+            return ([extend[c.claim] for c in claims if c.claim in ran]
+                    + [frozenset(row["joining"]) for row in plan["rows"] if "joining" in row and row["extended"]])
+        changed = {n: r for n, r in full.items() if n not in before or r.command != before[n].command}
+        seconds = {n: estimate(r) if estimate else None for n, r in changed.items()}
+        done = spent(list(before.values())) if spent else 0.0
+        left = 60 * budget - done if budget else math.inf
+        chosen, rows = select(claims, extend, joins, seconds, left)
+        if persist:
+            utils.save_json({"look": k, "budget_minutes": budget, "spent_minutes": round(done / 60, 1),
+                             "rows": rows}, plan_path(checkpoints, k))
+            extended = [r for r in rows if "claim" in r and r["extended"]]
+            print(f"look {k} planned from look {k - 1}'s verdicts: {len(extended)} of "
+                  f"{sum('claim' in r for r in rows)} open claims extended, "
+                  f"{sum(r['extended'] for r in rows if 'joining' in r)} of {len(joins)} joining "
+                  f"models" + (f", within --budget {budget:g} min ({done / 60:.0f} spent)" if budget else "")
+                  + f" ({plan_path(checkpoints, k)})", flush=True)
+        return chosen
+    return choose

@@ -15,7 +15,7 @@ import datasets
 import run_contract
 import run_report_pipeline as pipeline
 import utils
-from study import looks, plan
+from study import looks, plan, profiles
 
 SIZES = {"--data-root", "--out", "--out-dir", "--checkpoint", "--init-from",
          "--pretrained-weights", "--dataset"}  # where things are, not what is computed
@@ -90,14 +90,14 @@ def test_every_distinct_run_type_of_the_full_profile_runs_on_cpu(tmp_path, monke
             "--checkpoints", str(tmp_path / "ck"), "--report-dir", str(tmp_path / "report"),
             "--pretrained-weights", str(weights)]
     # what the full profile is for: the CIFAR stem and the published recipes
-    full = {r.name: r for r in plan.build_matrix(pipeline.parse_args(argv), plan.PROFILES["full"])}
+    full = {r.name: r for r in plan.build_matrix(pipeline.parse_args(argv), profiles.PROFILES["full"])}
     assert {r.stem for r in full.values() if r.group == "cifar10"} == {"cifar"}
     assert "--schedule multistep" in full["cifar10_pgd_at"].command
     assert "--iters 10" in full["cifar10_pgd_at"].command
     assert "--autoattack-version standard" in full["eval_cifar10_pgd_at"].command
 
-    monkeypatch.setitem(plan.PROFILES, "full", tiny(plan.PROFILES["full"]))
-    runs = plan.build_matrix(pipeline.parse_args(argv), plan.PROFILES["full"])
+    monkeypatch.setitem(profiles.PROFILES, "full", tiny(profiles.PROFILES["full"]))
+    runs = plan.build_matrix(pipeline.parse_args(argv), profiles.PROFILES["full"])
     by_name = {r.name: r for r in runs}
     kinds = {}
     for run in runs:
@@ -130,7 +130,7 @@ def test_plan_prints_every_run_and_a_total_without_training(tmp_path, capsys):
     argv = ["--profile", "quick", "--checkpoints", str(tmp_path / "ck"), "--device", "cpu", "--plan"]
     assert pipeline.main(argv) == 0
     out = capsys.readouterr().out
-    runs = looks.matrix(pipeline.parse_args(argv), plan.PROFILES["quick"], 1)  # look 1's
+    runs = looks.matrix(pipeline.parse_args(argv), profiles.PROFILES["quick"], 1)  # look 1's
     for run in runs:
         assert run.name in out
     total = re.search(r"estimated total: ([0-9.]+) (min|h)", out)
@@ -141,4 +141,4 @@ def test_plan_prints_every_run_and_a_total_without_training(tmp_path, capsys):
     # estimate there is the runs' cost at the reference rate: the same on every machine)
     first = re.search(r"look 1 \(this plan\): \d+ runs added, [0-9.]+ (?:min|h) / ~([0-9.]+) min", out)
     assert first and float(first.group(1)) <= 120, out[-800:]
-    assert "look 3:" in out and "the fixed design" in out
+    assert "look 2:" in out and "the fixed design" in out

@@ -2,11 +2,12 @@
 as it stood at each look, negligible verdicts come from the declared smallest effects, and
 every claim says what it spent and why it stopped."""
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
 
-from reporting import claims, common, looks
+from reporting import claims, common, evidence, looks
 from test_report import ablations, rec, trained
 
 
@@ -40,6 +41,10 @@ def test_a_study_in_looks_tests_each_look_on_its_own_seeds():
     assert h.plan == (3, 5, 8) and len(h.looks) == 3
     assert verdict.verdict == "supported" and h.rejected_at in (1, 2, 3)
     assert f"decided at look {h.rejected_at}" in verdict.spending and "3 looks" in verdict.spending
+    [row] = evidence.evidence_rows([verdict])  # the boundary it crossed, stricter than 0.05 before the cap
+    level = float(row["boundary"].split()[2])
+    assert row["boundary"].endswith(f"at look {h.rejected_at} of 3") and h.looks[h.rejected_at - 1].p <= level
+    assert level < 0.05 if h.rejected_at < 3 else level <= 0.05
 
 
 def test_a_first_look_keeps_the_later_looks_planned_and_spends_less_than_a_fixed_test():
@@ -75,6 +80,8 @@ def test_a_one_look_study_is_judged_as_before_with_its_spending():
     assert verdict.verdict == "supported" and verdict.units[0].p_adjusted < 0.05
     # it read the six ablation runs (10 s each), not the unrelated one
     assert verdict.spending == "1 look; 3 seeds, paired; 1.0 min; decided at look 1"
+    [row] = evidence.evidence_rows([verdict])
+    assert row["boundary"] == "p <= 0.05 at look 1 of 1"  # one test, one look: the level itself
 
 
 def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatch, capsys):
@@ -133,10 +140,11 @@ def test_a_later_look_extends_only_what_the_open_claims_read(monkeypatch):
     args = pipeline.parse_args(["--profile", "smoke", "--look", "2"])
     judged = []
 
-    def open_reads(look, runs):  # the claims still open read the baseline and the circle model
+    def open_claims(look, runs):  # the claims still open read the baseline and the circle model
         judged.append((look, {r.name for r in runs}))
-        return {"ablation_cifar10_baseline_s0", "ablation_cifar10_baseline_s1", "eval_cifar10_circle"}
-    runs = {r.name: r for r in study_looks.pruned(args, profile, 2, open_reads)}
+        return [claims.Open("a", {"ablation_cifar10_baseline_s0", "ablation_cifar10_baseline_s1"}, 0.5),
+                claims.Open("b", {"eval_cifar10_circle"}, math.nan)]
+    runs = {r.name: r for r in study_looks.pruned(args, profile, 2, open_claims)}
     first = {r.name: r for r in study_looks.matrix(args, profile, 1)}
     full = {r.name: r for r in study_looks.matrix(args, profile, 2)}
     assert judged == [(1, set(first))]  # look 2 is planned from look 1 as it ran
@@ -176,3 +184,83 @@ def test_a_budget_leaves_out_the_runs_past_it_and_says_so(tmp_path):
         r.fields["look"] = 1
     [verdict] = claims.judge(common.Study(runs_, results, "test", profile), _augmentation_claim())
     assert verdict.spending.endswith("; budget") and verdict.verdict == "inconclusive", verdict.spending
+
+
+def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_is_planned_once(tmp_path):
+    """`select` ranks the open claims by chance per second of what they add (a run two claims
+    share counted once), leaves out what the budget does not reach, and puts the claims with
+    nothing tested and the joining models last; `chooser` records the plan, a resumed look
+    runs what it recorded, and a claim left out stays out of every later look."""
+    from study import looks as study_looks
+
+    seconds = {"a1": 60, "a2": 60, "b1": 30, "c1": 10, "d1": 10, "j1": 50, "j2": 50}
+    open_ = [claims.Open("A", set(), 0.9), claims.Open("B", set(), 0.5), claims.Open("C", set(), 0.2),
+             claims.Open("D", set(), math.nan)]
+    extend = {"A": frozenset({"a1", "a2"}), "B": frozenset({"b1"}), "C": frozenset({"a1", "c1"}),
+              "D": frozenset({"d1"})}
+    joins = [frozenset({"j1", "j2"})]
+    chosen, rows = study_looks.select(open_, extend, joins, seconds, left=150)
+    assert chosen == [extend["B"], extend["A"]]  # 0.5 / 30 s first, then 0.9 / 120 s; C's 10 s more do not fit
+    assert [(r.get("claim"), r["minutes"], r["extended"]) for r in rows] == [
+        ("B", 0.5, True), ("A", 2.0, True), ("C", round(10 / 60, 1), False), ("D", round(10 / 60, 1), False),
+        (None, round(100 / 60, 1), False)]
+    assert rows[0]["runs"] == ["b1"] and rows[-1]["runs"] == ["j1", "j2"]
+    everything, _ = study_looks.select(open_, extend, joins, dict.fromkeys(seconds), left=math.inf)  # no budget: all
+    assert set().union(*everything) == set(seconds)
+
+    full = {n: SimpleNamespace(name=n, command=f"{n} --larger") for n in seconds}
+    before = {n: SimpleNamespace(name=n, command=n) for n in seconds}
+    choose = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: seconds[run.name],
+                                 spent=lambda runs: 0.0, persist=True)
+    assert choose(2, open_, extend, joins, full, before) == chosen
+    plan = study_looks.recorded(str(tmp_path), 2)
+    assert plan["budget_minutes"] == 2.5 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
+    # resumed with other costs (a budget now mostly spent): the look runs what it planned
+    again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, spent=lambda runs: 140.0)
+    assert set(again(2, open_, extend, joins, full, before)) == set(chosen)
+    # look 3 never extends what look 2 left out, whatever it could afford
+    later = study_looks.chooser(str(tmp_path), budget=None, estimate=None)
+    assert set(later(3, open_, extend, joins, full, before)) == {extend["A"], extend["B"], *joins}
+
+
+def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_was_planned():
+    runs, results = [], {}
+    ablations(runs, results, "baseline", [0.60, 0.62, 0.61])
+    ablations(runs, results, "no_augment", [0.590, 0.600, 0.609])  # promising, not yet decided
+    profile = {"looks": {"seeds": [3, 8], "images": [1024, 10000]}, "look": 2,
+               "look_samples": [{"attacks": 1024, "autoattack": 500, "corruptions": 1000},
+                                {"attacks": 10000, "autoattack": 2000, "corruptions": 5000}]}
+    for r in runs:
+        r.fields["look"] = 1
+    [claim] = _augmentation_claim()
+    plans = [{"look": 2, "budget_minutes": 10, "spent_minutes": 9.5,
+              "rows": [{"claim": claim.statement, "chance": 0.4, "runs": ["abl_baseline_3"], "minutes": 3.3,
+                        "extended": False},
+                       {"claim": "another", "chance": 0.9, "runs": ["abl_baseline_0"], "minutes": 0.1,
+                        "extended": True},
+                       {"joining": ["cifar10_circle", "eval_cifar10_circle"], "chance": None,
+                        "runs": ["cifar10_circle", "eval_cifar10_circle"], "minutes": 20.0, "extended": False}]}]
+    study = common.Study(runs, results, "test", profile, plans=plans)
+    [verdict] = claims.judge(study, [claim])
+    assert verdict.spending.endswith("; budget") and verdict.verdict == "inconclusive", verdict.spending
+    md = "\n".join(looks.plans_section(study, [verdict]))
+    # its runs' recorded time (abl_baseline_0's 10 s; the left-out claim's run counts nothing)
+    # on top of what look 1 had spent
+    assert abs(looks.look_minutes(study, plans[0]) - 10 / 60) < 1e-9
+    assert "Look 2 (budget 10 min; 10 min of run time by look 1, its own runs 0 min so far, 10 min in all)" in md
+    assert "left out (budget)" in md and "| extended |" in md
+    assert "| claim 1: " + claim.statement in md and "40%" in md and "`eval_cifar10_circle`" in md
+    assert looks.plans_section(common.Study(runs, results, "test", profile), [verdict]) == []
+
+
+def test_a_claim_tested_across_seeds_gets_new_seeds_and_one_tested_on_images_larger_samples():
+    from study import looks as study_looks
+
+    def run(name, needs=()):
+        return SimpleNamespace(name=name, needs_all=list(needs))
+    before = {n: run(n) for n in ("eval_x", "eval_x_s1", "x", "x_s1")}
+    full = [run("x"), run("x_s1"), run("x_s2"), run("eval_x", ["x"]), run("eval_x_s1", ["x_s1"]),
+            run("eval_x_s2", ["x_s2"])]
+    reads = {"eval_x", "eval_x_s1"}
+    assert study_looks.blocks(full, reads, before, seeds_only=True) == {"eval_x_s2", "x_s2"}
+    assert study_looks.blocks(full, reads, before) == {"eval_x", "eval_x_s1", "eval_x_s2", "x", "x_s1", "x_s2"}

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import re
 
@@ -12,7 +13,7 @@ from run_contract import Outcome
 from reporting import claims
 from study import execution
 from study import launchers
-from study import plan
+from study import plan, profiles
 
 FIGURES = ["training_curves.png", "umap_features.png", "adv_examples.png",
            "confusion_matrix.png", "per_class_accuracy.png", "classwise_prf1.png",
@@ -82,11 +83,11 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
     # ablations: every variant with both seeds, summarised over seeds
     ablation = _csv(report / "summary" / "ablation_summary.csv")
     assert {(r["variant"], r["seed"]) for r in ablation} == {
-        (v, str(s)) for v in [*plan.ABLATIONS, "diverge_check"] for s in (0, 1)}
+        (v, str(s)) for v in [*profiles.ABLATIONS, "diverge_check"] for s in (0, 1)}
     # Circle Loss: the weight the sweep chose is the one the Circle models trained with
     chosen = json.loads((report / "figures" / "metrics_summary.json").read_text())["runs"][
         "cifar10_circle"]["fields"]["chosen"]
-    sweep = {w: float(by_run[f"circle_sweep_w{w}"]["best_val_acc"]) for w in plan.CIRCLE_WEIGHTS}
+    sweep = {w: float(by_run[f"circle_sweep_w{w}"]["best_val_acc"]) for w in profiles.CIRCLE_WEIGHTS}
     assert chosen["value"] == max(sweep, key=lambda w: (sweep[w], w))
     assert f"--circle-weight {chosen['value']}" in by_run["cifar10_circle_pgd_at"]["command"]
     history = json.loads((root / "checkpoints" / "cifar10_circle" / "training_history.json").read_text())
@@ -435,7 +436,7 @@ def test_missing_real_data_is_named_with_the_flag_that_adds_it(tmp_path, monkeyp
     assert datasets.default_data_root() == str(second)
 
 
-def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(smoke, monkeypatch):
+def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(smoke, monkeypatch, capsys):
     """Judged from the smoke run's records as look 1 of a two-look schedule: the open claims
     name runs of the study, and look 2 leaves out what no claim reads (the divergence check)."""
     from study import looks
@@ -445,14 +446,22 @@ def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(s
     monkeypatch.setitem(pipeline.PROFILES, "smoke", profile)
     args = pipeline.parse_args(argv)
     first = looks.matrix(args, profile, 1)
-    reads = pipeline._open_reads(args, profile, 1, first)
+    still = pipeline._open_claims(args, profile, 1, first)
+    reads = set().union(*(c.reads for c in still))
     assert reads and reads <= {r.name for r in first}
+    assert all(0 <= c.chance <= 1 or math.isnan(c.chance) for c in still)
     assert all(r.status == Outcome.PENDING for r in first)  # judged on copies
-    second = {r.name for r in looks.pruned(args, profile, 2, lambda k, done: pipeline._open_reads(args, profile, k, done))}
+    second = {r.name for r in looks.pruned(args, profile, 2, lambda k, done: pipeline._open_claims(args, profile, k, done))}
     read_baseline = any(n.startswith("ablation_cifar10_baseline_s") for n in reads)
     assert ("ablation_cifar10_baseline_s2" in second) == read_baseline
     assert "ablation_cifar10_diverge_check_s2" not in second
     assert second < {r.name for r in looks.matrix(args, profile, 2)}
+    # under a budget the size of the fixed design's estimate, listing look 2 plans it without
+    # recording the plan (only a run of the look does)
+    assert pipeline.main([*argv, "--look", "2", "--budget", "fixed", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"--budget fixed: \d+ min, the fixed design's estimate here", out)
+    assert not os.path.exists(looks.plan_path(args.checkpoints, 2))
 
 
 def test_a_partial_run_leaves_the_committed_report_as_it_is(tmp_path, monkeypatch, capsys):

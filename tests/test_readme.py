@@ -5,7 +5,7 @@ import re
 
 import eval as evaluate
 import run_report_pipeline as pipeline
-from study import plan
+from study import profiles
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def test_the_names_of_the_to_add_table_are_the_codes():
 
     assert "`attacks.ATTACKS`" in README and isinstance(attacks.ATTACKS["pgd"], attacks.Attack)
     assert "`datasets.DOMAINS`" in README and isinstance(datasets.DOMAINS["usps"], datasets.Domain)
-    assert "`ABLATIONS`" in README and "baseline" in plan.ABLATIONS
+    assert "`ABLATIONS`" in README and "baseline" in profiles.ABLATIONS
     assert "`PROFILES`" in README and set(pipeline.PROFILES) == {"smoke", "quick", "full"}
     assert "`CLAIMS`" in README and all(isinstance(c, claims.Claim) for c in claims.CLAIMS)
     assert "`Comparison`" in README and claims.Comparison
@@ -53,24 +53,24 @@ def test_the_names_of_the_to_add_table_are_the_codes():
 def test_the_findings_in_the_docs_are_the_committed_reports_word_for_word(tmp_path):
     import csv
     import shutil
-    from reporting import claims
+    from reporting import evidence
 
     with open(os.path.join(ROOT, "report", "summary", "claims.csv")) as f:
         rows = list(csv.DictReader(f))
     doc = os.path.join(ROOT, "docs", "pipeline.md")
     with open(doc) as f:
         text = f.read()
-    assert claims.findings_in(text) == claims.findings_block(rows)
+    assert evidence.findings_in(text) == evidence.findings_block(rows)
     assert "docs/pipeline.md" in README
     # the pipeline's rewrite: another verdict reaches the block, the rest of the page stays
     copy = tmp_path / "pipeline.md"
     shutil.copyfile(doc, copy)
     changed = [{**rows[0], "verdict": "contradicted", "evidence": "-9.9 points"}] + rows[1:]
-    assert claims.sync_findings(str(copy), changed) and not claims.sync_findings(str(copy), changed)
+    assert evidence.sync_findings(str(copy), changed) and not evidence.sync_findings(str(copy), changed)
     new = copy.read_text()
-    assert claims.findings_in(new) == claims.findings_block(changed)
-    assert new.split(claims.FINDINGS_START)[0] == text.split(claims.FINDINGS_START)[0]
-    assert new.split(claims.FINDINGS_END)[1] == text.split(claims.FINDINGS_END)[1]
+    assert evidence.findings_in(new) == evidence.findings_block(changed)
+    assert new.split(evidence.FINDINGS_START)[0] == text.split(evidence.FINDINGS_START)[0]
+    assert new.split(evidence.FINDINGS_END)[1] == text.split(evidence.FINDINGS_END)[1]
 
 
 def test_ci_runs_the_readmes_test_command():

@@ -449,7 +449,7 @@ def test_the_setup_box_names_each_familys_regime_with_the_baselines_fit(study):
 
 
 def test_parameters_are_a_table_of_budgets_and_a_list_of_the_rest():
-    from study.plan import PROFILES
+    from study.profiles import PROFILES
     profile = PROFILES["smoke"]
     text = "\n".join(writer.parameters_section("smoke", profile))
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
