@@ -193,9 +193,12 @@ def build_parser():
                         "to be decided per minute while it lasts, and runs past it are not run, "
                         "saying so; 'fixed': the fixed one-look design's --plan estimate here "
                         "(default: none)")
-    p.add_argument("--look", type=utils.positive_int, default=1,
+    p.add_argument("--look", type=utils.positive_int, default=None,
                    help="the look of a profile in looks (its `looks`: seeds and images per look); "
-                        "each look extends the one before, and the report judges every look taken")
+                        "each look extends the one before, and the report judges every look "
+                        "taken (default: the last look planned in --checkpoints, or with "
+                        "--render-only in the report's records; else 1: so a plain run resumes "
+                        "the look it stopped in)")
     return p
 
 
@@ -206,13 +209,16 @@ def parse_args(argv=None):
     if profile.get("looks") and args.seeds is not None:
         raise SystemExit(f"error: --seeds: the {args.profile} profile runs in looks, and each look "
                          "sets the seeds (--look K)")
-    looks.profile_at(profile, args.look)  # refuses a look the profile does not have
     if args.seeds is None:
         args.seeds = profile["seeds"]
     if args.checkpoints is None:
         args.checkpoints = os.path.join("checkpoints", args.profile)
     if args.report_dir is None:
         args.report_dir = "report" if args.profile == REPORT_PROFILE else os.path.join("report", args.profile)
+    if args.look is None:
+        args.look = looks.last_planned(os.path.join(args.report_dir, run_contract.RECORDS)
+                                       if args.render_only else args.checkpoints)
+    looks.profile_at(profile, args.look)  # refuses a look the profile does not have
     return args
 
 

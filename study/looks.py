@@ -199,6 +199,15 @@ def plan_path(checkpoints, look):
     return os.path.join(checkpoints, run_contract.LOOK_PLANS, f"look_{look}.json")
 
 
+def last_planned(folder):
+    """The last look whose plan `folder` (a checkpoints folder, or a report's records) holds;
+    1 where none is."""
+    plans = os.path.join(folder, run_contract.LOOK_PLANS)
+    found = [int(m.group(1)) for name in (os.listdir(plans) if os.path.isdir(plans) else ())
+             if (m := re.fullmatch(r"look_(\d+)\.json", name))]
+    return max(found, default=1)
+
+
 def recorded(checkpoints, look):
     """How look `look` was planned ({"look", "budget_minutes", "spent_minutes", "rows"}), or None."""
     path = plan_path(checkpoints, look)

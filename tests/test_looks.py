@@ -214,6 +214,10 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
                                  spent=lambda runs: 0.0, persist=True)
     assert choose(2, open_, extend, joins, full, before) == chosen
     plan = study_looks.recorded(str(tmp_path), 2)
+    # a plain pipeline run (no --look) now resumes look 2; a fresh folder starts at look 1
+    import run_report_pipeline as pipeline
+    assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2
+    assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path / "new")]).look == 1
     assert plan["budget_minutes"] == 2.5 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
     # resumed with other costs (a budget now mostly spent): the look runs what it planned
     again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, spent=lambda runs: 140.0)
