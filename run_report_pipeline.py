@@ -31,8 +31,8 @@ import datasets
 import run_contract
 import utils
 from run_contract import Outcome
-from study.execution import (_load_results, as_on_disk, load_per_image, on_disk, recorded_outcome,
-                             records_lost, restore_records, save_records)
+from study.execution import (NOT_EXECUTED, _load_results, as_on_disk, load_per_image, on_disk,
+                             recorded_outcome, records_lost, restore_records, save_records)
 from study.launchers import launch
 from study import looks
 from study.plan import build_matrix
@@ -91,7 +91,22 @@ def _chooser(args, rates):
     def spent(runs):
         return sum(r.get("wall_time_s", 0) for r in as_on_disk(runs)[1].values())
     return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
-                         spent, persist=not (args.list or args.plan or args.render_only))
+                         spent, lambda runs: _unfinished(args, runs),
+                         persist=not (args.list or args.plan or args.render_only))
+
+
+def _unfinished(args, runs):
+    """The runs with no outcome on disk yet: not done, not diverged, and neither their data nor
+    a run they read absent (those stay "not run"). A FAILED run is among them."""
+    copies, _ = as_on_disk(runs)
+    absent = set()
+    for c in copies:  # in matrix order: what a run reads comes before it
+        dataset = c.argv[c.argv.index("--dataset") + 1] if "--dataset" in c.argv else None
+        if (dataset in datasets.DOMAINS and datasets.files_missing(dataset, args.data_root)) or \
+                absent & set(c.needs_all):
+            absent.add(c.name)
+    return [c.name for c in copies
+            if c.status == Outcome.NOT_RUN and c.reason == NOT_EXECUTED and c.name not in absent]
 
 
 def _is_committed(report_dir):
@@ -240,6 +255,8 @@ def missing_data(args, profile):
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
+    # --render-only: the report's records (and the plans of its looks) back on disk first
+    outcomes = restore_records(args) if args.render_only else {}
     measured = _rates(args, profile)
     rates = measured and measured[0]
     args.budget = _resolve_budget(args, profile, rates)
@@ -278,7 +295,6 @@ def main(argv=None):
               f"{len(cut)} runs left out" + (f" ({', '.join(cut[:5])}{', ...' if len(cut) > 5 else ''})"
                                               if cut else ""), flush=True)
     start = time.time()
-    outcomes = restore_records(args) if args.render_only else {}
     for run in runs:
         if (args.only and run.name not in args.only) or args.render_only:
             on_disk(run, by_name)  # report what is on disk for it

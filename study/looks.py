@@ -141,22 +141,30 @@ def pruned(args, profile, look, open_claims, choose=None):
     """The runs of `look` when each look extends only what the claims still open read:
     `open_claims(k, runs)` judges look k on its runs (as they ran) and returns the claims
     still open (reporting.claims.Open: the claim, the runs it read, its chance of a verdict at
-    the next look). Each open claim's block extends what it read (`blocks`); each model the
-    schedule adds joins in a block of its own (`joining`). `choose(k, claims, blocks, joining,
-    full, before)` returns the blocks look k runs (default: every one; under --budget, those
-    `select` picks); every other run keeps the command it ran with, and is up to date."""
+    the next look, whether its tests are all across seeds). Each open claim's block extends
+    what it read (`blocks`); each model the schedule adds joins in a block of its own
+    (`joining`). `choose(k, planning, full, before)` returns the blocks look k runs, calling
+    `planning()` for (claims, their blocks, the joining blocks) when it plans the look
+    (default `every` block; in a pipeline run, `chooser`'s); every other run keeps the command
+    it ran with, and is up to date."""
     runs = matrix(args, profile, 1)
     for k in range(2, look + 1):
-        full, before = matrix(args, profile, k), {r.name: r for r in runs}
-        claims = open_claims(k - 1, runs)
-        extend = {c.claim: blocks(full, c.reads, before, c.seeds_only) for c in claims}
-        joins = joining(full, before)
-        chosen = (choose(k, claims, extend, joins, {r.name: r for r in full}, before) if choose
-                  else [*extend.values(), *joins])
-        keep = set().union(*chosen, set())
-        runs = [r if r.name in keep else before[r.name] for r in full
+        full, before = {r.name: r for r in matrix(args, profile, k)}, {r.name: r for r in runs}
+
+        def planning(k=k, runs=runs, full=full, before=before):
+            claims = open_claims(k - 1, runs)
+            return (claims, {c.claim: blocks(full.values(), c.reads, before, c.seeds_only) for c in claims},
+                    joining(full.values(), before))
+        keep = set().union(*(choose or every)(k, planning, full, before), set())
+        runs = [r if r.name in keep else before[r.name] for r in full.values()
                 if r.name in keep or r.name in before]
     return runs
+
+
+def every(k, planning, full, before):
+    """Every open claim's block and every joining model: a look without a budget or a plan."""
+    _, extend, joins = planning()
+    return [*extend.values(), *joins]
 
 
 def select(claims, extend, joins, seconds, left):
@@ -214,22 +222,31 @@ def recorded(checkpoints, look):
     return utils.load_json(path) if os.path.exists(path) else None
 
 
-def chooser(checkpoints, budget=None, estimate=None, spent=None, persist=False):
-    """The `choose` of `pruned` for a pipeline run: a look planned before runs what it planned
-    then (a resumed look does not re-plan on a spent budget); otherwise, under a budget
-    (`budget` minutes; `estimate(run)` its seconds, `spent(runs)` the seconds they took),
-    `select` picks the blocks, and without one every block runs. The plan is recorded under
-    `checkpoints` when `persist` (a run of the look; never --list or --plan), and claims a
-    look left out stay out of every later one."""
-    def choose(k, claims, extend, joins, full, before):
+def chooser(checkpoints, budget=None, estimate=None, spent=None, unfinished=None, persist=False):
+    """The `choose` of `pruned` for a pipeline run. A look planned before runs the runs its
+    plan recorded (a resumed look neither re-plans on a spent budget nor re-judges the look
+    before it, whose records its own runs have since replaced). Otherwise the look before must
+    have finished (`unfinished(runs)`: the names of those still to run; planning on part of it
+    is refused), and under a budget (`budget` minutes; `estimate(run)` its seconds,
+    `spent(runs)` the seconds they took) `select` picks the blocks; without one every block
+    runs. The plan is recorded under `checkpoints` when `persist` (a run of the look; never
+    --list or --plan), and claims a look left out stay out of every later one."""
+    def choose(k, planning, full, before):
+        plan = recorded(checkpoints, k)
+        if plan is not None:
+            return [frozenset(row["runs"]) for row in plan["rows"] if row["extended"]]
+        waiting = unfinished(list(before.values())) if unfinished else []
+        if waiting:
+            message = (f"look {k} is planned from look {k - 1}'s verdicts, and {len(waiting)} of look "
+                       f"{k - 1}'s runs have not finished ({', '.join(waiting[:3])}"
+                       f"{', ...' if len(waiting) > 3 else ''})")
+            if persist:
+                raise SystemExit(f"error: {message}: run look {k - 1} to its end first (--look {k - 1})")
+            print(f"NOTE: {message}: this plan of look {k} is provisional", flush=True)
+        claims, extend, joins = planning()
         stopped = {row["claim"] for j in range(2, k) for row in (recorded(checkpoints, j) or {}).get("rows", ())
                    if "claim" in row and not row["extended"]}
         claims = [c for c in claims if c.claim not in stopped]
-        plan = recorded(checkpoints, k)
-        if plan is not None:
-            ran = {row["claim"] for row in plan["rows"] if "claim" in row and row["extended"]}
-            return ([extend[c.claim] for c in claims if c.claim in ran]
-                    + [frozenset(row["joining"]) for row in plan["rows"] if "joining" in row and row["extended"]])
         changed = {n: r for n, r in full.items() if n not in before or r.command != before[n].command}
         seconds = {n: estimate(r) if estimate else None for n, r in changed.items()}
         done = spent(list(before.values())) if spent else 0.0

@@ -3,9 +3,11 @@ as it stood at each look, negligible verdicts come from the declared smallest ef
 every claim says what it spent and why it stopped."""
 
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from reporting import claims, common, evidence, looks
 from test_report import ablations, rec, trained
@@ -85,7 +87,6 @@ def test_a_one_look_study_is_judged_as_before_with_its_spending():
 
 
 def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatch, capsys):
-    import pytest
 
     import run_report_pipeline as pipeline
     from study import looks as study_looks
@@ -210,21 +211,28 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
 
     full = {n: SimpleNamespace(name=n, command=f"{n} --larger") for n in seconds}
     before = {n: SimpleNamespace(name=n, command=n) for n in seconds}
+    planning = lambda: (open_, extend, joins)  # noqa: E731
     choose = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: seconds[run.name],
-                                 spent=lambda runs: 0.0, persist=True)
-    assert choose(2, open_, extend, joins, full, before) == chosen
+                                 spent=lambda runs: 0.0, unfinished=lambda runs: [], persist=True)
+    assert choose(2, planning, full, before) == chosen
     plan = study_looks.recorded(str(tmp_path), 2)
     # a plain pipeline run (no --look) now resumes look 2; a fresh folder starts at look 1
     import run_report_pipeline as pipeline
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path / "new")]).look == 1
     assert plan["budget_minutes"] == 2.5 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
-    # resumed with other costs (a budget now mostly spent): the look runs what it planned
+    # resumed with other costs (a budget now mostly spent) and look 1 judged otherwise (its
+    # records replaced by look 2's runs): the look runs what it planned, judging nothing
     again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, spent=lambda runs: 140.0)
-    assert set(again(2, open_, extend, joins, full, before)) == set(chosen)
+    assert set(again(2, lambda: pytest.fail("a planned look re-judged"), full, before)) == set(chosen)
     # look 3 never extends what look 2 left out, whatever it could afford
     later = study_looks.chooser(str(tmp_path), budget=None, estimate=None)
-    assert set(later(3, open_, extend, joins, full, before)) == {extend["A"], extend["B"], *joins}
+    assert set(later(3, planning, full, before)) == {extend["A"], extend["B"], *joins}
+    # a look is never planned on part of the look before
+    early = study_looks.chooser(str(tmp_path / "early"), unfinished=lambda runs: ["x_s2"], persist=True)
+    with pytest.raises(SystemExit, match="look 1's runs have not finished \\(x_s2\\): run look 1"):
+        early(2, planning, full, before)
+    assert not os.path.exists(study_looks.plan_path(str(tmp_path / "early"), 2))
 
 
 def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_was_planned():
