@@ -88,10 +88,10 @@ def _chooser(args, rates):
     each open claim's chance per minute under --budget (every claim without one)."""
     from study.estimate import estimate
 
-    def spent(runs):
-        return sum(r.get("wall_time_s", 0) for r in as_on_disk(runs)[1].values())
+    def took(runs):
+        return {name: r.get("wall_time_s", 0) for name, r in as_on_disk(runs)[1].items()}
     return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
-                         spent, lambda runs: _unfinished(args, runs),
+                         took, lambda runs: _unfinished(args, runs),
                          persist=not (args.list or args.plan or args.render_only))
 
 

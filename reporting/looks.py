@@ -108,9 +108,12 @@ def plans_section(study, verdicts):
     for plan in study.plans:
         budget = (f"budget {plan['budget_minutes']:g} min" if plan.get("budget_minutes")
                   else "no budget: every open claim extended")
-        took = look_minutes(study, plan)
-        budget += (f"; {plan['spent_minutes']:.0f} min of run time by look {plan['look'] - 1}, its own "
-                   f"runs {took:.0f} min so far, {plan['spent_minutes'] + took:.0f} min in all")
+        took, before = look_minutes(study, plan), plan["spent_minutes"]
+        estimated = plan.get("estimated_minutes")
+        budget += (f"; {before:.0f} min of run time by look {plan['look'] - 1}"
+                   + (f" ({before / estimated:.2f}x the {estimated:.0f} min `--plan` estimated for "
+                      "those runs here then)" if estimated else "")
+                   + f", its own runs {took:.0f} min so far, {before + took:.0f} min in all")
         rows = [[f"claim {numbered.get(r['claim'], '?')}: {r['claim']}" if "claim" in r
                  else "joins: " + ", ".join(f"`{n}`" for n in r["joining"]),
                  "-" if r["chance"] is None else f"{100 * r['chance']:.0f}%",

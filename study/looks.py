@@ -217,20 +217,22 @@ def last_planned(folder):
 
 
 def recorded(checkpoints, look):
-    """How look `look` was planned ({"look", "budget_minutes", "spent_minutes", "rows"}), or None."""
+    """How look `look` was planned ({"look", "budget_minutes", "spent_minutes": what the looks
+    before took, "estimated_minutes": their --plan estimate here then, "rows"}), or None."""
     path = plan_path(checkpoints, look)
     return utils.load_json(path) if os.path.exists(path) else None
 
 
-def chooser(checkpoints, budget=None, estimate=None, spent=None, unfinished=None, persist=False):
+def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None, persist=False):
     """The `choose` of `pruned` for a pipeline run. A look planned before runs the runs its
     plan recorded (a resumed look neither re-plans on a spent budget nor re-judges the look
     before it, whose records its own runs have since replaced). Otherwise the look before must
     have finished (`unfinished(runs)`: the names of those still to run; planning on part of it
     is refused), and under a budget (`budget` minutes; `estimate(run)` its seconds,
-    `spent(runs)` the seconds they took) `select` picks the blocks; without one every block
-    runs. The plan is recorded under `checkpoints` when `persist` (a run of the look; never
-    --list or --plan), and claims a look left out stay out of every later one."""
+    `took(runs)` {name: seconds} of those that ran) `select` picks the blocks; without one
+    every block runs. The plan is recorded under `checkpoints` when `persist` (a run of the
+    look; never --list or --plan), with what the looks so far took against their estimate
+    here, and claims a look left out stay out of every later one."""
     def choose(k, planning, full, before):
         plan = recorded(checkpoints, k)
         if plan is not None:
@@ -249,12 +251,14 @@ def chooser(checkpoints, budget=None, estimate=None, spent=None, unfinished=None
         claims = [c for c in claims if c.claim not in stopped]
         changed = {n: r for n, r in full.items() if n not in before or r.command != before[n].command}
         seconds = {n: estimate(r) if estimate else None for n, r in changed.items()}
-        done = spent(list(before.values())) if spent else 0.0
+        ran = took(list(before.values())) if took else {}
+        done = sum(ran.values())
         left = 60 * budget - done if budget else math.inf
         chosen, rows = select(claims, extend, joins, seconds, left)
         if persist:
             utils.save_json({"look": k, "budget_minutes": budget, "spent_minutes": round(done / 60, 1),
-                             "rows": rows}, plan_path(checkpoints, k))
+                             "estimated_minutes": round(sum(estimate(before[n]) for n in ran) / 60, 1)
+                             if estimate else None, "rows": rows}, plan_path(checkpoints, k))
             extended = [r for r in rows if "claim" in r and r["extended"]]
             print(f"look {k} planned from look {k - 1}'s verdicts: {len(extended)} of "
                   f"{sum('claim' in r for r in rows)} open claims extended, "

@@ -212,18 +212,20 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
     full = {n: SimpleNamespace(name=n, command=f"{n} --larger") for n in seconds}
     before = {n: SimpleNamespace(name=n, command=n) for n in seconds}
     planning = lambda: (open_, extend, joins)  # noqa: E731
-    choose = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: seconds[run.name],
-                                 spent=lambda runs: 0.0, unfinished=lambda runs: [], persist=True)
+    # look 1 took 30 s where 60 s were estimated (a1's); 180 - 30 s left, as above
+    choose = study_looks.chooser(str(tmp_path), budget=3.0, estimate=lambda run: seconds[run.name],
+                                 took=lambda runs: {"a1": 30.0}, unfinished=lambda runs: [], persist=True)
     assert choose(2, planning, full, before) == chosen
     plan = study_looks.recorded(str(tmp_path), 2)
     # a plain pipeline run (no --look) now resumes look 2; a fresh folder starts at look 1
     import run_report_pipeline as pipeline
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path / "new")]).look == 1
-    assert plan["budget_minutes"] == 2.5 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
+    assert plan["budget_minutes"] == 3.0 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
+    assert (plan["spent_minutes"], plan["estimated_minutes"]) == (0.5, 1.0)
     # resumed with other costs (a budget now mostly spent) and look 1 judged otherwise (its
     # records replaced by look 2's runs): the look runs what it planned, judging nothing
-    again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, spent=lambda runs: 140.0)
+    again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, took=lambda runs: {"a1": 140.0})
     assert set(again(2, lambda: pytest.fail("a planned look re-judged"), full, before)) == set(chosen)
     # look 3 never extends what look 2 left out, whatever it could afford
     later = study_looks.chooser(str(tmp_path), budget=None, estimate=None)
@@ -245,7 +247,7 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     for r in runs:
         r.fields["look"] = 1
     [claim] = _augmentation_claim()
-    plans = [{"look": 2, "budget_minutes": 10, "spent_minutes": 9.5,
+    plans = [{"look": 2, "budget_minutes": 10, "spent_minutes": 9.5, "estimated_minutes": 8.0,
               "rows": [{"claim": claim.statement, "chance": 0.4, "runs": ["abl_baseline_3"], "minutes": 3.3,
                         "extended": False},
                        {"claim": "another", "chance": 0.9, "runs": ["abl_baseline_0"], "minutes": 0.1,
@@ -259,7 +261,8 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     # its runs' recorded time (abl_baseline_0's 10 s; the left-out claim's run counts nothing)
     # on top of what look 1 had spent
     assert abs(looks.look_minutes(study, plans[0]) - 10 / 60) < 1e-9
-    assert "Look 2 (budget 10 min; 10 min of run time by look 1, its own runs 0 min so far, 10 min in all)" in md
+    assert ("Look 2 (budget 10 min; 10 min of run time by look 1 (1.19x the 8 min `--plan` estimated for "
+            "those runs here then), its own runs 0 min so far, 10 min in all)") in md
     assert "left out (budget)" in md and "| extended |" in md
     assert "| claim 1: " + claim.statement in md and "40%" in md and "`eval_cifar10_circle`" in md
     assert looks.plans_section(common.Study(runs, results, "test", profile), [verdict]) == []
