@@ -223,6 +223,20 @@ def recorded(checkpoints, look):
     return utils.load_json(path) if os.path.exists(path) else None
 
 
+def _spent(previous, before, took, estimate):
+    """(seconds the looks so far took, their estimate here or None): the runs as they ran at
+    the last look (`before`), or, after a planned look (`previous`), what its plan counted
+    before it plus the runs it ran, whose records replaced those of the runs they re-ran."""
+    names = (set().union(*(r["runs"] for r in previous["rows"] if r["extended"]), set()) & before.keys()
+             if previous else before.keys())
+    ran = took([before[n] for n in names]) if took else {}
+    done, guess = sum(ran.values()), estimate and sum(estimate(before[n]) for n in ran)
+    if previous:
+        done += 60 * previous["spent_minutes"]
+        guess = guess and previous.get("estimated_minutes") and guess + 60 * previous["estimated_minutes"]
+    return done, guess
+
+
 def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None, persist=False):
     """The `choose` of `pruned` for a pipeline run. A look planned before runs the runs its
     plan recorded (a resumed look neither re-plans on a spent budget nor re-judges the look
@@ -251,14 +265,13 @@ def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None,
         claims = [c for c in claims if c.claim not in stopped]
         changed = {n: r for n, r in full.items() if n not in before or r.command != before[n].command}
         seconds = {n: estimate(r) if estimate else None for n, r in changed.items()}
-        ran = took(list(before.values())) if took else {}
-        done = sum(ran.values())
+        done, estimated = _spent(recorded(checkpoints, k - 1), before, took, estimate)
         left = 60 * budget - done if budget else math.inf
         chosen, rows = select(claims, extend, joins, seconds, left)
         if persist:
             utils.save_json({"look": k, "budget_minutes": budget, "spent_minutes": round(done / 60, 1),
-                             "estimated_minutes": round(sum(estimate(before[n]) for n in ran) / 60, 1)
-                             if estimate else None, "rows": rows}, plan_path(checkpoints, k))
+                             "estimated_minutes": estimated and round(estimated / 60, 1), "rows": rows},
+                            plan_path(checkpoints, k))
             extended = [r for r in rows if "claim" in r and r["extended"]]
             print(f"look {k} planned from look {k - 1}'s verdicts: {len(extended)} of "
                   f"{sum('claim' in r for r in rows)} open claims extended, "

@@ -230,6 +230,13 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
     # look 3 never extends what look 2 left out, whatever it could afford
     later = study_looks.chooser(str(tmp_path), budget=None, estimate=None)
     assert set(later(3, planning, full, before)) == {extend["A"], extend["B"], *joins}
+    # after a planned look: what its plan counted before it, plus the runs it ran (their
+    # records replaced those of the runs they re-ran), not the look before's runs again
+    runs_ = {n: SimpleNamespace(name=n) for n in ("x", "y", "z")}
+    previous = {"rows": [{"runs": ["x"], "extended": True}, {"runs": ["y"], "extended": False}],
+                "spent_minutes": 2.0, "estimated_minutes": 1.0}
+    assert study_looks._spent(previous, runs_, lambda rs: {r.name: 30.0 for r in rs}, lambda r: 60.0) == (150.0, 120.0)
+    assert study_looks._spent(None, runs_, lambda rs: {r.name: 30.0 for r in rs}, None) == (90.0, None)
     # a look is never planned on part of the look before
     early = study_looks.chooser(str(tmp_path / "early"), unfinished=lambda runs: ["x_s2"], persist=True)
     with pytest.raises(SystemExit, match="look 1's runs have not finished \\(x_s2\\): run look 1"):
