@@ -91,6 +91,17 @@ def look_minutes(study, plan):
                if study.by_name.get(n) is not None and study.result(study.by_name[n]) is not None) / 60
 
 
+def run_time_text(study):
+    """For a study a later look extended: its summed run time over every look, which the runs'
+    records alone undercount (a run re-run at a larger sample keeps only its latest record)."""
+    if not study.plans:
+        return ""
+    last = study.plans[-1]
+    return (f" Over all {last['look']} looks (a run re-run at a larger sample keeps only its latest "
+            f"record): **{last['spent_minutes'] + look_minutes(study, last):.0f} min** of run time "
+            "([how each look was planned](#how-each-look-was-planned)).")
+
+
 def plans_section(study, verdicts):
     """How each look after the first was planned: the claims still open, by their chance of a
     verdict at that look per minute of what it adds, and the models the look added."""

@@ -13,7 +13,7 @@ from reporting.claims import judge
 from reporting.common import SHOWN, _figure, pct, short, table
 from reporting.corruptions import corruption_section
 from reporting.evidence import claims_section, evidence_rows
-from reporting.looks import plans_section
+from reporting.looks import plans_section, run_time_text
 from reporting.robustness import circle_section, robustness_rows, robustness_section
 from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section
@@ -219,7 +219,8 @@ def write(study, report_dir):
            f"times the runs recorded, {_per_cpu(results)}, each in full also where `--jobs` ran it "
            f"beside others, so it can exceed the elapsed time; this invocation took "
            f"{study.wall_time / 60:.1f} min, re-using finished runs). Runs: "
-           + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}.", ""]
+           + ", ".join(f"{n} {s}" for s, n in count.items() if n) + f". Data: {'; '.join(data_desc)}."
+           + run_time_text(study), ""]
     md += setup_section(study) + claims_section(verdicts) + plans_section(study, verdicts)
     md += abl_md + robust_md + circle_md + corruption_md + transfer_md + diag_md + sanity_section(study)
     md += ["## Training runs", "", "Test accuracy of each run's `best.pth` (chosen on the "

@@ -273,6 +273,8 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     assert "left out (budget)" in md and "| extended |" in md
     assert "| claim 1: " + claim.statement in md and "40%" in md and "`eval_cifar10_circle`" in md
     assert looks.plans_section(common.Study(runs, results, "test", profile), [verdict]) == []
+    assert "Over all 2 looks" in looks.run_time_text(study) and "**10 min**" in looks.run_time_text(study)
+    assert looks.run_time_text(common.Study(runs, results, "test", profile)) == ""
 
 
 def test_a_claim_tested_across_seeds_gets_new_seeds_and_one_tested_on_images_larger_samples():
