@@ -179,10 +179,9 @@ def write(study, report_dir):
     """Render REPORT.md, figures/ and summary/ into report_dir."""
     env = utils.environment_info()  # before writing: the report's own files would read as dirty
     fig_dir, sum_dir = os.path.join(report_dir, "figures"), os.path.join(report_dir, "summary")
-    os.makedirs(fig_dir, exist_ok=True)
-    os.makedirs(sum_dir, exist_ok=True)
-    results = {r.name: study.results[r.name] for r in study.runs
-               if study.result(r) is not None}
+    for folder in (fig_dir, sum_dir):
+        os.makedirs(folder, exist_ok=True)
+    results = {r.name: study.results[r.name] for r in study.runs if study.result(r) is not None}
 
     ablations, robust, transfer = ablation_rows(study), robustness_rows(study), transfer_numbers(study)
     copy_eval_figures(report_dir, robust)
