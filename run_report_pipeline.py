@@ -92,7 +92,7 @@ def _chooser(args, rates):
         return {name: r.get("wall_time_s", 0) for name, r in as_on_disk(runs)[1].items()}
     return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
                          took, lambda runs: _unfinished(args, runs),
-                         persist=not (args.list or args.plan or args.render_only))
+                         persist=not (args.list or args.plan or args.render_only), budget_why=args.budget_why)
 
 
 def _unfinished(args, runs):
@@ -119,6 +119,7 @@ def _is_committed(report_dir):
 
 REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
 FIXED = "fixed"  # --budget fixed
+FIXED_WHY = "the fixed design's --plan estimate here"
 
 
 def _seed_list(text):
@@ -145,7 +146,7 @@ def _resolve_budget(args, profile, rates):
 
     fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
     minutes = sum(estimate(r, rates) for r in fixed if r.status != Outcome.NOT_RUN) / 60
-    print(f"--budget fixed: {minutes:.0f} min, the fixed design's estimate here", flush=True)
+    print(f"--budget fixed: {minutes:.0f} min, {FIXED_WHY}", flush=True)
     return round(minutes, 1)
 
 
@@ -259,6 +260,7 @@ def main(argv=None):
     outcomes = restore_records(args) if args.render_only else {}
     measured = _rates(args, profile)
     rates = measured and measured[0]
+    args.budget_why = FIXED_WHY if args.budget == FIXED else "--budget"
     args.budget = _resolve_budget(args, profile, rates)
     runs = looks.pruned(args, profile, args.look, lambda k, done: _open_claims(args, profile, k, done),
                         _chooser(args, rates))

@@ -117,8 +117,8 @@ def plans_section(study, verdicts):
           "holds). The plan is recorded once (`checkpoints/<profile>/looks/`), so a resumed look "
           "runs what it planned.", ""]
     for plan in study.plans:
-        budget = (f"budget {plan['budget_minutes']:g} min" if plan.get("budget_minutes")
-                  else "no budget: every open claim extended")
+        budget = (f"budget {plan['budget_minutes']:g} min ({plan.get('budget_why') or '--budget'})"
+                  if plan.get("budget_minutes") else "no budget: every open claim extended")
         took, before = look_minutes(study, plan), plan["spent_minutes"]
         estimated = plan.get("estimated_minutes")
         budget += (f"; {before:.0f} min of run time by look {plan['look'] - 1}"

@@ -237,7 +237,8 @@ def _spent(previous, before, took, estimate):
     return done, guess
 
 
-def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None, persist=False):
+def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None, persist=False,
+            budget_why="--budget"):
     """The `choose` of `pruned` for a pipeline run. A look planned before runs the runs its
     plan recorded (a resumed look neither re-plans on a spent budget nor re-judges the look
     before it, whose records its own runs have since replaced). Otherwise the look before must
@@ -246,7 +247,8 @@ def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None,
     `took(runs)` {name: seconds} of those that ran) `select` picks the blocks; without one
     every block runs. The plan is recorded under `checkpoints` when `persist` (a run of the
     look; never --list or --plan), with what the looks so far took against their estimate
-    here, and claims a look left out stay out of every later one."""
+    here and where the budget came from (`budget_why`), and claims a look left out stay out of
+    every later one."""
     def choose(k, planning, full, before):
         plan = recorded(checkpoints, k)
         if plan is not None:
@@ -269,7 +271,8 @@ def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None,
         left = 60 * budget - done if budget else math.inf
         chosen, rows = select(claims, extend, joins, seconds, left)
         if persist:
-            utils.save_json({"look": k, "budget_minutes": budget, "spent_minutes": round(done / 60, 1),
+            utils.save_json({"look": k, "budget_minutes": budget, "budget_why": budget and budget_why,
+                             "spent_minutes": round(done / 60, 1),
                              "estimated_minutes": estimated and round(estimated / 60, 1), "rows": rows},
                             plan_path(checkpoints, k))
             extended = [r for r in rows if "claim" in r and r["extended"]]

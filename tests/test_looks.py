@@ -222,7 +222,7 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path / "new")]).look == 1
     assert plan["budget_minutes"] == 3.0 and [r["extended"] for r in plan["rows"]] == [True, True, False, False, False]
-    assert (plan["spent_minutes"], plan["estimated_minutes"]) == (0.5, 1.0)
+    assert (plan["spent_minutes"], plan["estimated_minutes"], plan["budget_why"]) == (0.5, 1.0, "--budget")
     # resumed with other costs (a budget now mostly spent) and look 1 judged otherwise (its
     # records replaced by look 2's runs): the look runs what it planned, judging nothing
     again = study_looks.chooser(str(tmp_path), budget=2.5, estimate=lambda run: 1e6, took=lambda runs: {"a1": 140.0})
@@ -268,7 +268,7 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     # its runs' recorded time (abl_baseline_0's 10 s; the left-out claim's run counts nothing)
     # on top of what look 1 had spent
     assert abs(looks.look_minutes(study, plans[0]) - 10 / 60) < 1e-9
-    assert ("Look 2 (budget 10 min; 10 min of run time by look 1 (1.19x the 8 min `--plan` estimated for "
+    assert ("Look 2 (budget 10 min (--budget); 10 min of run time by look 1 (1.19x the 8 min `--plan` estimated for "
             "those runs here then), its own runs 0 min so far, 10 min in all)") in md
     assert "left out (budget)" in md and "| extended |" in md
     assert "| claim 1: " + claim.statement in md and "40%" in md and "`eval_cifar10_circle`" in md
