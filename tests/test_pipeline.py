@@ -460,7 +460,10 @@ def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(s
     # recording the plan (only a run of the look does)
     assert pipeline.main([*argv, "--look", "2", "--budget", "fixed", "--list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"--budget fixed: \d+ min, the fixed design's estimate here", out)
+    assert re.search(r"--budget fixed: \d+ min, the fixed design's --plan estimate here", out)
+    # the smoke run's FAILED runs (the junk weights) leave look 1 unfinished: a plan only listed
+    # is provisional, and running the look would be refused
+    assert "this plan of look 2 is provisional" in out and "transfer_imagenet_to_" in out
     assert not os.path.exists(looks.plan_path(args.checkpoints, 2))
 
 
