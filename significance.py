@@ -165,11 +165,11 @@ def paired(reference, other, grows=None):
     return test
 
 
-def paired_images(reference, other):
+def paired_images(reference, other, grows=None):
     """Paired t-test of other - reference over images (each image's value under both, e.g. its
     accuracy change from clean averaged over corruptions): the t-test over seeds' machinery,
     with its sample and what would resolve it counted in images. None with under two images."""
-    test = paired(reference, other)
+    test = paired(reference, other, grows)
     if test is None:
         return None
     n = len(test.counts["differences"])

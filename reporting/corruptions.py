@@ -81,10 +81,7 @@ def mce(result, reference):
 
 def _over_images(study, run, reference, other):
     """The paired t-test over the corruptions' images, marked as growing with the looks."""
-    test = significance.paired_images(reference, other)
-    if test:
-        test.grows = ("corruptions", study.split_size(run))
-    return test
+    return significance.paired_images(reference, other, grows=("corruptions", study.split_size(run)))
 
 
 def _compare_retained(study, reference, other, names, expect, what):

@@ -87,8 +87,7 @@ def look_minutes(study, plan):
     """The summed run time the runs a look planned have recorded so far (a re-run's record is
     its latest, so the look before it counts by the time its plan recorded)."""
     names = set().union(*(r["runs"] for r in plan["rows"] if r["extended"]), set())
-    return sum((study.results.get(n) or {}).get("wall_time_s", 0.0) for n in names
-               if study.by_name.get(n) is not None and study.result(study.by_name[n]) is not None) / 60
+    return sum(r.get("wall_time_s", 0.0) for n in names if (r := study.result(n)) is not None) / 60
 
 
 def run_time_text(study):
