@@ -14,6 +14,7 @@ from reporting.common import SHOWN, _figure, pct, short, table
 from reporting.corruptions import corruption_section
 from reporting.evidence import claims_section, evidence_rows
 from reporting.looks import plans_section, run_time_text
+from reporting.provenance import provenance_lines
 from reporting.robustness import circle_section, robustness_rows, robustness_section
 from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section
@@ -236,9 +237,7 @@ def write(study, report_dir):
                    + (" (deliberate)" if r.fields.get("deliberate") else "")
                    + (f": {r.reason}" if r.reason and r.status != Outcome.SKIPPED else ""),
                    f"{_run_seconds(r, results):.0f}", f"`{r.command}`"] for r in study.runs]), "",
-           "## Provenance", "",
-           f"- git commit of this report: `{env['git_commit']}`; commits that produced the runs: "
-           + ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items())),
+           *provenance_lines(env, commits),
            f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
            f"numpy {env['numpy']}, scikit-learn {env['scikit-learn']}",
            f"- machine: {env['platform']}, {env['cpu_count']} CPUs, torch threads "

@@ -287,6 +287,8 @@ def test_report_renders_a_new_run_without_other_edits(study, tmp_path):
     assert {r["model"] for r in _csv(tmp_path / "summary" / "robustness_summary.csv")} >= {"cifar10_trades"}
     assert "mixup" in {r["variant"] for r in _csv(tmp_path / "summary" / "ablation_summary.csv")}
     assert "most robust model under AutoAttack is `cifar10_trades`" in text
+    # the hand-made records name a commit git does not know: never claimed to be the same code
+    assert "`abc` (" in text and "not checkable)" in text and "run code as at" not in text
 
 
 def _seeded_readings(first, second):
@@ -478,3 +480,31 @@ def test_sanity_checks_are_a_table_with_each_evaluations_numbers_below():
     assert "eval_c" not in md  # not evaluated: nothing to check
     assert "<summary>eval_a: 1 of 2 passed</summary>" in md
     assert "- **FAILED** `pgd_overestimate`: PGD 0.40 vs AA 0.20" in md
+
+
+def test_provenance_names_the_run_code_files_git_says_differ(tmp_path):
+    """Per commit that produced runs, which run-code files differ from the report's commit; a
+    -dirty or unknown commit is 'not checkable', never the same code."""
+    import subprocess
+
+    from reporting.provenance import changed_since
+
+    def git(*argv):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("a = 1\n")
+    (tmp_path / "notes.md").write_text("x\n")
+    git("add", "."), git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD").strip()
+    (tmp_path / "notes.md").write_text("y\n")
+    git("commit", "-qam", "two")
+    second = git("rev-parse", "HEAD").strip()
+    (tmp_path / "train.py").write_text("a = 2\nb = 3\n")
+    git("commit", "-qam", "three")
+    code = ("train.py", "models")
+    assert changed_since(first, code, root=tmp_path) == {"train.py": ("2", "1")}
+    assert changed_since(second, ("notes.md",), root=tmp_path) == {}
+    assert changed_since(git("rev-parse", "HEAD").strip(), code, root=tmp_path) == {}
+    assert changed_since(first + "-dirty", code, root=tmp_path) is None
+    assert changed_since("0" * 40, code, root=tmp_path) is None
