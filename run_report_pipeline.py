@@ -253,6 +253,16 @@ def missing_data(args, profile):
         "naming a folder that holds those files (README, Data).")
 
 
+def dirty_tree_note():
+    """What a run started from a working tree with uncommitted changes costs the report."""
+    commit = utils.git_commit()
+    if commit.endswith("-dirty"):
+        return (f"the working tree has uncommitted changes: runs record `{commit}`, and the "
+                "report's Provenance cannot say which code produced them. Commit (or stash) "
+                "first for a report a reviewer can check.")
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
     profile = PROFILES[args.profile]
@@ -286,8 +296,9 @@ def main(argv=None):
         unknown = sorted(set(args.only) - set(by_name))
         if unknown:
             raise SystemExit(f"error: unknown runs {unknown}; choose from {sorted(by_name)}")
-    if missing:
-        print(f"NOTE: {missing}", flush=True)
+    for note in [missing] + ([] if args.render_only else [dirty_tree_note()]):
+        if note:
+            print(f"NOTE: {note}", flush=True)
     if args.budget and not args.render_only:
         from study.estimate import cut_to_budget
 

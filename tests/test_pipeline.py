@@ -480,3 +480,12 @@ def test_a_partial_run_leaves_the_committed_report_as_it_is(tmp_path, monkeypatc
     assert (committed / "REPORT.md").read_text() == "the committed report"
     assert sorted(p.name for p in committed.iterdir()) == ["REPORT.md"]
     assert "is the committed report and is left as it is" in capsys.readouterr().out
+
+
+def test_a_dirty_working_tree_is_named_before_any_run(monkeypatch):
+    # runs started from uncommitted code record a -dirty commit nobody can check out again
+    monkeypatch.setattr(utils, "git_commit", lambda: "0123abc-dirty")
+    assert "`0123abc-dirty`" in pipeline.dirty_tree_note()
+    assert "Commit (or stash) first" in pipeline.dirty_tree_note()
+    monkeypatch.setattr(utils, "git_commit", lambda: "0123abc")
+    assert pipeline.dirty_tree_note() is None
