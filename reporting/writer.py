@@ -15,7 +15,8 @@ from reporting.corruptions import corruption_section
 from reporting.evidence import claims_section, evidence_rows
 from reporting.looks import plans_section, run_time_text
 from reporting.provenance import provenance_lines
-from reporting.robustness import circle_section, robustness_rows, robustness_section
+from reporting.circle import circle_section
+from reporting.robustness import robustness_rows, robustness_section
 from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section
 
