@@ -228,9 +228,10 @@ def git_commit():
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10)
-        # the generated report/ is an output, not code: re-rendering it does not dirty the tree
+        # the generated report/ (and the findings it writes into docs/) is an output, not
+        # code: rendering a look does not make the next look's runs -dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":(exclude)report"],
+                                ".", ":(exclude)report", ":(exclude)docs"],
                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
