@@ -1,17 +1,17 @@
 """Which code the report's runs came from: each commit that produced runs, and which files of
 the code a run's numbers come from differ between it and the report's own commit."""
 
-import os
 import subprocess
+
+import utils
 
 # The code a run's numbers come from (figures and records included).
 RUN_CODE = ("train.py", "eval.py", "corruption_eval.py", "models", "corruptions", "datasets.py",
             "losses.py", "attacks.py", "metrics.py", "utils.py", "plots.py", "run_contract.py",
             "requirements.txt")
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def changed_since(commit, paths=RUN_CODE, root=PROJECT_ROOT):
+def changed_since(commit, paths=RUN_CODE, root=None):
     """{file: (lines added, lines removed)} for the files under `paths` that differ between
     `commit` and HEAD, or None where git cannot tell (no repository, an unknown commit, or one
     recorded as -dirty, whose uncommitted changes nobody kept)."""
@@ -19,7 +19,7 @@ def changed_since(commit, paths=RUN_CODE, root=PROJECT_ROOT):
         return None
     try:
         out = subprocess.run(["git", "diff", "--numstat", commit, "HEAD", "--", *paths],
-                             cwd=root, capture_output=True, text=True, timeout=30)
+                             cwd=root or utils.PROJECT_ROOT, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

@@ -9,13 +9,13 @@ import utils
 from run_contract import Outcome
 
 from reporting.ablations import ablation_rows, ablation_section
+from reporting.circle import circle_section
 from reporting.claims import judge
 from reporting.common import SHOWN, _figure, pct, short, table
 from reporting.corruptions import corruption_section
 from reporting.evidence import claims_section, evidence_rows
 from reporting.looks import plans_section, run_time_text
 from reporting.provenance import provenance_lines
-from reporting.circle import circle_section
 from reporting.robustness import robustness_rows, robustness_section
 from reporting.setup import setup_section
 from reporting.transfer import transfer_numbers, transfer_section

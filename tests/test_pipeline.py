@@ -113,7 +113,7 @@ def test_smoke_profile_writes_every_file_and_table(smoke):
         row = cross[pair]
         if not has_usps:
             # usps's own data missing, or (usps -> digits) the usps model it starts from
-            assert row["finetune_status"] in ("not run: needs usps_scratch (not run)",) or \
+            assert row["finetune_status"] == "not run: needs usps_scratch (not run)" or \
                 row["finetune_status"].startswith("not run: usps"), row
             continue
         assert row["direct_status"] == row["finetune_status"] == "ok", row

@@ -9,6 +9,7 @@ import pytest
 
 import run_contract
 import significance
+import utils
 from reporting import claims
 from reporting import common
 from reporting import robustness
@@ -482,17 +483,23 @@ def test_sanity_checks_are_a_table_with_each_evaluations_numbers_below():
     assert "- **FAILED** `pgd_overestimate`: PGD 0.40 vs AA 0.20" in md
 
 
-def test_provenance_names_the_run_code_files_git_says_differ(tmp_path):
-    """Per commit that produced runs, which run-code files differ from the report's commit; a
-    -dirty or unknown commit is 'not checkable', never the same code."""
-    import subprocess
 
-    from reporting.provenance import changed_since
+def _git_repo(folder):
+    """A fresh git repository in `folder`; returns git(*argv) -> its stdout there."""
+    import subprocess
 
     def git(*argv):
         return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv],
-                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+                              cwd=folder, check=True, capture_output=True, text=True).stdout
     git("init", "-q")
+    return git
+
+def test_provenance_names_the_run_code_files_git_says_differ(tmp_path):
+    """Per commit that produced runs, which run-code files differ from the report's commit; a
+    -dirty or unknown commit is 'not checkable', never the same code."""
+    from reporting.provenance import changed_since
+
+    git = _git_repo(tmp_path)
     (tmp_path / "train.py").write_text("a = 1\n")
     (tmp_path / "notes.md").write_text("x\n")
     git("add", "."), git("commit", "-qm", "one")
@@ -508,3 +515,20 @@ def test_provenance_names_the_run_code_files_git_says_differ(tmp_path):
     assert changed_since(git("rev-parse", "HEAD").strip(), code, root=tmp_path) == {}
     assert changed_since(first + "-dirty", code, root=tmp_path) is None
     assert changed_since("0" * 40, code, root=tmp_path) is None
+
+
+def test_rendered_outputs_do_not_make_the_tree_dirty_but_code_does(tmp_path, monkeypatch):
+    """Rendering a look writes report/ and the findings in docs/: the next look's runs must
+    still record a clean commit; an edit to code must not."""
+    git = _git_repo(tmp_path)
+    for name in ("train.py", "docs/pipeline.md", "report/REPORT.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    git("add", "."), git("commit", "-qm", "one")
+    head = git("rev-parse", "HEAD").strip()
+    monkeypatch.setattr(utils, "PROJECT_ROOT", str(tmp_path))
+    (tmp_path / "docs" / "pipeline.md").write_text("findings\n")
+    (tmp_path / "report" / "REPORT.md").write_text("rendered\n")
+    assert utils.git_commit() == head
+    (tmp_path / "train.py").write_text("two\n")
+    assert utils.git_commit() == head + "-dirty"
