@@ -83,6 +83,23 @@ def _rates(args, profile):
     return seconds_per_image(sorted({r.stem for r in looks.matrix(args, profile, args.look)}), args.device)
 
 
+def _calibration(args, profile, rates):
+    """What the runs done so far (of any look up to args.look, as they ran) took against their
+    --plan estimate here (study/estimate.calibration): a budget is counted in run time, so the
+    estimates it is planned with are scaled by it; 1.0 without rates."""
+    from study.estimate import calibration
+
+    if not rates:
+        return 1.0
+    done = {}
+    for k in range(1, args.look + 1):
+        copies, results = as_on_disk(looks.matrix(args, profile, k))
+        done.update({c.name: (c, results[c.name]["wall_time_s"]) for c in copies
+                     if c.name in results and "wall_time_s" in results[c.name]})
+    factor, _ = calibration([c for c, _ in done.values()], rates, {n: t for n, (_, t) in done.items()})
+    return factor
+
+
 def _chooser(args, rates):
     """How a later look picks what it extends (study/looks.py): as it was planned, else by
     each open claim's chance per minute under --budget (every claim without one)."""
@@ -90,7 +107,8 @@ def _chooser(args, rates):
 
     def took(runs):
         return {name: r.get("wall_time_s", 0) for name, r in as_on_disk(runs)[1].items()}
-    return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
+    return looks.chooser(args.checkpoints, args.budget,
+                         rates and (lambda run: estimate(run, rates) * args.calibration),
                          took, lambda runs: _unfinished(args, runs),
                          persist=not (args.list or args.plan or args.render_only), budget_why=args.budget_why)
 
@@ -119,7 +137,8 @@ def _is_committed(report_dir):
 
 REPORT_PROFILE = "quick"  # the profile whose report is committed in report/
 FIXED = "fixed"  # --budget fixed
-FIXED_WHY = "the fixed design's --plan estimate here"
+FIXED_WHY = ("the fixed design's --plan estimate here, times what the runs done took against "
+             "their estimate")
 
 
 def _seed_list(text):
@@ -139,14 +158,18 @@ def _budget(text):
 
 def _resolve_budget(args, profile, rates):
     """--budget fixed: the summed --plan estimate here of the profile without looks (the fixed
-    design a study in looks must not outspend), in minutes."""
+    design a study in looks must not outspend), in minutes of run time: times the calibration
+    (args.calibration), so that it is counted in the units the runs' records spend it in."""
     if args.budget != FIXED or not rates:  # (no rates: --render-only, which runs nothing)
         return None if args.budget == FIXED else args.budget
     from study.estimate import estimate
 
     fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
-    minutes = sum(estimate(r, rates) for r in fixed if r.status != Outcome.NOT_RUN) / 60
-    print(f"--budget fixed: {minutes:.0f} min, {FIXED_WHY}", flush=True)
+    estimated = sum(estimate(r, rates) for r in fixed if r.status != Outcome.NOT_RUN) / 60
+    minutes = estimated * args.calibration
+    print(f"--budget fixed: {minutes:.0f} min, the fixed design's --plan estimate here ({estimated:.0f} "
+          f"min) times what the runs done took against their estimate ({args.calibration:.2f}x)",
+          flush=True)
     return round(minutes, 1)
 
 
@@ -271,6 +294,7 @@ def main(argv=None):
     measured = _rates(args, profile)
     rates = measured and measured[0]
     args.budget_why = FIXED_WHY if args.budget == FIXED else "--budget"
+    args.calibration = _calibration(args, profile, rates)
     args.budget = _resolve_budget(args, profile, rates)
     runs = looks.pruned(args, profile, args.look, lambda k, done: _open_claims(args, profile, k, done),
                         _chooser(args, rates))
@@ -299,11 +323,13 @@ def main(argv=None):
     for note in [missing] + ([] if args.render_only else [dirty_tree_note()]):
         if note:
             print(f"NOTE: {note}", flush=True)
-    if args.budget and not args.render_only:
+    # a later look's plan spent its budget block by block (study/looks.select); cutting runs
+    # from it here would leave a block half run (a model without its evaluation)
+    if args.budget and not args.render_only and looks.recorded(args.checkpoints, args.look) is None:
         from study.estimate import cut_to_budget
 
         planned, cut = cut_to_budget([r for r in runs if not args.only or r.name in args.only],
-                                     rates, args.budget)
+                                     rates, args.budget, args.calibration)
         print(f"budget {args.budget:g} min: {planned:.0f} min done or planned; "
               f"{len(cut)} runs left out" + (f" ({', '.join(cut[:5])}{', ...' if len(cut) > 5 else ''})"
                                               if cut else ""), flush=True)

@@ -50,6 +50,16 @@ def estimate(run, rates):
     return run.cost * rates[run.stem]
 
 
+def calibration(runs, rates, took):
+    """(recorded seconds / estimated seconds of the runs done, how many): the factor that turns
+    --plan's estimates here into what runs take here, for a budget counted in run time (the
+    rate measured now scales every estimate alike, so a budget of estimates times this factor
+    does not move with it); (1.0, 0) where none is done. `took` is {name: seconds}."""
+    done = [r for r in runs if r.name in took and r.status != Outcome.NOT_RUN]
+    planned = sum(estimate(r, rates) for r in done)
+    return (sum(took[r.name] for r in done) / planned, len(done)) if planned > 0 else (1.0, 0)
+
+
 def _duration(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
@@ -72,12 +82,11 @@ def print_plan(runs, rates, amp, device, took=None):
           f"{'bf16 autocast' if amp == 'bf16' else 'fp32'}; measured {measured}, one process). "
           "Training and attack steps only: validation, data loading and process start add to "
           "it; --jobs N divides it across N devices.")
-    done = [r for r in runs if r.name in took and r.status != Outcome.NOT_RUN]
+    factor, done = calibration(runs, rates, took)
     if done:
-        planned = sum(estimate(r, rates) for r in done)
-        spent = sum(took[r.name] for r in done)
-        print(f"runs done for these commands: {len(done)} of {len(runs)}, {_duration(spent)} "
-              f"recorded against {_duration(planned)} estimated ({spent / planned:.2f}x; their "
+        spent = sum(took[r.name] for r in runs if r.name in took and r.status != Outcome.NOT_RUN)
+        print(f"runs done for these commands: {done} of {len(runs)}, {_duration(spent)} "
+              f"recorded against {_duration(spent / factor)} estimated ({factor:.2f}x; their "
               "machine and --jobs as they ran, this machine's rate now)")
     return total
 
@@ -111,11 +120,12 @@ def print_looks(added, rates, look, fixed):
     return total
 
 
-def cut_to_budget(runs, rates, minutes):
+def cut_to_budget(runs, rates, minutes, factor=1.0):
     """Leave out ("not run", reason "budget: ...") the runs that would take the study past
     `minutes` of summed run time: the recorded time of the runs already done counts first,
-    then each remaining run's estimate in matrix order; a run that reads one left out is left
-    out by the launcher ("needs ..."). Returns (minutes spent or planned, the runs left out)."""
+    then each remaining run's estimate (times `factor`, `calibration`'s) in matrix order; a
+    run that reads one left out is left out by the launcher ("needs ..."). Returns (minutes
+    spent or planned, the runs left out)."""
     from study.execution import as_on_disk
 
     copies, results = as_on_disk(runs)
@@ -124,7 +134,7 @@ def cut_to_budget(runs, rates, minutes):
     for run, there in zip(runs, copies):
         if run.status == Outcome.NOT_RUN or there.status in run_contract.FINISHED:
             continue
-        seconds = estimate(run, rates)
+        seconds = estimate(run, rates) * factor
         if spent + seconds > 60 * minutes:
             run.status = Outcome.NOT_RUN
             run.reason = (f"{run_contract.BUDGET}: --budget {minutes:g} min would be passed (estimated "

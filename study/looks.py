@@ -275,11 +275,24 @@ def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None,
                              "spent_minutes": round(done / 60, 1),
                              "estimated_minutes": estimated and round(estimated / 60, 1), "rows": rows},
                             plan_path(checkpoints, k))
-            extended = [r for r in rows if "claim" in r and r["extended"]]
-            print(f"look {k} planned from look {k - 1}'s verdicts: {len(extended)} of "
-                  f"{sum('claim' in r for r in rows)} open claims extended, "
-                  f"{sum(r['extended'] for r in rows if 'joining' in r)} of {len(joins)} joining "
-                  f"models" + (f", within --budget {budget:g} min ({done / 60:.0f} spent)" if budget else "")
-                  + f" ({plan_path(checkpoints, k)})", flush=True)
+        _say(k, rows, budget, done, plan_path(checkpoints, k) if persist else None)
         return chosen
     return choose
+
+
+def _say(k, rows, budget, done, path):
+    """The look's plan, one line per claim and joining block; where it was recorded (`path`),
+    or that it was not (--plan, --list)."""
+    extended = [r for r in rows if "claim" in r and r["extended"]]
+    print(f"look {k} planned from look {k - 1}'s verdicts: {len(extended)} of "
+          f"{sum('claim' in r for r in rows)} open claims extended, "
+          f"{sum(r['extended'] for r in rows if 'joining' in r)} of {sum('joining' in r for r in rows)} "
+          "joining models" + (f", within --budget {budget:g} min ({done / 60:.0f} spent)" if budget else "")
+          + (f" ({path})" if path else " (not recorded: only a run of the look records its plan)"),
+          flush=True)
+    for row in rows:
+        chance = "-" if row["chance"] is None else f"{row['chance']:.2f}"
+        minutes = "-" if row["minutes"] is None else f"{row['minutes']:.1f} min"
+        what = row.get("claim") or "joining: " + ", ".join(row["joining"])
+        print(f"  {'extended' if row['extended'] else 'left out':8s}  chance {chance:>4s}  {minutes:>9s}  "
+              f"{what}", flush=True)

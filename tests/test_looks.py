@@ -4,6 +4,7 @@ every claim says what it spent and why it stopped."""
 
 import math
 import os
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -172,6 +173,14 @@ def test_a_budget_leaves_out_the_runs_past_it_and_says_so(tmp_path):
     assert cut == [r.name for r in runnable[10:]] and planned <= allowed
     assert all(r.status == Outcome.NOT_RUN and r.reason.startswith(f"{run_contract.BUDGET}: --budget")
                for r in runnable[10:])
+    # runs that took twice their estimate here make the rest cost twice theirs: half as many fit
+    again = plan.build_matrix(args, pipeline.PROFILES["smoke"])
+    took = {r.name: 2 * r.cost * 1e-3 for r in runnable[:2]}
+    factor, done = estimate.calibration(again, rates, took)
+    assert done == 2 and factor == pytest.approx(2.0)
+    assert estimate.calibration(again, rates, {}) == (1.0, 0)
+    _, halved = estimate.cut_to_budget(again, rates, allowed, factor)
+    assert len(halved) > len(cut)
     # a claim whose tests were still open when the budget ended says so
     runs_, results = [], {}
     ablations(runs_, results, "baseline", [0.60, 0.62, 0.61])
@@ -187,7 +196,7 @@ def test_a_budget_leaves_out_the_runs_past_it_and_says_so(tmp_path):
     assert verdict.spending.endswith("; budget") and verdict.verdict == "inconclusive", verdict.spending
 
 
-def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_is_planned_once(tmp_path):
+def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_is_planned_once(tmp_path, capsys):
     """`select` ranks the open claims by chance per second of what they add (a run two claims
     share counted once), leaves out what the budget does not reach, and puts the claims with
     nothing tested and the joining models last; `chooser` records the plan, a resumed look
@@ -217,6 +226,15 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
                                  took=lambda runs: {"a1": 30.0}, unfinished=lambda runs: [], persist=True)
     assert choose(2, planning, full, before) == chosen
     plan = study_looks.recorded(str(tmp_path), 2)
+    said = capsys.readouterr().out  # the plan, one line per claim and joining block
+    assert f"2 of 4 open claims extended, 0 of 1 joining models, within --budget 3 min (0 spent) ({tmp_path}" in said
+    assert re.search(r"extended +chance 0\.50 +0\.5 min +B\n", said) and re.search(r"left out +chance +- .*D\n", said)
+    assert re.search(r"left out +chance +- +1\.7 min +joining: j1, j2\n", said)
+    # --plan sees the same plan, and is told it was not recorded
+    study_looks.chooser(str(tmp_path / "preview"), budget=3.0, estimate=lambda run: seconds[run.name],
+                        took=lambda runs: {"a1": 30.0})(2, planning, full, before)
+    assert "(not recorded: only a run of the look records its plan)" in capsys.readouterr().out
+    assert not os.path.exists(study_looks.plan_path(str(tmp_path / "preview"), 2))
     # a plain pipeline run (no --look) now resumes look 2; a fresh folder starts at look 1
     import run_report_pipeline as pipeline
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2

@@ -462,7 +462,19 @@ def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(s
     # recording the plan (only a run of the look does)
     assert pipeline.main([*argv, "--look", "2", "--budget", "fixed", "--list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"--budget fixed: \d+ min, the fixed design's --plan estimate here", out)
+    assert re.search(r"--budget fixed: \d+ min, the fixed design's --plan estimate here \(\d+ min\) "
+                     r"times what the runs done took against their estimate \(\d+\.\d\dx\)", out)
+    # counted in run time, the fixed budget does not move with the rate measured now (it moves
+    # every estimate alike): a machine measured twice as slow gets the same budget
+    args.look, rates = 2, {r.stem: 1e-3 for r in looks.matrix(args, profile, 2)}
+    budgets, factors = [], []
+    for scale in (1, 2):
+        args.budget, scaled = pipeline.FIXED, {stem: scale * rate for stem, rate in rates.items()}
+        args.calibration = pipeline._calibration(args, profile, scaled)
+        factors.append(args.calibration)
+        budgets.append(pipeline._resolve_budget(args, profile, scaled))
+    assert factors[0] == pytest.approx(2 * factors[1])  # the smoke run's records calibrate it
+    assert budgets[0] == pytest.approx(budgets[1], rel=1e-3, abs=0.1)
     # the smoke run's FAILED runs (the junk weights) leave look 1 unfinished: a plan only listed
     # is provisional, and running the look would be refused
     assert "this plan of look 2 is provisional" in out and "transfer_imagenet_to_" in out
