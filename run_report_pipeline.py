@@ -107,10 +107,10 @@ def _chooser(args, rates):
 
     def took(runs):
         return {name: r.get("wall_time_s", 0) for name, r in as_on_disk(runs)[1].items()}
-    return looks.chooser(args.checkpoints, args.budget,
-                         rates and (lambda run: estimate(run, rates) * args.calibration),
+    return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
                          took, lambda runs: _unfinished(args, runs),
-                         persist=not (args.list or args.plan or args.render_only), budget_why=args.budget_why)
+                         persist=not (args.list or args.plan or args.render_only), budget_why=args.budget_why,
+                         factor=args.calibration)
 
 
 def _unfinished(args, runs):

@@ -122,7 +122,9 @@ def plans_section(study, verdicts):
         estimated = plan.get("estimated_minutes")
         budget += (f"; {before:.0f} min of run time by look {plan['look'] - 1}"
                    + (f" ({before / estimated:.2f}x the {estimated:.0f} min `--plan` estimated for "
-                      "those runs here then)" if estimated else "")
+                      "those runs here then" + ("; the minutes below are estimates scaled by it"
+                                                if plan.get("calibration") else "") + ")"
+                      if estimated else "")
                    + f", its own runs {took:.0f} min so far, {before + took:.0f} min in all")
         rows = [[f"claim {numbered.get(r['claim'], '?')}: {r['claim']}" if "claim" in r
                  else "joins: " + ", ".join(f"`{n}`" for n in r["joining"]),

@@ -218,7 +218,8 @@ def last_planned(folder):
 
 def recorded(checkpoints, look):
     """How look `look` was planned ({"look", "budget_minutes", "spent_minutes": what the looks
-    before took, "estimated_minutes": their --plan estimate here then, "rows"}), or None."""
+    before took, "estimated_minutes": their --plan estimate here then, "calibration": the
+    first over the second, which the plan's costs were scaled by, "rows"}), or None."""
     path = plan_path(checkpoints, look)
     return utils.load_json(path) if os.path.exists(path) else None
 
@@ -238,13 +239,14 @@ def _spent(previous, before, took, estimate):
 
 
 def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None, persist=False,
-            budget_why="--budget"):
+            budget_why="--budget", factor=1.0):
     """The `choose` of `pruned` for a pipeline run. A look planned before runs the runs its
     plan recorded (a resumed look neither re-plans on a spent budget nor re-judges the look
     before it, whose records its own runs have since replaced). Otherwise the look before must
     have finished (`unfinished(runs)`: the names of those still to run; planning on part of it
     is refused), and under a budget (`budget` minutes; `estimate(run)` its seconds,
-    `took(runs)` {name: seconds} of those that ran) `select` picks the blocks; without one
+    `took(runs)` {name: seconds} of those that ran; `factor` what runs took against their
+    estimate, which the costs are scaled by) `select` picks the blocks; without one
     every block runs. The plan is recorded under `checkpoints` when `persist` (a run of the
     look; never --list or --plan), with what the looks so far took against their estimate
     here and where the budget came from (`budget_why`), and claims a look left out stay out of
@@ -266,14 +268,15 @@ def chooser(checkpoints, budget=None, estimate=None, took=None, unfinished=None,
                    if "claim" in row and not row["extended"]}
         claims = [c for c in claims if c.claim not in stopped]
         changed = {n: r for n, r in full.items() if n not in before or r.command != before[n].command}
-        seconds = {n: estimate(r) if estimate else None for n, r in changed.items()}
+        seconds = {n: estimate(r) * factor if estimate else None for n, r in changed.items()}
         done, estimated = _spent(recorded(checkpoints, k - 1), before, took, estimate)
         left = 60 * budget - done if budget else math.inf
         chosen, rows = select(claims, extend, joins, seconds, left)
         if persist:
             utils.save_json({"look": k, "budget_minutes": budget, "budget_why": budget and budget_why,
                              "spent_minutes": round(done / 60, 1),
-                             "estimated_minutes": estimated and round(estimated / 60, 1), "rows": rows},
+                             "estimated_minutes": estimated and round(estimated / 60, 1),
+                             "calibration": round(factor, 3), "rows": rows},
                             plan_path(checkpoints, k))
         _say(k, rows, budget, done, plan_path(checkpoints, k) if persist else None)
         return chosen

@@ -235,6 +235,14 @@ def test_a_budget_extends_the_claims_most_likely_decided_per_minute_and_a_look_i
                         took=lambda runs: {"a1": 30.0})(2, planning, full, before)
     assert "(not recorded: only a run of the look records its plan)" in capsys.readouterr().out
     assert not os.path.exists(study_looks.plan_path(str(tmp_path / "preview"), 2))
+    # runs that took half their estimate make the look's costs half theirs (everything fits
+    # now), while the plan keeps the estimate unscaled: the check that look 1 cost what --plan said
+    halved = study_looks.chooser(str(tmp_path / "halved"), budget=3.0, estimate=lambda run: seconds[run.name],
+                                 took=lambda runs: {"a1": 30.0}, persist=True, factor=0.5)
+    assert set(halved(2, planning, full, before)) == {*extend.values(), *joins}
+    scaled = study_looks.recorded(str(tmp_path / "halved"), 2)
+    assert (scaled["spent_minutes"], scaled["estimated_minutes"], scaled["calibration"]) == (0.5, 1.0, 0.5)
+    assert [r["minutes"] for r in scaled["rows"]][:2] == [0.2, 1.0]  # B's 30 s and A's 120 s, halved
     # a plain pipeline run (no --look) now resumes look 2; a fresh folder starts at look 1
     import run_report_pipeline as pipeline
     assert pipeline.parse_args(["--profile", "quick", "--checkpoints", str(tmp_path)]).look == 2
@@ -291,6 +299,10 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     assert "left out (budget)" in md and "| extended |" in md
     assert "| claim 1: " + claim.statement in md and "40%" in md and "`eval_cifar10_circle`" in md
     assert looks.plans_section(common.Study(runs, results, "test", profile), [verdict]) == []
+    # a plan whose costs were scaled by what look 1 took against its estimate says so
+    scaled = common.Study(runs, results, "test", profile, plans=[{**plans[0], "calibration": 1.19}])
+    assert ("(1.19x the 8 min `--plan` estimated for those runs here then; the minutes below are "
+            "estimates scaled by it)") in "\n".join(looks.plans_section(scaled, [verdict]))
     assert "Over all 2 looks" in looks.run_time_text(study) and "**10 min**" in looks.run_time_text(study)
     assert looks.run_time_text(common.Study(runs, results, "test", profile)) == ""
 
