@@ -20,6 +20,7 @@ family of m tests) and what sample would resolve it. What each kind of claim com
 in reporting/comparisons.py (and reporting/corruptions.py); a new claim is one more declaration.
 """
 
+import collections
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -105,10 +106,12 @@ class Verdict:
             return "-"
         looks = max(len(h.looks) for h in hs)
         samples = sorted({u.test.sample for u in self.units})
-        stops = sorted({h.stop or ("budget" if self.budget_ended else "open") for h in hs})
+        stops = collections.Counter(h.stop or ("budget" if self.budget_ended else "open") for h in hs)
+        why = (", ".join(sorted(stops)) if len(stops) == 1 else  # tests stopped apart: how many each
+               ", ".join(f"{stop} ({n} of {len(hs)} tests)" for stop, n in sorted(stops.items())))
         return (f"{looks} look{'s' * (looks > 1)}; {'; '.join(samples[:2])}"
                 + (f" (+{len(samples) - 2} more)" if len(samples) > 2 else "")
-                + f"; {self.minutes:.{0 if self.minutes >= 10 else 1}f} min; {', '.join(stops)}")
+                + f"; {self.minutes:.{0 if self.minutes >= 10 else 1}f} min; {why}")
 
     @property
     def statement(self):

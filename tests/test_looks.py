@@ -87,6 +87,17 @@ def test_a_one_look_study_is_judged_as_before_with_its_spending():
     assert row["boundary"] == "p <= 0.05 at look 1 of 1"  # one test, one look: the level itself
 
 
+def test_a_claim_whose_tests_stopped_apart_says_how_many_stopped_each_way():
+    def unit(stop):
+        return SimpleNamespace(hypothesis=SimpleNamespace(stop=stop, looks=[None]),
+                               test=SimpleNamespace(sample="2 seeds, paired"))
+    [declared] = _augmentation_claim()
+    mixed = claims.Verdict(declared, "inconclusive", [], [unit("futile at look 1"), unit(""), unit("")], 158.0)
+    assert mixed.spending == "1 look; 2 seeds, paired; 158 min; futile at look 1 (1 of 3 tests), open (2 of 3 tests)"
+    alike = claims.Verdict(declared, "inconclusive", [], [unit(""), unit("")], 5.6)
+    assert alike.spending == "1 look; 2 seeds, paired; 5.6 min; open"
+
+
 def test_each_look_adds_new_seeds_and_larger_samples_and_nothing_else(monkeypatch, capsys):
 
     import run_report_pipeline as pipeline
