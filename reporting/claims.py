@@ -91,6 +91,7 @@ class Verdict:
     minutes: float = 0.0  # summed run time of the runs its comparisons read
     read: set = field(default_factory=set)  # their names
     budget_ended: bool = False  # the study's --budget left runs out: an open test stopped there
+    left_out: bool = False  # a later look's plan left the claim out (its budget did not reach it)
 
     @property
     def open(self):
@@ -103,7 +104,7 @@ class Verdict:
         """Looks used, sample, minutes and why it stopped: '1 look; 3 seeds; 42 min; cap (look 1)'."""
         hs = [u.hypothesis for u in self.units]
         if not hs:
-            return "-"
+            return "left out by the budget" if self.left_out else "-"
         looks = max(len(h.looks) for h in hs)
         samples = sorted({u.test.sample for u in self.units})
         stops = collections.Counter(h.stop or ("budget" if self.budget_ended else "open") for h in hs)
@@ -256,7 +257,7 @@ def judge(study, declared=None):
     budget = any(str(r.reason).startswith(f"{run_contract.BUDGET}:") for r in study.runs)
     left_out = looks.left_out(study)
     return [Verdict(c, decide(c, comps, us), comps, us, *minutes[id(c)],
-                    budget_ended=budget or c.statement in left_out)
+                    budget_ended=budget or c.statement in left_out, left_out=c.statement in left_out)
             for c, comps, us in units]
 
 
@@ -340,7 +341,9 @@ def summary(v):
     sample, and for an inconclusive verdict what it could have seen."""
     c = v.claim
     if v.verdict == Outcome.NOT_RUN:
-        return "; ".join(sorted({x.why for x in v.comparisons if x.why})) or "not run"
+        why = "; ".join(sorted({x.why for x in v.comparisons if x.why})) or "not run"
+        return (f"{why}: the budget left it out ([how each look was planned](#how-each-look-was-planned))"
+                if v.left_out else why)
     untested = [x for x in v.comparisons if x.ran and not x.test]
     if len(v.units) == 1 and not untested:
         u = v.units[0]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from reporting import claims, common, evidence, looks
+from run_contract import Outcome
 from test_report import ablations, rec, trained
 
 
@@ -172,7 +173,6 @@ def test_a_later_look_extends_only_what_the_open_claims_read(monkeypatch):
 def test_a_budget_leaves_out_the_runs_past_it_and_says_so(tmp_path):
     import run_contract
     import run_report_pipeline as pipeline
-    from run_contract import Outcome
     from study import estimate, plan
 
     args = pipeline.parse_args(["--profile", "smoke", "--checkpoints", str(tmp_path)])
@@ -314,6 +314,15 @@ def test_a_claim_a_look_left_out_says_budget_and_the_report_shows_how_each_look_
     scaled = common.Study(runs, results, "test", profile, plans=[{**plans[0], "calibration": 1.19}])
     assert ("(1.19x the 8 min `--plan` estimated for those runs here then; the minutes below are "
             "estimates scaled by it)") in "\n".join(looks.plans_section(scaled, [verdict]))
+    # a claim whose models the plan left out is "not run", and says it was the budget
+    [circle] = [c for c in claims.CLAIMS if c.statement.startswith("Circle Loss")]
+    left = {"claim": circle.statement, "chance": None, "runs": ["cifar10_circle"], "minutes": 20.0, "extended": False}
+    unreached = common.Study(runs, results, "test", profile, plans=[{**plans[0], "rows": [*plans[0]["rows"], left]}])
+    [none] = claims.judge(unreached, [circle])
+    assert none.verdict == Outcome.NOT_RUN and none.spending == "left out by the budget"
+    assert none.evidence.startswith("not run: needs both models evaluated: the budget left it out")
+    [elsewhere] = claims.judge(study, [circle])  # missing for another reason: says only that
+    assert elsewhere.evidence == "not run: needs both models evaluated" and elsewhere.spending == "-"
     assert "Over all 2 looks" in looks.run_time_text(study) and "**10 min**" in looks.run_time_text(study)
     assert looks.run_time_text(common.Study(runs, results, "test", profile)) == ""
 
