@@ -8,26 +8,21 @@ import time
 
 import utils
 from run_contract import Outcome
-from study.execution import _tail, as_on_disk, call, finish, launch_argv, prepare
+from study.execution import _tail, call, finish, launch_argv, prepare
 
 
-def _eta(runs, elapsed, force=False):
-    """Minutes left at this invocation's pace (cost done per second so far): the cost of the
-    runs still to do. A pending run the pass has not reached may be up to date on disk, or
-    recorded as diverged (a resumed pipeline); it costs nothing, unless --force re-runs it."""
+def _eta(runs, elapsed):
     done_cost = sum(r.cost for r in runs if r.status == Outcome.DONE)
+    rest = sum(r.cost for r in runs if r.status == Outcome.PENDING)
     if not done_cost:
         return "unknown"
-    there = [None] * len(runs) if force else as_on_disk(runs)[0]
-    rest = sum(r.cost for r, c in zip(runs, there)
-               if r.status == Outcome.PENDING
-               and (c is None or c.status not in (Outcome.SKIPPED, Outcome.DIVERGED)))
     return f"{rest * elapsed / done_cost / 60:.0f} min"
 
 
-def _announce_start(run, i, total, start, runs, force):
-    print(f"\n=== [{i}/{total}] {run.script} {run.name} | elapsed {(time.time() - start) / 60:.1f} min"
-          f" | estimated left {_eta(runs, time.time() - start, force)}\n    {run.command}", flush=True)
+def _announce_start(run, i, total, start, runs):
+    print(f"\n=== [{i}/{total}] {run.script} {run.name} | elapsed "
+          f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, time.time() - start)}"
+          f"\n    {run.command}", flush=True)
 
 
 def _announce_end(run):
@@ -46,7 +41,7 @@ def run_serial(runs, by_name, force):
         if not prepare(run, by_name, force):
             _announce_end(run)
             continue
-        _announce_start(run, i, len(runs), start, runs, force)
+        _announce_start(run, i, len(runs), start, runs)
         t0 = time.time()
         outcome = call(run.script, launch_argv(run, force))
         finish(run, outcome, time.time() - t0)
@@ -191,7 +186,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
                 if not prepare(run, by_name, force):
                     _announce_end(run)
                     continue
-                _announce_start(run, len(runs) - len(pending), len(runs), start, runs, force)
+                _announce_start(run, len(runs) - len(pending), len(runs), start, runs)
                 run.status = Outcome.RUNNING
                 running[run.name] = (run, backend.submit(run, launch_argv(run, force),
                                                          _log_path(log_dir, run.name)), time.time())

@@ -438,26 +438,6 @@ def test_missing_real_data_is_named_with_the_flag_that_adds_it(tmp_path, monkeyp
     assert datasets.default_data_root() == str(second)
 
 
-def test_the_time_left_counts_only_the_runs_still_to_do(smoke):
-    """A resumed pipeline's pending runs may be up to date on disk: the estimate of the time
-    left counts nothing for them (it read ~2x the real time left in look 2's resume), but for
-    every pending run under --force, which re-runs them."""
-    from study import launchers, plan
-
-    root, argv, _ = smoke
-    runs = plan.build_matrix(pipeline.parse_args(argv), pipeline.PROFILES["smoke"])
-    pending = [r for r in runs if r.status == Outcome.PENDING]
-    pending[0].status = Outcome.DONE  # this invocation's pace: that run's cost in 60 s
-    # left to do: only what FAILED in the smoke run (the junk weights' fine-tunes)
-    failed = [r for r in pending[1:] if _statuses(root / "report")[r.name]["status"] == "FAILED"]
-    assert failed and len(failed) < len(pending) - 1
-    minutes = launchers._eta(runs, 60.0)
-    assert minutes == f"{sum(r.cost for r in failed) / pending[0].cost:.0f} min"
-    rest = sum(r.cost for r in pending[1:])
-    assert launchers._eta(runs, 60.0, force=True) == f"{rest / pending[0].cost:.0f} min" != minutes
-    assert launchers._eta(pending[1:], 60.0) == "unknown"  # nothing done yet: no pace
-
-
 def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(smoke, monkeypatch, capsys):
     """Judged from the smoke run's records as look 1 of a two-look schedule: the open claims
     name runs of the study, and look 2 leaves out what no claim reads (the divergence check)."""
