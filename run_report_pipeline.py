@@ -342,7 +342,8 @@ def main(argv=None):
         # one pipeline per checkpoints folder at a time (each run also has one owner)
         with run_contract.Owner(os.path.join(args.checkpoints, run_contract.PIPELINE_LOCK),
                                 f"checkpoints folder {args.checkpoints}"):
-            launch(args, runs, by_name)
+            todo = {r.name for r in runs} if args.force else set(_unfinished(args, runs))
+            launch(args, runs, by_name, todo)
     wall = time.time() - start
     if args.render_only:
         lost = records_lost(args, runs)

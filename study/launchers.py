@@ -11,18 +11,20 @@ from run_contract import Outcome
 from study.execution import _tail, call, finish, launch_argv, prepare
 
 
-def _eta(runs, elapsed):
+def _eta(runs, todo, elapsed):
+    """Minutes left at this invocation's pace (cost done per second so far): the cost of the
+    runs in `todo` (the names to execute) not reached yet. A resumed pipeline's pending runs
+    that are up to date on disk are not in it, and cost nothing."""
     done_cost = sum(r.cost for r in runs if r.status == Outcome.DONE)
-    rest = sum(r.cost for r in runs if r.status == Outcome.PENDING)
+    rest = sum(r.cost for r in runs if r.status == Outcome.PENDING and r.name in todo)
     if not done_cost:
         return "unknown"
     return f"{rest * elapsed / done_cost / 60:.0f} min"
 
 
-def _announce_start(run, i, total, start, runs):
-    print(f"\n=== [{i}/{total}] {run.script} {run.name} | elapsed "
-          f"{(time.time() - start) / 60:.1f} min | estimated left {_eta(runs, time.time() - start)}"
-          f"\n    {run.command}", flush=True)
+def _announce_start(run, i, total, start, runs, todo):
+    print(f"\n=== [{i}/{total}] {run.script} {run.name} | elapsed {(time.time() - start) / 60:.1f} min"
+          f" | estimated left {_eta(runs, todo, time.time() - start)}\n    {run.command}", flush=True)
 
 
 def _announce_end(run):
@@ -32,8 +34,9 @@ def _announce_end(run):
         print(f"FAILED: {run.name}\n{run.error_tail or run.reason}", file=sys.stderr, flush=True)
 
 
-def run_serial(runs, by_name, force):
-    """Every run in matrix order, in this process: the output streams to the terminal."""
+def run_serial(runs, by_name, force, todo):
+    """Every run in matrix order, in this process: the output streams to the terminal. `todo`
+    names the runs expected to execute (the time left counts them)."""
     start = time.time()
     for i, run in enumerate(runs, 1):
         if run.status != Outcome.PENDING:
@@ -41,7 +44,7 @@ def run_serial(runs, by_name, force):
         if not prepare(run, by_name, force):
             _announce_end(run)
             continue
-        _announce_start(run, i, len(runs), start, runs)
+        _announce_start(run, i, len(runs), start, runs, todo)
         t0 = time.time()
         outcome = call(run.script, launch_argv(run, force))
         finish(run, outcome, time.time() - t0)
@@ -167,7 +170,7 @@ class SubmititBackend:
         pass
 
 
-def run_parallel(runs, by_name, force, backend, jobs, log_dir):
+def run_parallel(runs, by_name, force, todo, backend, jobs, log_dir):
     """Runs whose inputs are ready start as soon as a slot is free; each run's output goes to
     log_dir/<name>.log. Outcomes are the same as run_serial's."""
     print(f"running on {backend.where}; logs in {log_dir}/", flush=True)
@@ -186,7 +189,7 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
                 if not prepare(run, by_name, force):
                     _announce_end(run)
                     continue
-                _announce_start(run, len(runs) - len(pending), len(runs), start, runs)
+                _announce_start(run, len(runs) - len(pending), len(runs), start, runs, todo)
                 run.status = Outcome.RUNNING
                 running[run.name] = (run, backend.submit(run, launch_argv(run, force),
                                                          _log_path(log_dir, run.name)), time.time())
@@ -202,11 +205,12 @@ def run_parallel(runs, by_name, force, backend, jobs, log_dir):
         backend.close()
 
 
-def launch(args, runs, by_name):
-    """Execute the pending runs: serially in this process, or through a backend."""
+def launch(args, runs, by_name, todo):
+    """Execute the pending runs: serially in this process, or through a backend. `todo` names
+    the runs expected to execute (not up to date on disk, their data there)."""
     if args.launcher == "local" and args.jobs == 1:
-        run_serial(runs, by_name, args.force)
+        run_serial(runs, by_name, args.force, todo)
         return
     backend = (ProcessBackend(args.jobs, args.device) if args.launcher == "local"
                else SubmititBackend(args, args.jobs))
-    run_parallel(runs, by_name, args.force, backend, args.jobs, os.path.join(args.checkpoints, "logs"))
+    run_parallel(runs, by_name, args.force, todo, backend, args.jobs, os.path.join(args.checkpoints, "logs"))

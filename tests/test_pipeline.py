@@ -438,6 +438,26 @@ def test_missing_real_data_is_named_with_the_flag_that_adds_it(tmp_path, monkeyp
     assert datasets.default_data_root() == str(second)
 
 
+def test_the_time_left_counts_only_the_runs_still_to_do():
+    """A resumed pipeline's pending runs may be up to date on disk, or lack their data: the
+    estimate of the time left counts only those it will execute (`todo`, from
+    run_report_pipeline._unfinished; it read ~2x the real time left in look 2's resume), at
+    this invocation's pace, and every pending run under --force."""
+    from types import SimpleNamespace
+
+    from study import launchers
+
+    def run(name, cost, status=Outcome.PENDING):
+        return SimpleNamespace(name=name, cost=cost, status=status)
+    runs = [run("done", 10.0, Outcome.DONE), run("to_do", 20.0), run("up_to_date", 30.0),
+            run("later", 10.0), run("left_out", 40.0, Outcome.NOT_RUN)]
+    # 10 units took 60 s: the 30 units to do take 180 s
+    assert launchers._eta(runs, {"to_do", "later"}, 60.0) == "3 min"
+    assert launchers._eta(runs, {"to_do", "later", "up_to_date"}, 60.0) == "6 min"  # --force
+    assert launchers._eta(runs, {"to_do"}, 120.0) == "4 min"
+    assert launchers._eta(runs[1:], {"to_do"}, 60.0) == "unknown"  # nothing done yet: no pace
+
+
 def test_a_second_look_at_the_smoke_run_extends_only_what_its_open_claims_read(smoke, monkeypatch, capsys):
     """Judged from the smoke run's records as look 1 of a two-look schedule: the open claims
     name runs of the study, and look 2 leaves out what no claim reads (the divergence check)."""
