@@ -91,13 +91,20 @@ def _calibration(args, profile, rates):
 
     if not rates:
         return 1.0
-    done = {}
+    runs, took = {}, {}
     for k in range(1, args.look + 1):
-        copies, results = as_on_disk(looks.matrix(args, profile, k))
-        done.update({c.name: (c, results[c.name]["wall_time_s"]) for c in copies
-                     if c.name in results and "wall_time_s" in results[c.name]})
-    factor, _ = calibration([c for c, _ in done.values()], rates, {n: t for n, (_, t) in done.items()})
+        matrix = looks.matrix(args, profile, k)
+        took.update(_took(matrix))
+        runs.update({r.name: r for r in matrix})
+    factor, _ = calibration(list(runs.values()), rates, took)
     return factor
+
+
+def _took(runs):
+    """{name: seconds} of the runs of `runs` that finished on disk, as their records say they
+    took (wall_time_s)."""
+    _, results = as_on_disk(runs)
+    return {name: r["wall_time_s"] for name, r in results.items() if "wall_time_s" in r}
 
 
 def _chooser(args, rates):
@@ -105,10 +112,8 @@ def _chooser(args, rates):
     each open claim's chance per minute under --budget (every claim without one)."""
     from study.estimate import estimate
 
-    def took(runs):
-        return {name: r.get("wall_time_s", 0) for name, r in as_on_disk(runs)[1].items()}
     return looks.chooser(args.checkpoints, args.budget, rates and (lambda run: estimate(run, rates)),
-                         took, lambda runs: _unfinished(args, runs),
+                         _took, lambda runs: _unfinished(args, runs),
                          persist=not (args.list or args.plan or args.render_only), budget_why=args.budget_why,
                          factor=args.calibration)
 
@@ -307,10 +312,7 @@ def main(argv=None):
     if args.plan:
         from study.estimate import print_looks, print_plan
 
-        copies, results = as_on_disk(runs)  # what the runs done for these commands took
-        print_plan(runs, rates, measured[1], args.device,
-                   {c.name: results[c.name]["wall_time_s"] for c in copies
-                    if c.status in run_contract.FINISHED and "wall_time_s" in results.get(c.name, {})})
+        print_plan(runs, rates, measured[1], args.device, _took(runs))  # the runs done for these commands
         if looks.count(profile) > 1:
             fixed = build_matrix(args, {k: v for k, v in profile.items() if k != "looks"})
             print_looks([looks.added(args, profile, k) for k in range(1, looks.count(profile) + 1)],
