@@ -55,6 +55,12 @@ def _count(n):
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,.0f}"
 
 
+def _sizes(evaluated, size):
+    """The distinct sample sizes `size(result)` the evaluations used, e.g. "1,024 or 10,000"."""
+    found = sorted({n for r in evaluated if (n := size(r["result"])) is not None})
+    return " or ".join(f"{n:,}" for n in found) or "?"
+
+
 def setup_section(study):
     md = ["## Setup", ""]
     rows = robustness_rows(study)
@@ -77,12 +83,15 @@ def setup_section(study):
     if evaluated:
         e = evaluated[0]["result"]
         p, aa = e["params"], e.get("autoattack", {})
+        attacked = _sizes(evaluated, lambda r: r["n_samples"]["attacks"])
         lines.append(
             f"- **Attacks** (evaluation, L-inf eps {_px(p['eps'])}): FGSM (one step of eps); "
             f"PGD-{p['iters']}, step {_px(p['alpha'])}, random start, {p.get('restarts', 1)} "
-            f"restart(s), on {e['n_samples']['attacks']:,} seeded test images; AutoAttack "
-            f"({aa.get('version', '?')}: {', '.join(aa.get('attacks', [])) or '?'}, "
-            f"{aa.get('steps', '?')} steps) on the first {aa.get('n', '?')} of them.")
+            f"restart(s), on {attacked} seeded test images; AutoAttack ({aa.get('version', '?')}: "
+            f"{', '.join(aa.get('attacks', [])) or '?'}, {aa.get('steps', '?')} steps) on the first "
+            f"{_sizes(evaluated, lambda r: r.get('autoattack', {}).get('n'))} of them"
+            + (" (each evaluation at the sizes of the look that added it)" if " or " in attacked else "")
+            + ".")
     lines.append(design_line(study))
     md += lines + [""]
     body = []

@@ -451,6 +451,19 @@ def test_the_setup_box_names_each_familys_regime_with_the_baselines_fit(study):
     assert "the baseline fits" not in setup.regime(study)  # not measured: not claimed
 
 
+def test_the_setup_box_names_every_attacked_sample_size_a_look_used(study):
+    """A seed a later look added is evaluated at that look's larger sample: the Attacks line
+    names each size, not only the first evaluation's."""
+    from reporting import setup
+
+    line = next(l for l in setup.setup_section(study) if l.startswith("- **Attacks**"))
+    assert "on 1,000 seeded test images" in line and "on the first 1,000 of them." in line
+    study.results["eval_pgd"] = attacked(0.60, 0.40, 0.35, 0.30, n=10000)
+    line = next(l for l in setup.setup_section(study) if l.startswith("- **Attacks**"))
+    assert "on 1,000 or 10,000 seeded test images" in line
+    assert "on the first 1,000 or 10,000 of them (each evaluation at the sizes of the look" in line
+
+
 def test_parameters_are_a_table_of_budgets_and_a_list_of_the_rest():
     from study.profiles import PROFILES
     profile = PROFILES["smoke"]
