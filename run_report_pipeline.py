@@ -92,10 +92,11 @@ def _calibration(args, profile, rates):
     if not rates:
         return 1.0
     runs, took = {}, {}
-    for k in range(1, args.look + 1):
+    for k in range(1, args.look + 1):  # each run as it finished: a later look's command may differ
         matrix = looks.matrix(args, profile, k)
-        took.update(_took(matrix))
-        runs.update({r.name: r for r in matrix})
+        finished = _took(matrix)
+        took.update(finished)
+        runs.update({r.name: r for r in matrix if r.name in finished})
     factor, _ = calibration(list(runs.values()), rates, took)
     return factor
 

@@ -338,3 +338,20 @@ def test_a_claim_tested_across_seeds_gets_new_seeds_and_one_tested_on_images_lar
     reads = {"eval_x", "eval_x_s1"}
     assert study_looks.blocks(full, reads, before, seeds_only=True) == {"eval_x_s2", "x_s2"}
     assert study_looks.blocks(full, reads, before) == {"eval_x", "eval_x_s1", "eval_x_s2", "x", "x_s1", "x_s2"}
+
+
+def test_the_calibration_prices_each_run_done_by_the_command_it_ran(monkeypatch):
+    """A run done at look 1 whose look-2 command differs (a larger sample) and that look 2 did
+    not re-run is priced by look 1's command: by look 2's it reads as faster than it was."""
+    import run_report_pipeline as pipeline
+
+    def run(name, cost):
+        return SimpleNamespace(name=name, cost=cost, stem="imagenet", status=Outcome.PENDING)
+    matrices = {1: [run("a", 1000.0), run("b", 1000.0)], 2: [run("a", 4000.0), run("b", 1000.0)]}
+    took = {1: {"a": 2.0, "b": 2.0}, 2: {"b": 2.0}}  # "a" stayed as it ran at look 1
+    monkeypatch.setattr(pipeline.looks, "matrix", lambda args, profile, k: matrices[k])
+    monkeypatch.setattr(pipeline, "_took", lambda runs: took[1 if runs is matrices[1] else 2])
+    args = SimpleNamespace(look=2)
+    # both ran 2 s against an estimate of 1 s each
+    assert pipeline._calibration(args, {}, {"imagenet": 1e-3}) == pytest.approx(2.0)
+    assert pipeline._calibration(args, {}, None) == 1.0  # no rates measured: nothing to scale
