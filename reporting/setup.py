@@ -56,9 +56,12 @@ def _count(n):
 
 
 def _sizes(evaluated, size):
-    """The distinct sample sizes `size(result)` the evaluations used, e.g. "1,024 or 10,000"."""
-    found = sorted({n for r in evaluated if (n := size(r["result"])) is not None})
-    return " or ".join(f"{n:,}" for n in found) or "?"
+    """The distinct sample sizes `size(result)` the evaluations used, smallest first."""
+    return sorted({n for r in evaluated if (n := size(r["result"])) is not None})
+
+
+def _either(sizes):
+    return " or ".join(f"{n:,}" for n in sizes) or "?"  # "1,024 or 10,000"
 
 
 def setup_section(study):
@@ -84,14 +87,15 @@ def setup_section(study):
         e = evaluated[0]["result"]
         p, aa = e["params"], e.get("autoattack", {})
         attacked = _sizes(evaluated, lambda r: r["n_samples"]["attacks"])
+        autoattacked = _sizes(evaluated, lambda r: r.get("autoattack", {}).get("n"))
         lines.append(
             f"- **Attacks** (evaluation, L-inf eps {_px(p['eps'])}): FGSM (one step of eps); "
             f"PGD-{p['iters']}, step {_px(p['alpha'])}, random start, {p.get('restarts', 1)} "
-            f"restart(s), on {attacked} seeded test images; AutoAttack ({aa.get('version', '?')}: "
+            f"restart(s), on {_either(attacked)} seeded test images; AutoAttack ({aa.get('version', '?')}: "
             f"{', '.join(aa.get('attacks', [])) or '?'}, {aa.get('steps', '?')} steps) on the first "
-            f"{_sizes(evaluated, lambda r: r.get('autoattack', {}).get('n'))} of them"
-            + (" (each evaluation at the sizes of the look that added it)" if " or " in attacked else "")
-            + ".")
+            f"{_either(autoattacked)} of them"
+            + (" (each evaluation at the sizes of the look that added it)"
+               if len(attacked) > 1 or len(autoattacked) > 1 else "") + ".")
     lines.append(design_line(study))
     md += lines + [""]
     body = []
